@@ -1,0 +1,176 @@
+//! Pure routing decisions: which group (and pinned target) serves a request,
+//! and whether the client gets a new cookie.
+//!
+//! [`decide`] does no I/O and takes the clock and the source of fresh client ids
+//! as arguments, so every rule of DESIGN.md §2–§4 is unit-tested without sockets.
+
+pub mod bucket;
+pub mod cookie;
+
+use crate::state::Snapshot;
+use bucket::{bucket_of, client_id_from_key};
+pub use cookie::{ClientId, CookieCodec, Pin, Rejection};
+
+/// What the request offers to the decision.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// The sticky cookie's value, if the request carried one.
+    pub cookie: Option<&'a str>,
+    /// The override header's value, if configured and present.
+    pub override_group: Option<&'a [u8]>,
+    /// The bucketing key (header value or client IP) for clients without a cookie.
+    pub bucket_key: Option<&'a [u8]>,
+}
+
+/// Why a request went where it went. Metric label values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// No cookie: assigned by weight.
+    New,
+    /// A valid cookie, honoured.
+    Sticky,
+    /// The override header chose the group for this request only.
+    Override,
+    /// The cookie's group is draining or gone: moved to another group.
+    Reassigned,
+    /// The cookie's target is gone: moved within the same group.
+    Retargeted,
+    /// The cookie was authentic but expired: re-bucketed with the same client id.
+    Expired,
+    /// The cookie did not verify: assigned anew.
+    Invalid,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 7] = [
+        Reason::New,
+        Reason::Sticky,
+        Reason::Override,
+        Reason::Reassigned,
+        Reason::Retargeted,
+        Reason::Expired,
+        Reason::Invalid,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::New => "new",
+            Reason::Sticky => "sticky",
+            Reason::Override => "override",
+            Reason::Reassigned => "reassigned",
+            Reason::Retargeted => "retargeted",
+            Reason::Expired => "expired",
+            Reason::Invalid => "invalid",
+        }
+    }
+}
+
+/// The outcome of [`decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Index into `snapshot.groups`.
+    pub group: usize,
+    /// Index of the pinned target in the group, or `None` to pick one.
+    pub target: Option<usize>,
+    pub client_id: ClientId,
+    pub issued_at: u32,
+    pub expires_at: u32,
+    /// Send `Set-Cookie` (the assignment is new or changed).
+    pub issue_cookie: bool,
+    pub reason: Reason,
+    /// Why an offered cookie was not honoured.
+    pub rejected: Option<Rejection>,
+}
+
+/// Decides where a request goes. `now` is Unix seconds; `fresh_id` is called
+/// only when a client needs a brand-new random id. `None` means no group can take
+/// the client (every group drained or at weight 0, which validation prevents).
+pub fn decide(
+    snap: &Snapshot,
+    req: &RequestView<'_>,
+    now: u32,
+    fresh_id: &mut dyn FnMut() -> ClientId,
+) -> Option<Decision> {
+    if let Some(g) = req.override_group.and_then(|name| snap.group_by_name(name)) {
+        return Some(Decision {
+            group: g,
+            target: None,
+            client_id: [0; 16],
+            issued_at: now,
+            expires_at: now,
+            issue_cookie: false,
+            reason: Reason::Override,
+            rejected: None,
+        });
+    }
+    let verified = req.cookie.map(|v| snap.codec.verify(v));
+    match verified {
+        Some(Ok(pin)) if now >= pin.expires_at => assign(
+            snap,
+            pin.client_id,
+            now,
+            Reason::Expired,
+            Some(Rejection::Expired),
+        ),
+        Some(Ok(pin)) => match snap.group_by_name(pin.group()) {
+            Some(g) if !snap.groups[g].drain => {
+                let target = snap.groups[g].target_by_id(pin.target);
+                Some(Decision {
+                    group: g,
+                    target,
+                    client_id: pin.client_id,
+                    issued_at: pin.issued_at,
+                    // A pin is not sliding: a new target keeps the group's expiry.
+                    expires_at: pin.expires_at,
+                    issue_cookie: target.is_none(),
+                    reason: if target.is_some() {
+                        Reason::Sticky
+                    } else {
+                        Reason::Retargeted
+                    },
+                    rejected: None,
+                })
+            }
+            // Drained or removed: move, keeping the client id so the move is stable.
+            _ => assign(snap, pin.client_id, now, Reason::Reassigned, None),
+        },
+        Some(Err(rejection)) => {
+            let id = new_client_id(req, fresh_id);
+            assign(snap, id, now, Reason::Invalid, Some(rejection))
+        }
+        None => {
+            let id = new_client_id(req, fresh_id);
+            assign(snap, id, now, Reason::New, None)
+        }
+    }
+}
+
+fn new_client_id(req: &RequestView<'_>, fresh_id: &mut dyn FnMut() -> ClientId) -> ClientId {
+    match req.bucket_key {
+        Some(key) if !key.is_empty() => client_id_from_key(key),
+        _ => fresh_id(),
+    }
+}
+
+fn assign(
+    snap: &Snapshot,
+    client_id: ClientId,
+    now: u32,
+    reason: Reason,
+    rejected: Option<Rejection>,
+) -> Option<Decision> {
+    let group = snap.table.group_of(bucket_of(&client_id))?;
+    Some(Decision {
+        group,
+        target: None,
+        client_id,
+        issued_at: now,
+        expires_at: now.saturating_add(snap.config.sticky.ttl.secs()),
+        issue_cookie: true,
+        reason,
+        rejected,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,271 @@
+//! Every row of DESIGN.md §4, checked on snapshots built from YAML.
+
+use super::*;
+use crate::config::{self, KeySource, ValidateOptions};
+use crate::metrics::Metrics;
+use crate::state::{LiveState, Snapshot};
+
+struct TestKeys;
+
+impl KeySource for TestKeys {
+    fn env(&self, _: &str) -> Option<String> {
+        Some("a2V5LWZvci11bml0LXRlc3RzLW9ubHktMzItYnl0ZXMhIQ".into())
+    }
+    fn file(&self, _: &str) -> std::io::Result<String> {
+        Err(std::io::ErrorKind::NotFound.into())
+    }
+}
+
+fn snapshot(groups_yaml: &str) -> Snapshot {
+    let text = format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:K]\ngroups:\n{groups_yaml}"
+    );
+    let cfg = config::load_str(&text, "test", &TestKeys, ValidateOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let metrics = Metrics::new(&prometheus::Registry::new()).unwrap_or_else(|e| panic!("{e}"));
+    Snapshot::build(cfg, 1, String::new(), &LiveState::default(), &metrics)
+}
+
+fn two(blue: u32, green: u32, green_extra: &str) -> Snapshot {
+    snapshot(&format!(
+        "  blue:\n    weight: {blue}\n    targets: [{{address: 10.0.0.1:80}}, {{address: 10.0.0.2:80}}]\n  green:\n    weight: {green}\n{green_extra}    targets: [{{address: 10.0.0.3:80}}, {{address: 10.0.0.4:80}}]\n"
+    ))
+}
+
+const NOW: u32 = 1_700_000_000;
+
+fn counter_ids() -> impl FnMut() -> ClientId {
+    let mut n = 0u64;
+    move || {
+        n += 1;
+        bucket::client_id_from_key(&n.to_be_bytes())
+    }
+}
+
+fn decide_at(snap: &Snapshot, cookie: Option<&str>, now: u32) -> Decision {
+    let view = RequestView {
+        cookie,
+        ..Default::default()
+    };
+    decide(snap, &view, now, &mut counter_ids()).unwrap_or_else(|| panic!("no decision"))
+}
+
+/// The cookie a client would hold after `d`, pinned to target index 0 when unpinned.
+fn cookie_for(snap: &Snapshot, d: &Decision) -> String {
+    let g = &snap.groups[d.group];
+    let t = &g.targets[d.target.unwrap_or(0)];
+    let pin = Pin::new(
+        d.client_id,
+        g.name.as_str(),
+        t.id,
+        d.issued_at,
+        d.expires_at,
+    )
+    .unwrap_or_else(|| panic!("pin"));
+    snap.codec.encode(&pin)
+}
+
+/// A client pinned to `group` in `snap`, found by trying fresh ids.
+fn pinned_client(snap: &Snapshot, group: &str) -> (Decision, String) {
+    let mut ids = counter_ids();
+    for _ in 0..10_000 {
+        let d =
+            decide(snap, &RequestView::default(), NOW, &mut ids).unwrap_or_else(|| panic!("none"));
+        if snap.groups[d.group].name.as_str() == group {
+            let c = cookie_for(snap, &d);
+            return (d, c);
+        }
+    }
+    panic!("no client landed in {group}");
+}
+
+#[test]
+fn new_clients_split_by_weight_and_get_a_cookie() {
+    let snap = two(90, 10, "");
+    let mut ids = counter_ids();
+    let mut green = 0;
+    for _ in 0..10_000 {
+        let d = decide(&snap, &RequestView::default(), NOW, &mut ids).unwrap_or_else(|| panic!());
+        assert!(d.issue_cookie);
+        assert_eq!(d.reason, Reason::New);
+        assert_eq!(d.expires_at, NOW + 3600);
+        green += usize::from(d.group == 1);
+    }
+    assert!((850..=1150).contains(&green), "green got {green} of 10000");
+}
+
+#[test]
+fn sticky_client_keeps_group_and_target_without_new_cookie() {
+    let snap = two(50, 50, "");
+    let (d0, cookie) = pinned_client(&snap, "green");
+    let d = decide_at(&snap, Some(&cookie), NOW + 10);
+    assert_eq!(
+        (d.group, d.target, d.reason, d.issue_cookie),
+        (d0.group, Some(0), Reason::Sticky, false)
+    );
+    assert_eq!(d.client_id, d0.client_id);
+}
+
+#[test]
+fn weight_change_keeps_pinned_clients_until_expiry() {
+    let before = two(10, 90, "");
+    let (_, cookie) = pinned_client(&before, "green");
+    for (b, g) in [(90, 10), (99, 1), (100, 0)] {
+        let after = two(b, g, "");
+        let d = decide_at(&after, Some(&cookie), NOW + 60);
+        assert_eq!(after.groups[d.group].name.as_str(), "green", "{b}/{g}");
+        assert_eq!(d.reason, Reason::Sticky);
+        assert!(!d.issue_cookie);
+    }
+}
+
+#[test]
+fn weight_zero_takes_no_new_clients() {
+    let snap = two(100, 0, "");
+    let mut ids = counter_ids();
+    for _ in 0..2_000 {
+        let d = decide(&snap, &RequestView::default(), NOW, &mut ids).unwrap_or_else(|| panic!());
+        assert_eq!(d.group, 0);
+    }
+}
+
+#[test]
+fn drain_moves_pinned_clients_and_reissues() {
+    let before = two(50, 50, "");
+    let (d0, cookie) = pinned_client(&before, "green");
+    let after = two(50, 50, "    drain: true\n");
+    let d = decide_at(&after, Some(&cookie), NOW + 60);
+    assert_eq!(after.groups[d.group].name.as_str(), "blue");
+    assert_eq!(d.reason, Reason::Reassigned);
+    assert!(d.issue_cookie);
+    assert_eq!(d.client_id, d0.client_id, "the client id survives a move");
+    assert_eq!(
+        d.expires_at,
+        NOW + 60 + 3600,
+        "a new assignment gets a new expiry"
+    );
+    // Drained: no new clients either.
+    let mut ids = counter_ids();
+    for _ in 0..2_000 {
+        let d = decide(&after, &RequestView::default(), NOW, &mut ids).unwrap_or_else(|| panic!());
+        assert_eq!(d.group, 0);
+    }
+}
+
+#[test]
+fn removed_group_moves_pinned_clients_and_reissues() {
+    let before = two(50, 50, "");
+    let (_, cookie) = pinned_client(&before, "green");
+    let after = snapshot("  blue:\n    weight: 1\n    targets: [{address: 10.0.0.1:80}]\n");
+    let d = decide_at(&after, Some(&cookie), NOW + 60);
+    assert_eq!(
+        (d.group, d.reason, d.issue_cookie),
+        (0, Reason::Reassigned, true)
+    );
+}
+
+#[test]
+fn removed_target_moves_within_the_group_keeping_expiry() {
+    let before = two(50, 50, "");
+    let (d0, cookie) = pinned_client(&before, "green");
+    // Target 10.0.0.3 (index 0, the pinned one) is gone.
+    let after = snapshot(
+        "  blue:\n    weight: 50\n    targets: [{address: 10.0.0.1:80}]\n  green:\n    weight: 50\n    targets: [{address: 10.0.0.4:80}, {address: 10.0.0.5:80}]\n",
+    );
+    let d = decide_at(&after, Some(&cookie), NOW + 60);
+    assert_eq!(after.groups[d.group].name.as_str(), "green");
+    assert_eq!(
+        (d.target, d.reason, d.issue_cookie),
+        (None, Reason::Retargeted, true)
+    );
+    assert_eq!(d.expires_at, d0.expires_at);
+}
+
+#[test]
+fn pinned_target_survives_reordering() {
+    let before = two(50, 50, "");
+    let (_, cookie) = pinned_client(&before, "green");
+    let after = snapshot(
+        "  green:\n    weight: 50\n    targets: [{address: 10.0.0.9:80}, {address: 10.0.0.3:80}]\n  blue:\n    weight: 50\n    targets: [{address: 10.0.0.1:80}]\n",
+    );
+    let d = decide_at(&after, Some(&cookie), NOW + 60);
+    assert_eq!((d.group, d.target, d.reason), (0, Some(1), Reason::Sticky));
+}
+
+#[test]
+fn expired_cookie_is_rebucketed_with_the_same_id() {
+    let snap = two(50, 50, "");
+    for group in ["blue", "green"] {
+        let (d0, cookie) = pinned_client(&snap, group);
+        let d = decide_at(&snap, Some(&cookie), d0.expires_at);
+        assert_eq!(d.reason, Reason::Expired);
+        assert_eq!(d.rejected, Some(Rejection::Expired));
+        assert_eq!((d.group, d.client_id), (d0.group, d0.client_id));
+        assert!(d.issue_cookie);
+        let d = decide_at(&snap, Some(&cookie), d0.expires_at - 1);
+        assert_eq!(
+            d.reason,
+            Reason::Sticky,
+            "one second before expiry it still holds"
+        );
+    }
+}
+
+#[test]
+fn invalid_cookie_is_a_new_assignment_with_a_reason() {
+    let snap = two(50, 50, "");
+    let (_, cookie) = pinned_client(&snap, "green");
+    let mut tampered = cookie.clone().into_bytes();
+    let last = tampered.len() - 1;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap_or_default();
+    for (value, why) in [
+        (tampered.as_str(), Rejection::BadSignature),
+        ("garbage", Rejection::Malformed),
+        (&cookie[..cookie.len() - 5], Rejection::Malformed),
+    ] {
+        let d = decide_at(&snap, Some(value), NOW);
+        assert_eq!(
+            (d.reason, d.rejected, d.issue_cookie),
+            (Reason::Invalid, Some(why), true)
+        );
+    }
+}
+
+#[test]
+fn override_header_forces_group_for_one_request() {
+    let snap = two(100, 0, "");
+    let view = RequestView {
+        override_group: Some(b"green"),
+        ..Default::default()
+    };
+    let d = decide(&snap, &view, NOW, &mut counter_ids()).unwrap_or_else(|| panic!());
+    assert_eq!(
+        (d.group, d.reason, d.issue_cookie),
+        (1, Reason::Override, false)
+    );
+    let view = RequestView {
+        override_group: Some(b"nope"),
+        ..Default::default()
+    };
+    let d = decide(&snap, &view, NOW, &mut counter_ids()).unwrap_or_else(|| panic!());
+    assert_eq!(d.reason, Reason::New);
+}
+
+#[test]
+fn bucket_key_makes_clients_without_cookie_stick() {
+    let snap = two(50, 50, "");
+    let mut groups = std::collections::HashSet::new();
+    for user in 0..200u32 {
+        let key = format!("user-{user}");
+        let view = RequestView {
+            bucket_key: Some(key.as_bytes()),
+            ..Default::default()
+        };
+        let a = decide(&snap, &view, NOW, &mut counter_ids()).unwrap_or_else(|| panic!());
+        let b = decide(&snap, &view, NOW + 5, &mut counter_ids()).unwrap_or_else(|| panic!());
+        assert_eq!((a.group, a.client_id), (b.group, b.client_id));
+        groups.insert(a.group);
+    }
+    assert_eq!(groups.len(), 2, "keys spread over both groups");
+}

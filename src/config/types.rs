@@ -1,0 +1,240 @@
+//! Validated config values. Each newtype has private fields and a fallible
+//! constructor, so a value that exists has already been checked.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::HeaderName;
+use http::uri::Authority;
+use ipnet::IpNet;
+
+/// Longest sticky TTL accepted: 7 days, the AWS ALB maximum.
+pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Largest weight of a group or a target.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+/// Shortest key accepted, in bytes, after base64 decoding.
+pub const MIN_KEY_LEN: usize = 32;
+
+/// The validated, typed config. Built only by [`super::validate`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub sticky: Sticky,
+    pub groups: Vec<GroupSpec>,
+    pub override_header: Option<HeaderName>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sticky {
+    pub cookie_name: CookieName,
+    pub ttl: Ttl,
+    /// First signs, all verify.
+    pub keys: Vec<CookieKey>,
+    pub path: String,
+    pub domain: Option<String>,
+    pub same_site: SameSite,
+    /// `None`: automatic (set on TLS listeners only).
+    pub secure: Option<bool>,
+    pub bucket_by: Option<BucketBy>,
+    /// True when the key was generated at start-up (demo only): cookies will not
+    /// survive a restart and replicas will not agree.
+    pub ephemeral_key: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub upstream_response: Duration,
+    pub client_header: Duration,
+    pub upstream_idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(3),
+            upstream_response: Duration::from_secs(60),
+            client_header: Duration::from_secs(10),
+            upstream_idle: Duration::from_secs(90),
+        }
+    }
+}
+
+/// How a client without a cookie is bucketed, when not at random.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketBy {
+    Header(HeaderName),
+    ClientIp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+    None,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+            SameSite::None => "None",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupSpec {
+    pub name: GroupName,
+    pub weight: Weight,
+    pub drain: bool,
+    pub targets: Vec<TargetSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    pub address: Authority,
+    pub weight: Weight,
+}
+
+// === impl Weight ===
+
+/// A relative weight, `0..=MAX_WEIGHT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Weight(u32);
+
+impl Weight {
+    pub fn try_new(value: i64) -> Result<Self, String> {
+        match u32::try_from(value) {
+            Ok(v) if v <= MAX_WEIGHT => Ok(Self(v)),
+            _ if value < 0 => Err("expected an integer >= 0".into()),
+            _ => Err(format!("expected an integer <= {MAX_WEIGHT}")),
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+// === impl GroupName ===
+
+/// A group name: 1 to 32 of `a-z 0-9 - _`, so it is safe in a cookie, a metric
+/// label and a log line alike.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupName(String);
+
+impl GroupName {
+    pub fn try_new(name: &str) -> Result<Self, String> {
+        let ok = !name.is_empty()
+            && name.len() <= 32
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(format!(
+                "group name `{name}` must be 1-32 characters of a-z, 0-9, '-' or '_'"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GroupName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+// === impl CookieName ===
+
+/// A cookie name made of RFC 6265 token characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieName(String);
+
+impl CookieName {
+    pub fn try_new(name: &str) -> Result<Self, String> {
+        const SEPARATORS: &[u8] = b"()<>@,;:\\\"/[]?={} \t";
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !SEPARATORS.contains(&b));
+        if ok {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(format!(
+                "cookie name `{name}` must be 1-64 token characters"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+// === impl Ttl ===
+
+/// A sticky TTL between one second and seven days, in whole seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl(u32);
+
+impl Ttl {
+    pub fn try_new(d: Duration) -> Result<Self, String> {
+        if d < Duration::from_secs(1) {
+            return Err("must be at least 1s".into());
+        }
+        if d > MAX_TTL {
+            return Err("must be at most 7d (the longest a sticky pin may last)".into());
+        }
+        if d.subsec_nanos() != 0 {
+            return Err("must be a whole number of seconds".into());
+        }
+        // MAX_TTL fits in u32 seconds, checked just above.
+        Ok(Self(d.as_secs() as u32))
+    }
+
+    pub fn secs(self) -> u32 {
+        self.0
+    }
+}
+
+// === impl CookieKey ===
+
+/// A cookie signing key of at least [`MIN_KEY_LEN`] bytes. Its `Debug` never
+/// shows the bytes, so it cannot leak through a log line.
+#[derive(Clone)]
+pub struct CookieKey(Vec<u8>);
+
+impl CookieKey {
+    pub fn try_new(bytes: Vec<u8>) -> Result<Self, String> {
+        if bytes.len() < MIN_KEY_LEN {
+            return Err(format!(
+                "key is {} bytes; at least {MIN_KEY_LEN} random bytes are required (`switchyard keygen` makes one)",
+                bytes.len()
+            ));
+        }
+        Ok(Self(bytes))
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CookieKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CookieKey(<{} bytes redacted>)", self.0.len())
+    }
+}

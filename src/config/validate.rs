@@ -1,0 +1,464 @@
+//! Raw (serde) config -> validated [`Config`], gathering every error at once.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine;
+use http::HeaderName;
+use http::uri::Authority;
+use ipnet::IpNet;
+use serde_saphyr::{Location, Spanned};
+
+use super::duration::parse_duration;
+use super::error::ConfigError;
+use super::raw::{RawConfig, RawGroup, RawSticky, RawTimeouts};
+use super::types::*;
+
+/// Where key material comes from. Tests and the demo swap the real environment
+/// for their own lookups.
+pub trait KeySource {
+    fn env(&self, name: &str) -> Option<String>;
+    fn file(&self, path: &str) -> std::io::Result<String>;
+}
+
+/// Reads keys from the process environment and the file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemKeys;
+
+impl KeySource for SystemKeys {
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn file(&self, path: &str) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
+/// Options of one validation run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ValidateOptions {
+    /// When no key can be read, sign with a random key made now (demo only).
+    pub ephemeral_key_if_missing: bool,
+}
+
+pub(super) fn line(loc: &Location) -> Option<u64> {
+    match loc.line() {
+        0 => None,
+        n => Some(n),
+    }
+}
+
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn at<T>(&mut self, path: impl Into<String>, spanned: &Spanned<T>, msg: impl Into<String>) {
+        self.0
+            .push(ConfigError::new(path, line(&spanned.referenced), msg));
+    }
+}
+
+/// Validates a parsed config.
+pub fn validate(
+    raw: &RawConfig,
+    keys: &dyn KeySource,
+    opts: ValidateOptions,
+) -> Result<Config, Vec<ConfigError>> {
+    let mut errs = Errors(Vec::new());
+    let listen = socket_addr(&mut errs, "listen", &raw.listen);
+    let admin = match &raw.admin {
+        Some(a) => socket_addr(&mut errs, "admin", a),
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
+    };
+    let sticky = sticky(&mut errs, &raw.sticky, keys, opts);
+    let groups = groups(&mut errs, raw);
+    let override_header = raw.override_header.as_ref().and_then(|h| {
+        header_name(&h.value)
+            .map_err(|m| errs.at("override_header", h, m))
+            .ok()
+    });
+    let trusted_proxies = raw
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            parse_cidr(&s.value)
+                .map_err(|m| errs.at(format!("trusted_proxies[{i}]"), s, m))
+                .ok()
+        })
+        .collect();
+    let timeouts = timeouts(&mut errs, &raw.timeouts);
+    if let (Some(l), Some(a)) = (listen, admin) {
+        if l == a && l.port() != 0 {
+            errs.at(
+                "admin",
+                raw.admin.as_ref().unwrap_or(&raw.listen),
+                "must differ from `listen`",
+            );
+        }
+    }
+
+    match (listen, admin, sticky, errs.0.is_empty()) {
+        (Some(listen), Some(admin), Some(sticky), true) => Ok(Config {
+            listen,
+            admin,
+            sticky,
+            groups,
+            override_header,
+            trusted_proxies,
+            timeouts,
+        }),
+        _ => Err(errs.0),
+    }
+}
+
+fn socket_addr(errs: &mut Errors, path: &str, s: &Spanned<String>) -> Option<SocketAddr> {
+    s.value
+        .parse()
+        .map_err(|_| {
+            errs.at(
+                path,
+                s,
+                format!(
+                    "`{}` is not an address like 127.0.0.1:8080 or [::]:8080",
+                    s.value
+                ),
+            )
+        })
+        .ok()
+}
+
+fn header_name(s: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(s.as_bytes()).map_err(|_| format!("`{s}` is not a valid header name"))
+}
+
+fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("`{s}` is not an IP address or CIDR range"))
+}
+
+fn duration_field(
+    errs: &mut Errors,
+    path: &str,
+    s: &Option<Spanned<String>>,
+    default: Duration,
+) -> Duration {
+    let Some(s) = s else { return default };
+    match parse_duration(&s.value) {
+        Ok(d) if d.is_zero() => {
+            errs.at(path, s, "must be greater than zero");
+            default
+        }
+        Ok(d) => d,
+        Err(m) => {
+            errs.at(path, s, m);
+            default
+        }
+    }
+}
+
+fn timeouts(errs: &mut Errors, raw: &RawTimeouts) -> Timeouts {
+    let d = Timeouts::default();
+    Timeouts {
+        connect: duration_field(errs, "timeouts.connect", &raw.connect, d.connect),
+        upstream_response: duration_field(
+            errs,
+            "timeouts.upstream_response",
+            &raw.upstream_response,
+            d.upstream_response,
+        ),
+        client_header: duration_field(
+            errs,
+            "timeouts.client_header",
+            &raw.client_header,
+            d.client_header,
+        ),
+        upstream_idle: duration_field(
+            errs,
+            "timeouts.upstream_idle",
+            &raw.upstream_idle,
+            d.upstream_idle,
+        ),
+    }
+}
+
+fn sticky(
+    errs: &mut Errors,
+    raw: &RawSticky,
+    keys: &dyn KeySource,
+    opts: ValidateOptions,
+) -> Option<Sticky> {
+    let cookie_name = match &raw.cookie {
+        Some(c) => CookieName::try_new(&c.value)
+            .map_err(|m| errs.at("sticky.cookie", c, m))
+            .ok(),
+        None => CookieName::try_new("switchyard").ok(),
+    };
+    let ttl = match parse_duration(&raw.ttl.value).and_then(Ttl::try_new) {
+        Ok(t) => Some(t),
+        Err(m) => {
+            errs.at("sticky.ttl", &raw.ttl, m);
+            None
+        }
+    };
+    let path = match &raw.path {
+        Some(p) if !p.value.starts_with('/') || !cookie_attr_ok(&p.value) => {
+            errs.at(
+                "sticky.path",
+                p,
+                "must start with '/' and hold no ';', spaces or control characters",
+            );
+            None
+        }
+        Some(p) => Some(p.value.clone()),
+        None => Some("/".to_owned()),
+    };
+    let domain = match &raw.domain {
+        Some(d) if d.value.is_empty() || !cookie_attr_ok(&d.value) || d.value.contains('/') => {
+            errs.at(
+                "sticky.domain",
+                d,
+                "must be a host name such as example.com",
+            );
+            None
+        }
+        Some(d) => Some(Some(d.value.clone())),
+        None => Some(None),
+    };
+    let same_site = match raw.same_site.as_ref() {
+        None => Some(SameSite::Lax),
+        Some(s) => match s.value.to_ascii_lowercase().as_str() {
+            "lax" => Some(SameSite::Lax),
+            "strict" => Some(SameSite::Strict),
+            "none" => Some(SameSite::None),
+            _ => {
+                errs.at("sticky.same_site", s, "expected one of lax, strict, none");
+                None
+            }
+        },
+    };
+    if same_site == Some(SameSite::None) && raw.secure != Some(true) {
+        if let Some(s) = &raw.same_site {
+            errs.at(
+                "sticky.same_site",
+                s,
+                "`none` requires `secure: true` (browsers drop SameSite=None cookies without Secure)",
+            );
+        }
+    }
+    let bucket_by = raw.bucket_by.as_ref().and_then(|b| {
+        let v = b.value.trim();
+        if v == "client_ip" {
+            Some(BucketBy::ClientIp)
+        } else if let Some(h) = v.strip_prefix("header:") {
+            header_name(h.trim())
+                .map(BucketBy::Header)
+                .map_err(|m| errs.at("sticky.bucket_by", b, m))
+                .ok()
+        } else {
+            errs.at(
+                "sticky.bucket_by",
+                b,
+                "expected `client_ip` or `header:<Name>`",
+            );
+            None
+        }
+    });
+    let (keys, ephemeral_key) = cookie_keys(errs, &raw.keys, keys, opts)?;
+    Some(Sticky {
+        cookie_name: cookie_name?,
+        ttl: ttl?,
+        keys,
+        path: path?,
+        domain: domain?,
+        same_site: same_site?,
+        secure: raw.secure,
+        bucket_by,
+        ephemeral_key,
+    })
+}
+
+fn cookie_attr_ok(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+}
+
+fn cookie_keys(
+    errs: &mut Errors,
+    raw: &Spanned<Vec<Spanned<String>>>,
+    source: &dyn KeySource,
+    opts: ValidateOptions,
+) -> Option<(Vec<CookieKey>, bool)> {
+    if raw.value.is_empty() {
+        errs.at(
+            "sticky.keys",
+            raw,
+            "at least one key is required (`env:NAME` or `file:PATH`)",
+        );
+        return None;
+    }
+    let mut keys = Vec::new();
+    let mut missing = Vec::new();
+    for (i, spec) in raw.value.iter().enumerate() {
+        let path = format!("sticky.keys[{i}]");
+        let text = spec.value.trim();
+        let material = if let Some(name) = text.strip_prefix("env:") {
+            match source.env(name.trim()) {
+                Some(v) => v,
+                None => {
+                    missing.push((
+                        path,
+                        spec,
+                        format!("environment variable {} is not set", name.trim()),
+                    ));
+                    continue;
+                }
+            }
+        } else if let Some(file) = text.strip_prefix("file:") {
+            match source.file(file.trim()) {
+                Ok(v) => v,
+                Err(e) => {
+                    missing.push((
+                        path,
+                        spec,
+                        format!("cannot read key file {}: {e}", file.trim()),
+                    ));
+                    continue;
+                }
+            }
+        } else {
+            // Never echo the value: someone may have pasted the key itself here.
+            errs.at(
+                path,
+                spec,
+                "a key must be given as `env:NAME` or `file:PATH`, never inline",
+            );
+            continue;
+        };
+        match decode_key(&material).and_then(CookieKey::try_new) {
+            Ok(k) => keys.push(k),
+            Err(m) => errs.at(path, spec, m),
+        }
+    }
+    if keys.is_empty() && opts.ephemeral_key_if_missing && errs.0.is_empty() {
+        let mut bytes = vec![0u8; MIN_KEY_LEN];
+        rand::fill(&mut bytes[..]);
+        return CookieKey::try_new(bytes).ok().map(|k| (vec![k], true));
+    }
+    for (path, spec, msg) in missing {
+        errs.at(path, spec, msg);
+    }
+    if keys.is_empty() {
+        None
+    } else {
+        Some((keys, false))
+    }
+}
+
+/// Keys are base64 (standard or URL-safe, padding optional), as `keygen` prints them.
+pub fn decode_key(text: &str) -> Result<Vec<u8>, String> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let t = text.trim().trim_end_matches('=');
+    STANDARD_NO_PAD
+        .decode(t)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(t))
+        .map_err(|_| "key is not base64 (`switchyard keygen` prints one)".to_owned())
+}
+
+fn groups(errs: &mut Errors, raw: &RawConfig) -> Vec<GroupSpec> {
+    let mut out = Vec::new();
+    if raw.groups.value.is_empty() {
+        errs.at("groups", &raw.groups, "at least one group is required");
+    }
+    for (name, g) in &raw.groups.value {
+        let path = format!("groups.{name}");
+        let gname = GroupName::try_new(name)
+            .map_err(|m| errs.at(&path, g, m))
+            .ok();
+        if let Some(spec) = group(errs, &path, gname, &g.value) {
+            out.push(spec);
+        }
+    }
+    let live: u64 = out
+        .iter()
+        .filter(|g| !g.drain)
+        .map(|g| u64::from(g.weight.get()))
+        .sum();
+    if live == 0 && !out.is_empty() {
+        errs.at(
+            "groups",
+            &raw.groups,
+            "no group can take new clients: at least one group needs weight > 0 and no `drain: true`",
+        );
+    }
+    out
+}
+
+fn group(
+    errs: &mut Errors,
+    path: &str,
+    name: Option<GroupName>,
+    g: &RawGroup,
+) -> Option<GroupSpec> {
+    let weight = Weight::try_new(g.weight.value)
+        .map_err(|m| errs.at(format!("{path}.weight"), &g.weight, m))
+        .ok();
+    if g.targets.value.is_empty() {
+        errs.at(
+            format!("{path}.targets"),
+            &g.targets,
+            "at least one target is required",
+        );
+    }
+    let mut targets = Vec::new();
+    for (i, t) in g.targets.value.iter().enumerate() {
+        let tpath = format!("{path}.targets[{i}]");
+        let address = authority(&t.value.address.value)
+            .map_err(|m| errs.at(format!("{tpath}.address"), &t.value.address, m))
+            .ok();
+        let weight = match &t.value.weight {
+            Some(w) => Weight::try_new(w.value)
+                .map_err(|m| errs.at(format!("{tpath}.weight"), w, m))
+                .ok(),
+            None => Weight::try_new(1).ok(),
+        };
+        if let Some(a) = &address {
+            if targets.iter().any(|x: &TargetSpec| x.address == *a) {
+                errs.at(
+                    format!("{tpath}.address"),
+                    &t.value.address,
+                    format!("`{a}` is listed twice in this group"),
+                );
+                continue;
+            }
+        }
+        if let (Some(address), Some(weight)) = (address, weight) {
+            targets.push(TargetSpec { address, weight });
+        }
+    }
+    if !targets.is_empty() && targets.iter().all(|t| t.weight.get() == 0) {
+        errs.at(
+            format!("{path}.targets"),
+            &g.targets,
+            "at least one target needs weight > 0",
+        );
+    }
+    Some(GroupSpec {
+        name: name?,
+        weight: weight?,
+        drain: g.drain,
+        targets,
+    })
+}
+
+fn authority(s: &str) -> Result<Authority, String> {
+    let bad = || format!("`{s}` is not a `host:port` address");
+    let a: Authority = s.parse().map_err(|_| bad())?;
+    if a.port_u16().is_none() || a.host().is_empty() || s.contains('@') {
+        return Err(bad());
+    }
+    Ok(a)
+}

@@ -1,0 +1,283 @@
+//! Prometheus metrics: the registry, every metric's name and labels, and the
+//! label handles the request path uses.
+//!
+//! Metrics are made once into a caller's [`Registry`] (never the global one).
+//! Per-group and per-target handles are resolved when a snapshot is built, so a
+//! request only touches atomics, never a label lookup.
+
+pub mod admin;
+
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
+
+use crate::assign::{Reason, Rejection};
+
+/// Status classes used as the `class` label.
+pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Label value for requests that never reached a group.
+pub const NO_GROUP: &str = "none";
+
+/// Why an upstream exchange failed. Label values of `switchyard_upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    Connect,
+    ConnectTimeout,
+    ResponseTimeout,
+    Protocol,
+}
+
+impl UpstreamErrorKind {
+    pub const ALL: [UpstreamErrorKind; 4] = [
+        UpstreamErrorKind::Connect,
+        UpstreamErrorKind::ConnectTimeout,
+        UpstreamErrorKind::ResponseTimeout,
+        UpstreamErrorKind::Protocol,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::ConnectTimeout => "connect_timeout",
+            UpstreamErrorKind::ResponseTimeout => "response_timeout",
+            UpstreamErrorKind::Protocol => "protocol",
+        }
+    }
+}
+
+/// Why a request was answered by the proxy itself, before any upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownstreamErrorKind {
+    BadRequest,
+    NoTarget,
+}
+
+impl DownstreamErrorKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            DownstreamErrorKind::BadRequest => "bad_request",
+            DownstreamErrorKind::NoTarget => "no_target",
+        }
+    }
+}
+
+/// Every metric switchyard exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub assignments: IntCounterVec,
+    pub cookie_rejected: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub downstream_errors: IntCounterVec,
+    pub open_connections: IntGauge,
+    pub connections: IntCounter,
+    pub group_weight: IntGaugeVec,
+    pub group_share: prometheus::GaugeVec,
+    pub group_draining: IntGaugeVec,
+    pub target_weight: IntGaugeVec,
+    pub target_outstanding: IntGaugeVec,
+    pub config_generation: IntGauge,
+    pub config_reloads: IntCounterVec,
+    pub config_last_reload_success: IntGauge,
+    pub config_loaded_timestamp: Gauge,
+    pub build_info: IntGaugeVec,
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    m: prometheus::Result<T>,
+) -> prometheus::Result<T> {
+    let m = m?;
+    r.register(Box::new(m.clone()))?;
+    Ok(m)
+}
+
+impl Metrics {
+    /// Creates and registers every metric in `r`.
+    pub fn new(r: &Registry) -> prometheus::Result<Self> {
+        let c = |name: &str, help: &str, labels: &[&str]| {
+            reg(r, IntCounterVec::new(Opts::new(name, help), labels))
+        };
+        let g = |name: &str, help: &str, labels: &[&str]| {
+            reg(r, IntGaugeVec::new(Opts::new(name, help), labels))
+        };
+        let m = Self {
+            requests: c(
+                "switchyard_requests_total",
+                "Requests answered, by group, target and status class.",
+                &["group", "target", "class"],
+            )?,
+            duration: reg(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "switchyard_request_duration_seconds",
+                        "Time from request received to response headers sent, by group.",
+                    )
+                    .buckets(vec![
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0, 30.0,
+                    ]),
+                    &["group"],
+                ),
+            )?,
+            assignments: c(
+                "switchyard_assignments_total",
+                "Routing decisions, by group and reason (new, sticky, override, reassigned, retargeted, expired, invalid).",
+                &["group", "reason"],
+            )?,
+            cookie_rejected: c(
+                "switchyard_cookie_rejected_total",
+                "Sticky cookies not accepted, by why; the client was assigned anew.",
+                &["reason"],
+            )?,
+            upstream_errors: c(
+                "switchyard_upstream_errors_total",
+                "Failed upstream exchanges, by group, target and kind.",
+                &["group", "target", "kind"],
+            )?,
+            downstream_errors: c(
+                "switchyard_downstream_errors_total",
+                "Requests refused by the proxy before reaching an upstream, by kind.",
+                &["kind"],
+            )?,
+            open_connections: reg(
+                r,
+                IntGauge::new(
+                    "switchyard_open_connections",
+                    "Client connections open now.",
+                ),
+            )?,
+            connections: reg(
+                r,
+                IntCounter::new(
+                    "switchyard_connections_total",
+                    "Client connections accepted.",
+                ),
+            )?,
+            group_weight: g(
+                "switchyard_group_weight",
+                "Configured weight of each group.",
+                &["group"],
+            )?,
+            group_share: reg(
+                r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "switchyard_group_share_ratio",
+                        "Share of new clients each group receives (0 to 1).",
+                    ),
+                    &["group"],
+                ),
+            )?,
+            group_draining: g(
+                "switchyard_group_draining",
+                "1 when the group is draining (its clients are moved on their next request).",
+                &["group"],
+            )?,
+            target_weight: g(
+                "switchyard_target_weight",
+                "Configured weight of each target inside its group.",
+                &["group", "target"],
+            )?,
+            target_outstanding: g(
+                "switchyard_target_outstanding_requests",
+                "Requests in flight to each target.",
+                &["group", "target"],
+            )?,
+            config_generation: reg(
+                r,
+                IntGauge::new(
+                    "switchyard_config_generation",
+                    "Generation of the config in force (1 at start, +1 per applied reload).",
+                ),
+            )?,
+            config_reloads: c(
+                "switchyard_config_reloads_total",
+                "Config reload attempts, by result.",
+                &["result"],
+            )?,
+            config_last_reload_success: reg(
+                r,
+                IntGauge::new(
+                    "switchyard_config_last_reload_success",
+                    "1 when the last config load succeeded.",
+                ),
+            )?,
+            config_loaded_timestamp: reg(
+                r,
+                Gauge::new(
+                    "switchyard_config_loaded_timestamp_seconds",
+                    "Unix time at which the config in force was loaded.",
+                ),
+            )?,
+            build_info: g(
+                "switchyard_build_info",
+                "Always 1; the version label says which build runs.",
+                &["version"],
+            )?,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for r in Rejection::ALL {
+            m.cookie_rejected.with_label_values(&[r.label()]);
+        }
+        Ok(m)
+    }
+
+    /// Handles for one group, resolved once per snapshot.
+    pub fn group_handles(&self, group: &str) -> GroupMetrics {
+        GroupMetrics {
+            duration: self.duration.with_label_values(&[group]),
+            assignments: Reason::ALL
+                .map(|r| self.assignments.with_label_values(&[group, r.label()])),
+        }
+    }
+
+    /// Handles for one target of a group, resolved once per snapshot.
+    pub fn target_handles(&self, group: &str, target: &str) -> TargetMetrics {
+        TargetMetrics {
+            requests: CLASSES.map(|c| self.requests.with_label_values(&[group, target, c])),
+            errors: UpstreamErrorKind::ALL.map(|k| {
+                self.upstream_errors
+                    .with_label_values(&[group, target, k.label()])
+            }),
+            outstanding: self.target_outstanding.with_label_values(&[group, target]),
+        }
+    }
+
+    /// Requests the proxy answered without choosing a target.
+    pub fn unrouted_handles(&self) -> TargetMetrics {
+        self.target_handles(NO_GROUP, NO_GROUP)
+    }
+}
+
+/// Cached per-group handles.
+#[derive(Debug, Clone)]
+pub struct GroupMetrics {
+    pub duration: Histogram,
+    pub assignments: [IntCounter; Reason::ALL.len()],
+}
+
+/// Cached per-target handles.
+#[derive(Debug, Clone)]
+pub struct TargetMetrics {
+    pub requests: [IntCounter; 5],
+    pub errors: [IntCounter; UpstreamErrorKind::ALL.len()],
+    pub outstanding: IntGauge,
+}
+
+impl TargetMetrics {
+    pub fn count_status(&self, status: u16) {
+        let i = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[i].inc();
+    }
+
+    pub fn count_error(&self, kind: UpstreamErrorKind) {
+        self.errors[kind as usize].inc();
+    }
+}
