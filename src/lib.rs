@@ -1,5 +1,26 @@
 //! switchyard: an edge reverse proxy for blue/green and canary deployments.
+//!
+//! ```text
+//!  proxy.yaml --config--> Config --state::Snapshot::build--> ArcSwap<Snapshot>
+//!                                                                 |
+//!  client --listener--> proxy (one snapshot load per request) ----+
+//!            |             |-> assign::decide   (pure: cookie, bucket, group)
+//!            |             |-> balance::pick    (target in the group)
+//!            |             '-> upstream (pooled HTTP/1.1) -> response + Set-Cookie
+//!            '-> metrics (label handles cached in the snapshot)  <- admin: /metrics /status
+//! ```
+//!
+//! Glossary: a **group** is a named set of upstream **targets** running one version
+//! (blue, green) with a weight; an **assignment** pins a client to a group and a
+//! target until it expires, recorded in an HMAC-signed cookie; a **snapshot** is the
+//! immutable runtime form of one config.
+
+pub mod app;
 pub mod assign;
+pub mod balance;
 pub mod config;
+pub mod demo;
+pub mod listener;
 pub mod metrics;
+pub mod proxy;
 pub mod state;

@@ -1,1 +1,230 @@
-fn main() {}
+//! The `switchyard` command: run | check | keygen | demo. Errors are reported
+//! here, with context; the library returns typed errors.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use base64::Engine;
+use clap::{Parser, Subcommand};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+use switchyard::config::{self, Config, SystemKeys, ValidateOptions};
+use switchyard::{app, demo};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Sticky blue/green and canary edge proxy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run {
+        /// Path to proxy.yaml.
+        #[arg(long, short, default_value = "proxy.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a config and print its groups, weights, shares and targets.
+    Check {
+        /// Path to proxy.yaml.
+        config: PathBuf,
+    },
+    /// Print a fresh random cookie key (base64, 32 bytes).
+    Keygen,
+    /// Run the proxy with built-in blue/green upstreams on the config's addresses.
+    Demo {
+        /// Config to run instead of the embedded copy of the repository's proxy.yaml.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command.unwrap_or(Command::Run {
+        config: PathBuf::from("proxy.yaml"),
+    }) {
+        Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(&config))),
+        Command::Check { config } => return check(&config),
+        Command::Keygen => {
+            keygen();
+            Ok(())
+        }
+        Command::Demo { config } => {
+            runtime().and_then(|rt| rt.block_on(run_demo(config.as_deref())))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn run(path: &Path) -> Result<()> {
+    let (config, text) = config::load_file(path, &SystemKeys, ValidateOptions::default())?;
+    let running = app::start(config, sha256_hex(&text))
+        .await
+        .context("cannot start the proxy")?;
+    app::shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+fn check(path: &Path) -> ExitCode {
+    let opts = ValidateOptions {
+        ephemeral_key_if_missing: true,
+    };
+    match config::load_file(path, &SystemKeys, opts) {
+        Ok((cfg, _)) => {
+            print_summary(path, &cfg);
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_summary(path: &Path, cfg: &Config) {
+    println!("{}: ok", path.display());
+    println!("  listen {}  admin {}", cfg.listen, cfg.admin);
+    let s = &cfg.sticky;
+    println!(
+        "  sticky cookie `{}`, ttl {}, {} key(s)",
+        s.cookie_name.as_str(),
+        config::duration::format_duration(std::time::Duration::from_secs(u64::from(s.ttl.secs()))),
+        s.keys.len()
+    );
+    if s.ephemeral_key {
+        println!("  note: no key source could be read here, so key material was not checked");
+    }
+    let live: u64 = cfg
+        .groups
+        .iter()
+        .filter(|g| !g.drain)
+        .map(|g| u64::from(g.weight.get()))
+        .sum();
+    for g in &cfg.groups {
+        let share = if g.drain || live == 0 {
+            0.0
+        } else {
+            100.0 * f64::from(g.weight.get()) / live as f64
+        };
+        let drain = if g.drain { "  (draining)" } else { "" };
+        println!(
+            "  group {:<12} weight {:>6}  share {:>6.2}%{drain}",
+            g.name.as_str(),
+            g.weight.get(),
+            share
+        );
+        for t in &g.targets {
+            println!(
+                "    target {:<28} weight {}",
+                t.address.as_str(),
+                t.weight.get()
+            );
+        }
+    }
+}
+
+fn keygen() {
+    let mut key = [0u8; 32];
+    rand::fill(&mut key);
+    println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
+}
+
+async fn run_demo(path: Option<&Path>) -> Result<()> {
+    let opts = ValidateOptions {
+        ephemeral_key_if_missing: true,
+    };
+    let (config, text) = match path {
+        Some(p) => config::load_file(p, &SystemKeys, opts)?,
+        None => (
+            config::load_str(
+                demo::EMBEDDED_CONFIG,
+                "embedded proxy.yaml",
+                &SystemKeys,
+                opts,
+            )?,
+            demo::EMBEDDED_CONFIG.to_owned(),
+        ),
+    };
+    if config.sticky.ephemeral_key {
+        tracing::warn!("no cookie key configured: signing with a random key made for this run");
+    }
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for up in demo::upstreams(&config) {
+        let listener = TcpListener::bind(up.address)
+            .await
+            .with_context(|| format!("cannot start demo upstream {} on {}", up.name, up.address))?;
+        tracing::info!(upstream = %up.name, address = %up.address, "demo upstream listening");
+        tasks.push(tokio::spawn(demo::serve_upstream(listener, up, rx.clone())));
+    }
+    let cookie = config.sticky.cookie_name.as_str().to_owned();
+    let running = app::start(config, sha256_hex(&text))
+        .await
+        .context("cannot start the proxy")?;
+    print_demo_help(&running, &cookie);
+    app::shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    let _ = tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+fn print_demo_help(running: &app::Running, cookie: &str) {
+    let p = running.proxy_addr;
+    let a = running.admin_addr;
+    println!(
+        "\nswitchyard demo is running. Try, in another terminal:\n\n\
+         # 1. a new client: the response carries Set-Cookie: {cookie}=... and names its upstream\n\
+         curl -si -c /tmp/switchyard.jar http://{p}/ | grep -Ei '^(set-cookie|x-upstream)'\n\n\
+         # 2. the same client again: no new cookie, same upstream, 20 times over\n\
+         for i in $(seq 20); do curl -s -b /tmp/switchyard.jar -o /dev/null -w '%header{{x-upstream}}\\n' http://{p}/; done | sort | uniq -c\n\n\
+         # 3. the metrics: assignments by group and reason\n\
+         curl -s http://{a}/metrics | grep -E '^switchyard_(assignments|requests)_total'\n\n\
+         Ctrl-C stops everything.\n"
+    );
+}

@@ -1,1 +1,160 @@
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/status`.
+//! It binds loopback by default and never shows key material.
 
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::{Encoder, TextEncoder};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::duration::format_duration;
+use crate::state::{Shared, Snapshot};
+
+/// Serves the admin endpoints until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.changed() => return,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let shared = Arc::clone(&shared);
+                async move { Ok::<_, Infallible>(route(&shared, &req)) }
+            });
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+    }
+    match req.uri().path() {
+        "/metrics" => metrics(shared),
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if shared.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/status" => json(&status(&shared.snapshot(), shared)),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /metrics, /healthz, /readyz or /status\n",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn metrics(shared: &Shared) -> Response<Full<Bytes>> {
+    let encoder = TextEncoder::new();
+    let mut buf = Vec::with_capacity(16 * 1024);
+    if let Err(e) = encoder.encode(&shared.registry.gather(), &mut buf) {
+        tracing::error!(error = %e, "encoding metrics failed");
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics encoding failed\n",
+        );
+    }
+    let mut r = Response::new(Full::new(Bytes::from(buf)));
+    if let Ok(v) = header::HeaderValue::from_str(encoder.format_type()) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn json(v: &serde_json::Value) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// The `/status` document.
+pub fn status(snap: &Snapshot, shared: &Shared) -> serde_json::Value {
+    let groups: Vec<_> = snap
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let targets: Vec<_> = g
+                .targets
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "address": t.address.as_str(),
+                        "weight": t.weight,
+                        "outstanding": t.live.outstanding(),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": g.name.as_str(),
+                "weight": g.weight,
+                "drain": g.drain,
+                "share_percent": (g.share * 10_000.0).round() / 100.0,
+                "buckets": snap.table.buckets_of(i),
+                "targets": targets,
+            })
+        })
+        .collect();
+    let loaded = snap
+        .loaded_at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let sticky = &snap.config.sticky;
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "ready": shared.ready.load(Ordering::Relaxed),
+        "config": {
+            "generation": snap.generation,
+            "loaded_at_unix": loaded,
+            "sha256": snap.content_hash,
+        },
+        "sticky": {
+            "cookie": sticky.cookie_name.as_str(),
+            "ttl": format_duration(Duration::from_secs(u64::from(sticky.ttl.secs()))),
+            "keys": sticky.keys.len(),
+            "ephemeral_key": sticky.ephemeral_key,
+        },
+        "groups": groups,
+    })
+}

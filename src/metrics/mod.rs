@@ -55,6 +55,11 @@ pub enum DownstreamErrorKind {
 }
 
 impl DownstreamErrorKind {
+    pub const ALL: [DownstreamErrorKind; 2] = [
+        DownstreamErrorKind::BadRequest,
+        DownstreamErrorKind::NoTarget,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             DownstreamErrorKind::BadRequest => "bad_request",
@@ -84,6 +89,10 @@ pub struct Metrics {
     pub config_last_reload_success: IntGauge,
     pub config_loaded_timestamp: Gauge,
     pub build_info: IntGaugeVec,
+    /// `cookie_rejected` handles, indexed like [`Rejection::ALL`].
+    pub rejected_by: [IntCounter; Rejection::ALL.len()],
+    /// `downstream_errors` handles, indexed like [`DownstreamErrorKind::ALL`].
+    pub downstream_by: [IntCounter; DownstreamErrorKind::ALL.len()],
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(
@@ -104,7 +113,22 @@ impl Metrics {
         let g = |name: &str, help: &str, labels: &[&str]| {
             reg(r, IntGaugeVec::new(Opts::new(name, help), labels))
         };
+        let cookie_rejected = c(
+            "switchyard_cookie_rejected_total",
+            "Sticky cookies not accepted, by why; the client was assigned anew.",
+            &["reason"],
+        )?;
+        let downstream_errors = c(
+            "switchyard_downstream_errors_total",
+            "Requests refused by the proxy before reaching an upstream, by kind.",
+            &["kind"],
+        )?;
         let m = Self {
+            rejected_by: Rejection::ALL.map(|r| cookie_rejected.with_label_values(&[r.label()])),
+            downstream_by: DownstreamErrorKind::ALL
+                .map(|k| downstream_errors.with_label_values(&[k.label()])),
+            cookie_rejected,
+            downstream_errors,
             requests: c(
                 "switchyard_requests_total",
                 "Requests answered, by group, target and status class.",
@@ -129,20 +153,10 @@ impl Metrics {
                 "Routing decisions, by group and reason (new, sticky, override, reassigned, retargeted, expired, invalid).",
                 &["group", "reason"],
             )?,
-            cookie_rejected: c(
-                "switchyard_cookie_rejected_total",
-                "Sticky cookies not accepted, by why; the client was assigned anew.",
-                &["reason"],
-            )?,
             upstream_errors: c(
                 "switchyard_upstream_errors_total",
                 "Failed upstream exchanges, by group, target and kind.",
                 &["group", "target", "kind"],
-            )?,
-            downstream_errors: c(
-                "switchyard_downstream_errors_total",
-                "Requests refused by the proxy before reaching an upstream, by kind.",
-                &["kind"],
             )?,
             open_connections: reg(
                 r,
@@ -223,9 +237,6 @@ impl Metrics {
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        for r in Rejection::ALL {
-            m.cookie_rejected.with_label_values(&[r.label()]);
-        }
         Ok(m)
     }
 

@@ -8,7 +8,7 @@
 //! [`LiveState`], so a snapshot built from a new config reuses it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
@@ -271,6 +271,8 @@ pub struct Shared {
     pub live: LiveState,
     pub metrics: Metrics,
     pub registry: prometheus::Registry,
+    /// `/readyz`: true while listeners accept and no shutdown has begun.
+    pub ready: AtomicBool,
 }
 
 impl Shared {
@@ -286,6 +288,7 @@ impl Shared {
             live,
             metrics,
             registry,
+            ready: AtomicBool::new(false),
         }))
     }
 

@@ -1,0 +1,128 @@
+//! Wiring: snapshot -> listeners -> admin; and shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::listener::{self, Serving};
+use crate::metrics::admin;
+use crate::proxy::upstream_client;
+use crate::state::Shared;
+
+/// How long in-flight requests may run on after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A running proxy: its bound addresses and the handle to stop it.
+#[derive(Debug)]
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, what, source })
+}
+
+/// Binds the listeners and starts serving `config`.
+pub async fn start(config: Config, content_hash: String) -> Result<Running, AppError> {
+    let proxy_listener = bind(config.listen, "listen").await?;
+    let admin_listener = bind(config.admin, "admin").await?;
+    let proxy_addr = proxy_listener
+        .local_addr()
+        .map_err(|source| AppError::Bind {
+            addr: config.listen,
+            what: "listen",
+            source,
+        })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| AppError::Bind {
+            addr: config.admin,
+            what: "admin",
+            source,
+        })?;
+    let timeouts = config.timeouts;
+    let shared = Shared::new(config, content_hash)?;
+    let (tx, rx) = watch::channel(false);
+    let serving = Serving {
+        shared: Arc::clone(&shared),
+        client: upstream_client(&timeouts),
+        builder: Arc::new(listener::conn_builder(&timeouts)),
+        tls: false,
+    };
+    let tasks = vec![
+        tokio::spawn(listener::accept_loop(
+            proxy_listener,
+            serving,
+            rx.clone(),
+            SHUTDOWN_GRACE,
+        )),
+        tokio::spawn(admin::serve(admin_listener, Arc::clone(&shared), rx)),
+    ];
+    shared.ready.store(true, Ordering::Relaxed);
+    tracing::info!(%proxy_addr, %admin_addr, "switchyard is serving");
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        shared,
+        shutdown: tx,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Stops accepting, lets open requests finish (up to the grace period), and returns.
+    pub async fn shutdown(self) {
+        self.shared.ready.store(false, Ordering::Relaxed);
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

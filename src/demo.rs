@@ -1,0 +1,97 @@
+//! `switchyard demo`: built-in upstreams for every target of the config, so the
+//! proxy can be watched at work on a fresh machine with nothing else installed.
+//! Each answers with its name (`blue-1`), its group and the request it saw.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Request, Response, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+/// The config the demo runs when none is given: the repository's proxy.yaml.
+pub const EMBEDDED_CONFIG: &str = include_str!("../proxy.yaml");
+
+/// One demo upstream's identity.
+#[derive(Debug, Clone)]
+pub struct DemoUpstream {
+    pub name: String,
+    pub group: String,
+    pub address: SocketAddr,
+}
+
+/// Lists an upstream per target, named `<group>-<n>`. Targets that are not
+/// literal `ip:port` addresses are skipped: the demo cannot be them.
+pub fn upstreams(config: &Config) -> Vec<DemoUpstream> {
+    config
+        .groups
+        .iter()
+        .flat_map(|g| {
+            g.targets.iter().enumerate().filter_map(move |(i, t)| {
+                Some(DemoUpstream {
+                    name: format!("{}-{}", g.name, i + 1),
+                    group: g.name.to_string(),
+                    address: t.address.as_str().parse().ok()?,
+                })
+            })
+        })
+        .collect()
+}
+
+/// Serves one demo upstream until `shutdown` turns true.
+pub async fn serve_upstream(
+    listener: TcpListener,
+    who: DemoUpstream,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.changed() => return,
+            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+        };
+        let who = who.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let body = describe(&who, &req);
+                async move { Ok::<_, Infallible>(body) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn describe(who: &DemoUpstream, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+        .collect();
+    let doc = serde_json::json!({
+        "upstream": who.name,
+        "group": who.group,
+        "method": req.method().as_str(),
+        "uri": req.uri().to_string(),
+        "headers": headers,
+    });
+    let mut body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+    body.push(b'\n');
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&who.name) {
+        r.headers_mut().insert("x-upstream", v);
+    }
+    r
+}

@@ -1,0 +1,236 @@
+//! Header hygiene at the edge: Host checks, hop-by-hop removal, the sticky
+//! cookie's extraction and removal, and the X-Forwarded-* family.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
+use http::{Request, Version};
+
+/// Headers that describe one connection and never cross a proxy (RFC 9110 §7.6.1).
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Finds the request's one authority. HTTP/1.x needs exactly one valid `Host`;
+/// an absolute URI (and HTTP/2's `:authority`) must agree with it when both are there.
+pub fn request_host<B>(req: &Request<B>) -> Result<Authority, &'static str> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one Host header");
+    }
+    let from_header = match host {
+        Some(v) => Some(
+            Authority::try_from(v.as_bytes())
+                .ok()
+                .filter(|a| !a.as_str().contains('@'))
+                .ok_or("invalid Host header")?,
+        ),
+        None => None,
+    };
+    let from_uri = req.uri().authority();
+    match (from_header, from_uri) {
+        (Some(h), Some(u)) if !h.as_str().eq_ignore_ascii_case(u.as_str()) => {
+            Err("Host header disagrees with the request URI")
+        }
+        (Some(h), _) => Ok(h),
+        (None, Some(u)) if req.version() == Version::HTTP_2 => Ok(u.clone()),
+        _ => Err("missing Host header"),
+    }
+}
+
+/// The sticky cookie's value from any of the request's `Cookie` headers (HTTP/2
+/// clients send one header per cookie).
+pub fn sticky_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('"'))
+        })
+}
+
+/// Leaves one `Cookie` header without the sticky cookie, joined with `; ` as
+/// HTTP/1.1 requires, or none if nothing remains. Untouched in the common case of
+/// one header without the sticky cookie.
+pub fn strip_sticky_cookie(headers: &mut HeaderMap, name: &str) {
+    let values = headers.get_all(header::COOKIE);
+    let mut iter = values.iter();
+    let Some(first) = iter.next() else { return };
+    let single = iter.next().is_none();
+    if single && sticky_cookie_in(first.as_bytes(), name).is_none() {
+        return;
+    }
+    let mut joined = Vec::with_capacity(256);
+    for v in values.iter() {
+        for pair in v.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            if pair.is_empty() || sticky_cookie_in(pair, name).is_some() {
+                continue;
+            }
+            if !joined.is_empty() {
+                joined.extend_from_slice(b"; ");
+            }
+            joined.extend_from_slice(pair);
+        }
+    }
+    headers.remove(header::COOKIE);
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        if !joined.is_empty() {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
+
+fn sticky_cookie_in(header: &[u8], name: &str) -> Option<usize> {
+    header.split(|&b| b == b';').position(|pair| {
+        let pair = pair.trim_ascii();
+        pair.strip_prefix(name.as_bytes())
+            .is_some_and(|rest| rest.trim_ascii_start().first() == Some(&b'='))
+    })
+}
+
+/// Removes hop-by-hop headers, including every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(conn) = headers.get(header::CONNECTION) {
+        // Small and rare: a Connection header naming other headers.
+        let named: Vec<HeaderName> = conn
+            .as_bytes()
+            .split(|&b| b == b',')
+            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for h in &HOP_BY_HOP {
+        headers.remove(h);
+    }
+}
+
+/// Sets X-Forwarded-For/-Proto/-Host. A client's own values are kept (and
+/// appended to) only when the peer is a trusted proxy.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    trusted: bool,
+    host: &Authority,
+    proto: &'static str,
+) {
+    let mut ip = [0u8; 64];
+    let ip_text = fmt_ip(peer, &mut ip);
+    let xff = if trusted {
+        let prior: Vec<&[u8]> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        if prior.is_empty() {
+            HeaderValue::from_bytes(ip_text)
+        } else {
+            let mut v = prior.join(&b", "[..]);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip_text);
+            HeaderValue::from_bytes(&v)
+        }
+    } else {
+        headers.remove(header::FORWARDED);
+        HeaderValue::from_bytes(ip_text)
+    };
+    if let Ok(v) = xff {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        if let Ok(v) = HeaderValue::from_str(host.as_str()) {
+            headers.insert(X_FORWARDED_HOST.clone(), v);
+        }
+    }
+}
+
+fn fmt_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // An IPv6 address is at most 45 characters: the buffer cannot overflow.
+    let _ = write!(cursor, "{}", ip.to_canonical());
+    let n = cursor.position() as usize;
+    &buf[..n]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn finds_the_sticky_cookie_in_split_headers() {
+        let h = map(&[("cookie", "a=1"), ("cookie", "sy=v1.x.y; b=2")]);
+        assert_eq!(sticky_cookie(&h, "sy"), Some("v1.x.y"));
+        assert_eq!(sticky_cookie(&h, "s"), None);
+    }
+
+    #[test]
+    fn strips_only_the_sticky_cookie_and_joins() {
+        let mut h = map(&[("cookie", "a=1; sy=v1.x.y"), ("cookie", "b=2")]);
+        strip_sticky_cookie(&mut h, "sy");
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2");
+        let mut h = map(&[("cookie", "sy=v1")]);
+        strip_sticky_cookie(&mut h, "sy");
+        assert!(h.get("cookie").is_none());
+        let mut h = map(&[("cookie", "sya=1")]);
+        strip_sticky_cookie(&mut h, "sy");
+        assert_eq!(h["cookie"], "sya=1");
+    }
+
+    #[test]
+    fn removes_hop_by_hop_and_connection_named() {
+        let mut h = map(&[
+            ("connection", "close, X-Secret"),
+            ("x-secret", "s"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("x-keep", "k"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn forwarded_for_is_the_peer_unless_trusted() {
+        let host: Authority = "example.com".parse().unwrap_or_else(|_| panic!());
+        let peer: IpAddr = "192.0.2.7".parse().unwrap_or_else(|_| panic!());
+        let mut h = map(&[("x-forwarded-for", "6.6.6.6")]);
+        set_forwarded(&mut h, peer, false, &host, "http");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        let mut h = map(&[("x-forwarded-for", "203.0.113.1")]);
+        set_forwarded(&mut h, peer, true, &host, "http");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.1, 192.0.2.7");
+    }
+}

@@ -1,0 +1,273 @@
+//! The request path: one snapshot load, the sticky decision, target choice,
+//! header rewriting, forwarding, then `Set-Cookie` and metrics on the way back.
+//!
+//! ```text
+//! request -> Host check -> decide(snapshot, view, now) -> balance::pick
+//!         -> rewrite headers -> upstream (pooled HTTP/1.1) -> response + Set-Cookie
+//! ```
+//! Bodies stream both ways: the client's body is handed to the upstream request
+//! as it arrives, and the upstream's body is relayed frame by frame.
+
+mod body;
+mod error;
+pub mod headers;
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin as StdPin;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::assign::{Pin, RequestView, decide};
+use crate::config::{BucketBy, Timeouts};
+use crate::metrics::TargetMetrics;
+use crate::state::{Shared, Snapshot};
+pub use body::ProxyBody;
+pub use error::{ProxyError, Side};
+
+/// The pooled HTTP/1.1 client to upstreams.
+pub type UpstreamClient = Client<HttpConnector, Incoming>;
+
+/// Builds the upstream client: keep-alive pool with a timer (without one the
+/// idle timeout does nothing), `TCP_NODELAY`, and a connect timeout.
+pub fn upstream_client(t: &Timeouts) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(t.connect));
+    connector.set_keepalive(Some(std::time::Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(t.upstream_idle)
+        .pool_max_idle_per_host(1024)
+        .build(connector)
+}
+
+/// What every request on one client connection shares.
+#[derive(Debug)]
+struct ConnContext {
+    shared: Arc<Shared>,
+    client: UpstreamClient,
+    peer: SocketAddr,
+    tls: bool,
+}
+
+/// The hyper `Service` for one client connection. Cloning is one atomic increment.
+#[derive(Debug, Clone)]
+pub struct Proxy(Arc<ConnContext>);
+
+impl Proxy {
+    pub fn new(shared: Arc<Shared>, client: UpstreamClient, peer: SocketAddr, tls: bool) -> Self {
+        Self(Arc::new(ConnContext {
+            shared,
+            client,
+            peer,
+            tls,
+        }))
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for Proxy {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = StdPin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let ctx = Arc::clone(&self.0);
+        Box::pin(async move { Ok(ctx.handle(req).await) })
+    }
+}
+
+fn unix_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32)
+        .unwrap_or(0)
+}
+
+impl ConnContext {
+    async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let snap = self.shared.snapshot();
+        let host = match headers::request_host(&req) {
+            Ok(h) => h,
+            Err(why) => return self.refuse(&snap, ProxyError::BadRequest(why)),
+        };
+        let sticky = &snap.config.sticky;
+        let now = unix_now();
+        let peer_ip = self.peer.ip().to_canonical();
+        let ip_key = match peer_ip {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(v6) => v6.octets(),
+        };
+        let decision = {
+            let h = req.headers();
+            let view = RequestView {
+                cookie: headers::sticky_cookie(h, sticky.cookie_name.as_str()),
+                override_group: snap
+                    .config
+                    .override_header
+                    .as_ref()
+                    .and_then(|name| h.get(name))
+                    .map(HeaderValue::as_bytes),
+                bucket_key: match &sticky.bucket_by {
+                    None => None,
+                    Some(BucketBy::ClientIp) => Some(&ip_key[..]),
+                    Some(BucketBy::Header(name)) => h.get(name).map(HeaderValue::as_bytes),
+                },
+            };
+            decide(&snap, &view, now, &mut rand::random)
+        };
+        let Some(decision) = decision else {
+            return self.refuse(&snap, ProxyError::NoTarget);
+        };
+        let metrics = &self.shared.metrics;
+        if let Some(r) = decision.rejected {
+            metrics.rejected_by[r as usize].inc();
+        }
+        let group = &snap.groups[decision.group];
+        let Some(t) = decision
+            .target
+            .or_else(|| crate::balance::pick_random(group))
+        else {
+            return self.refuse(&snap, ProxyError::NoTarget);
+        };
+        let target = &group.targets[t];
+        group.metrics.assignments[decision.reason as usize].inc();
+
+        let set_cookie = if decision.issue_cookie {
+            let pin = Pin::new(
+                decision.client_id,
+                group.name.as_str(),
+                target.id,
+                decision.issued_at,
+                decision.expires_at,
+            );
+            pin.and_then(|p| self.set_cookie(&snap, &p, now))
+        } else {
+            None
+        };
+
+        let trusted = snap
+            .config
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(&peer_ip));
+        let proto = if self.tls { "https" } else { "http" };
+        {
+            let h = req.headers_mut();
+            headers::strip_hop_by_hop(h);
+            headers::strip_sticky_cookie(h, sticky.cookie_name.as_str());
+            headers::set_forwarded(h, peer_ip, trusted, &host, proto);
+            if !h.contains_key(header::HOST) {
+                if let Ok(v) = HeaderValue::from_str(host.as_str()) {
+                    h.insert(header::HOST, v);
+                }
+            }
+        }
+        let mut parts = std::mem::take(req.uri_mut()).into_parts();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(target.address.clone());
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        match Uri::from_parts(parts) {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(_) => return self.refuse(&snap, ProxyError::BadRequest("invalid request target")),
+        }
+        *req.version_mut() = Version::HTTP_11;
+
+        let in_flight = target.live.begin(&target.metrics.outstanding);
+        let sent = tokio::time::timeout(
+            snap.config.timeouts.upstream_response,
+            self.client.request(req),
+        )
+        .await;
+        let result = match sent {
+            Err(_) => Err(ProxyError::ResponseTimeout),
+            Ok(Err(e)) => {
+                tracing::debug!(target = %target.address, error = %e, "upstream request failed");
+                Err(ProxyError::from_client(&e))
+            }
+            Ok(Ok(resp)) => Ok(resp),
+        };
+        let response = match result {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                headers::strip_hop_by_hop(&mut parts.headers);
+                if let Some(c) = set_cookie {
+                    parts.headers.append(header::SET_COOKIE, c);
+                }
+                Response::from_parts(parts, ProxyBody::upstream(body, in_flight))
+            }
+            Err(e) => {
+                if let Side::Upstream(kind) = e.side() {
+                    target.metrics.count_error(kind);
+                }
+                error_response(e)
+            }
+        };
+        target.metrics.count_status(response.status().as_u16());
+        group
+            .metrics
+            .duration
+            .observe(start.elapsed().as_secs_f64());
+        response
+    }
+
+    fn set_cookie(&self, snap: &Snapshot, pin: &Pin, now: u32) -> Option<HeaderValue> {
+        let sticky = &snap.config.sticky;
+        let mut v = String::with_capacity(256);
+        v.push_str(sticky.cookie_name.as_str());
+        v.push('=');
+        snap.codec.encode_into(pin, &mut v);
+        let _ = write!(v, "; Max-Age={}", pin.expires_at.saturating_sub(now));
+        v.push_str(&snap.cookie_attrs);
+        if sticky.secure.unwrap_or(self.tls) {
+            v.push_str("; Secure");
+        }
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
+    }
+
+    fn refuse(&self, snap: &Snapshot, e: ProxyError) -> Response<ProxyBody> {
+        if let Side::Downstream(kind) = e.side() {
+            self.shared.metrics.downstream_by[kind as usize].inc();
+        }
+        count(&snap.unrouted, e.status());
+        error_response(e)
+    }
+}
+
+fn count(m: &TargetMetrics, status: StatusCode) {
+    m.count_status(status.as_u16());
+}
+
+/// A short plain-text answer written by the proxy itself.
+pub fn error_response(e: ProxyError) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(format!("{e}\n")));
+    *resp.status_mut() = e.status();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if matches!(e, ProxyError::BadRequest(_)) {
+        // The framing of a bad request cannot be trusted for the next one.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if e == ProxyError::NoTarget {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    resp
+}
