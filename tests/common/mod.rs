@@ -1,0 +1,334 @@
+//! Test helpers: real upstream HTTP servers on 127.0.0.1:0, a proxy started
+//! in-process or as the real binary, and real HTTP/1.1 and HTTP/2 clients.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use switchyard::app::{self, Running};
+use switchyard::config::{self, KeySource, ValidateOptions};
+
+/// The base64 key every test proxy signs with.
+pub const TEST_KEY: &str = "dGVzdC1rZXktdGhhdC1pcy1sb25nLWVub3VnaC0zMmI=";
+
+/// Fails the test with a message; avoids unwrap in test code too.
+pub fn ok<T, E: std::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: {e:?}"),
+    }
+}
+
+pub struct TestKeys;
+
+impl KeySource for TestKeys {
+    fn env(&self, name: &str) -> Option<String> {
+        match name {
+            "TEST_KEY" => Some(TEST_KEY.into()),
+            "OTHER_KEY" => Some("b3RoZXIta2V5LXRoYXQtaXMtbG9uZy1lbm91Z2gtMzJi".into()),
+            _ => None,
+        }
+    }
+    fn file(&self, _: &str) -> std::io::Result<String> {
+        Err(std::io::ErrorKind::NotFound.into())
+    }
+}
+
+/// What an upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub version: http::Version,
+    pub headers: HeaderMap,
+}
+
+/// A real HTTP server standing in for one target. Endpoints:
+/// `/upload` answers `<len> <sha256>` of the body; `/download?bytes=N` streams N
+/// deterministic bytes; `/slow?ms=N` waits before answering; anything else
+/// answers 200 with `x-upstream: <name>`.
+#[derive(Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str) -> Self {
+        let listener = ok(TcpListener::bind("127.0.0.1:0").await, "bind upstream");
+        let addr = ok(listener.local_addr(), "upstream addr");
+        let up = Upstream {
+            name: name.to_owned(),
+            addr,
+            hits: Arc::default(),
+            seen: Arc::default(),
+        };
+        let me = up.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let me = me.clone();
+                        async move { Ok::<_, Infallible>(me.answer(req).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        up
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn last_seen(&self) -> Option<Seen> {
+        self.seen.lock().ok().and_then(|s| s.last().cloned())
+    }
+
+    async fn answer(&self, req: Request<Incoming>) -> Response<TestBody> {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut s) = self.seen.lock() {
+            s.push(Seen {
+                method: req.method().to_string(),
+                uri: req.uri().to_string(),
+                version: req.version(),
+                headers: req.headers().clone(),
+            });
+        }
+        let query: HashMap<String, String> = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let path = req.uri().path().to_owned();
+        let mut resp = match path.as_str() {
+            "/upload" => {
+                let mut body = req.into_body();
+                let mut hasher = Sha256::new();
+                let mut len = 0usize;
+                while let Some(frame) = body.frame().await {
+                    match frame {
+                        Ok(f) => {
+                            if let Some(d) = f.data_ref() {
+                                len += d.len();
+                                hasher.update(d);
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+                TestBody::full(format!("{len} {}", hex(&hasher.finalize())))
+            }
+            "/download" => {
+                let n = query.get("bytes").and_then(|b| b.parse().ok()).unwrap_or(0);
+                TestBody::pattern(n)
+            }
+            "/slow" => {
+                let ms = query.get("ms").and_then(|b| b.parse().ok()).unwrap_or(1000);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                TestBody::full(format!("slow {}", self.name))
+            }
+            _ => TestBody::full(self.name.clone()),
+        }
+        .into_response();
+        resp.headers_mut()
+            .insert("x-upstream", ok(self.name.parse(), "name header"));
+        resp
+    }
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The deterministic byte pattern `/download` streams.
+pub fn pattern_chunk(offset: usize, len: usize) -> Vec<u8> {
+    (offset..offset + len)
+        .map(|i| (i as u64).wrapping_mul(2654435761) as u8 ^ (i >> 13) as u8)
+        .collect()
+}
+
+/// A response body for the test upstream: a whole buffer, or a generated stream.
+pub enum TestBody {
+    Full(Option<Bytes>),
+    Pattern { sent: usize, total: usize },
+}
+
+impl TestBody {
+    fn full(s: String) -> Self {
+        TestBody::Full(Some(Bytes::from(s)))
+    }
+    fn pattern(total: usize) -> Self {
+        TestBody::Pattern { sent: 0, total }
+    }
+    fn into_response(self) -> Response<TestBody> {
+        Response::new(self)
+    }
+}
+
+impl Body for TestBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            TestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            TestBody::Pattern { sent, total } => {
+                if *sent >= *total {
+                    return Poll::Ready(None);
+                }
+                let n = (*total - *sent).min(64 * 1024);
+                let chunk = pattern_chunk(*sent, n);
+                *sent += n;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+            }
+        }
+    }
+}
+
+/// YAML for a proxy in front of `groups`: `(name, weight, targets)`.
+pub fn config_yaml(groups: &[(&str, u32, &[&Upstream])], extra: &str) -> String {
+    let mut y = String::from(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:TEST_KEY]\n",
+    );
+    y.push_str(extra);
+    y.push_str("groups:\n");
+    for (name, weight, targets) in groups {
+        y.push_str(&format!("  {name}:\n    weight: {weight}\n    targets:\n"));
+        for t in *targets {
+            y.push_str(&format!("      - address: {}\n", t.addr));
+        }
+    }
+    y
+}
+
+/// Starts a proxy in this process on ephemeral ports.
+pub async fn start_proxy(yaml: &str) -> Running {
+    let cfg = config::load_str(yaml, "test.yaml", &TestKeys, ValidateOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    ok(app::start(cfg, String::new()).await, "start proxy")
+}
+
+pub type H1Client = Client<HttpConnector, Full<Bytes>>;
+
+pub fn h1_client() -> H1Client {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2_client() -> H1Client {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn upstream(&self) -> &str {
+        self.headers
+            .get("x-upstream")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The sticky cookie's value from Set-Cookie, if any.
+    pub fn set_cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| {
+                let first = v.split(';').next()?;
+                let (k, val) = first.split_once('=')?;
+                (k == name).then(|| val.to_owned())
+            })
+    }
+}
+
+/// Sends a GET with an optional `Cookie` header.
+pub async fn get(client: &H1Client, url: &str, cookie: Option<&str>) -> Got {
+    let mut b = Request::get(url);
+    if let Some(c) = cookie {
+        b = b.header("cookie", c);
+    }
+    send(client, ok(b.body(Full::default()), "request")).await
+}
+
+pub async fn send(client: &H1Client, req: Request<Full<Bytes>>) -> Got {
+    let resp = ok(client.request(req).await, "send request");
+    let (parts, body) = resp.into_parts();
+    let body = ok(body.collect().await, "read body").to_bytes();
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Writes raw bytes on a fresh connection and reads until the server closes
+/// (or 5 s pass): for requests no well-behaved client would send.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = ok(TcpStream::connect(addr).await, "connect");
+    ok(s.write_all(request).await, "write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads one metric sample from the admin listener (0 when absent).
+pub async fn metric(running: &Running, name_and_labels: &str) -> f64 {
+    let text = scrape(running).await;
+    text.lines()
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == name_and_labels).then(|| v.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+pub async fn scrape(running: &Running) -> String {
+    let got = get(
+        &h1_client(),
+        &format!("http://{}/metrics", running.admin_addr),
+        None,
+    )
+    .await;
+    String::from_utf8_lossy(&got.body).into_owned()
+}

@@ -1,0 +1,250 @@
+//! Edge hygiene and forwarding: hop-by-hop headers, the sticky cookie, Host
+//! checks, X-Forwarded-*, HTTP/2 clients, dead and slow upstreams.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::Request;
+use http_body_util::Full;
+
+async fn one_group(extra: &str) -> (Upstream, switchyard::app::Running) {
+    let b = Upstream::start("blue").await;
+    let proxy = start_proxy(&config_yaml(&[("blue", 1, &[&b])], extra)).await;
+    (b, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_and_the_sticky_cookie_never_reach_the_upstream() {
+    let (up, proxy) = one_group("").await;
+    let cookie = get(&h1_client(), &format!("http://{}/", proxy.proxy_addr), None)
+        .await
+        .set_cookie("switchyard")
+        .unwrap_or_else(|| panic!("no cookie"));
+    let req = format!(
+        "GET /path?q=1 HTTP/1.1\r\nHost: app.example\r\nConnection: close, X-Secret\r\n\
+         X-Secret: s3cret\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\n\
+         Proxy-Connection: keep-alive\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil.example\r\n\
+         Forwarded: for=6.6.6.6\r\nCookie: a=1; switchyard={cookie}; b=2\r\nX-Keep: yes\r\n\r\n"
+    );
+    let resp = raw(proxy.proxy_addr, req.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        !resp.to_ascii_lowercase().contains("set-cookie"),
+        "sticky hit: no new cookie\n{resp}"
+    );
+    let seen = up
+        .last_seen()
+        .unwrap_or_else(|| panic!("upstream saw nothing"));
+    let h = &seen.headers;
+    for gone in [
+        "connection",
+        "x-secret",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "proxy-connection",
+        "forwarded",
+    ] {
+        assert!(!h.contains_key(gone), "{gone} reached the upstream: {h:?}");
+    }
+    assert_eq!(
+        h["cookie"], "a=1; b=2",
+        "other cookies pass, the sticky one does not"
+    );
+    assert_eq!(
+        h["x-forwarded-for"], "127.0.0.1",
+        "spoofed XFF replaced by the peer"
+    );
+    assert_eq!(h["x-forwarded-host"], "app.example");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["host"], "app.example", "Host is kept");
+    assert_eq!(h["x-keep"], "yes");
+    assert_eq!(seen.uri, "/path?q=1");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_proxies_are_appended_to() {
+    let (up, proxy) = one_group("trusted_proxies: [127.0.0.0/8]\n").await;
+    let req = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n";
+    let resp = raw(proxy.proxy_addr, req).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let h = up
+        .last_seen()
+        .unwrap_or_else(|| panic!("nothing seen"))
+        .headers;
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(
+        h["x-forwarded-proto"], "https",
+        "a trusted proxy's proto is kept"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_host_is_400_and_not_forwarded() {
+    let (up, proxy) = one_group("").await;
+    let cases: [&[u8]; 6] = [
+        b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET http://other.example/ HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: bad host\r\nConnection: close\r\n\r\n",
+    ];
+    for req in cases {
+        let resp = raw(proxy.proxy_addr, req).await;
+        assert!(
+            resp.starts_with("HTTP/1.1 400") || resp.starts_with("HTTP/1.0 400"),
+            "{resp}"
+        );
+    }
+    let garbage = raw(proxy.proxy_addr, b"NOT HTTP AT ALL\r\n\r\n").await;
+    assert!(garbage.contains(" 400 "), "{garbage}");
+    assert_eq!(up.hits(), 0, "nothing malformed was forwarded");
+    // An absolute URI that agrees with Host is fine.
+    let ok_resp = raw(
+        proxy.proxy_addr,
+        b"GET http://app.example/x HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ok_resp.starts_with("HTTP/1.1 200"), "{ok_resp}");
+    assert_eq!(up.last_seen().map(|s| s.uri), Some("/x".to_owned()));
+    let refused = metric(
+        &proxy,
+        r#"switchyard_downstream_errors_total{kind="bad_request"}"#,
+    )
+    .await;
+    assert_eq!(refused, 6.0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_are_sticky_and_their_split_cookies_are_joined() {
+    let blue = [
+        Upstream::start("blue-1").await,
+        Upstream::start("blue-2").await,
+    ];
+    let green = Upstream::start("green-1").await;
+    let proxy = start_proxy(&config_yaml(
+        &[
+            ("blue", 50, &[&blue[0], &blue[1]]),
+            ("green", 50, &[&green]),
+        ],
+        "",
+    ))
+    .await;
+    let url = format!("http://{}/h2", proxy.proxy_addr);
+    let client = h2_client();
+    let first = get(&client, &url, None).await;
+    assert_eq!(first.status, 200);
+    let cookie = first
+        .set_cookie("switchyard")
+        .unwrap_or_else(|| panic!("no cookie over h2"));
+    for _ in 0..50 {
+        let req = Request::get(&url)
+            .header("cookie", "a=1")
+            .header("cookie", format!("switchyard={cookie}"))
+            .header("cookie", "b=2")
+            .body(Full::<Bytes>::default());
+        let got = send(&client, ok(req, "req")).await;
+        assert_eq!(got.upstream(), first.upstream());
+        assert!(got.set_cookie("switchyard").is_none());
+    }
+    let all = [&blue[0], &blue[1], &green];
+    let seen = all
+        .iter()
+        .find(|u| u.name == first.upstream())
+        .and_then(|u| u.last_seen())
+        .unwrap_or_else(|| panic!("upstream saw nothing"));
+    assert_eq!(
+        seen.version,
+        http::Version::HTTP_11,
+        "HTTP/1.1 to upstreams"
+    );
+    assert_eq!(seen.headers.get_all("cookie").iter().count(), 1);
+    assert_eq!(seen.headers["cookie"], "a=1; b=2");
+    assert_eq!(seen.headers["host"], proxy.proxy_addr.to_string().as_str());
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_upstream_is_a_502_with_a_reason() {
+    let dead = {
+        let l = ok(std::net::TcpListener::bind("127.0.0.1:0"), "bind");
+        ok(l.local_addr(), "addr")
+    };
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:TEST_KEY]\ngroups:\n  blue:\n    weight: 1\n    targets: [{{address: \"{dead}\"}}]\n"
+    );
+    let proxy = start_proxy(&yaml).await;
+    let got = get(&h1_client(), &format!("http://{}/", proxy.proxy_addr), None).await;
+    assert_eq!(got.status, 502);
+    let body = String::from_utf8_lossy(&got.body);
+    assert!(
+        body.contains("upstream connection failed")
+            && body.ends_with('\n')
+            && body.lines().count() == 1,
+        "{body}"
+    );
+    let errors = metric(
+        &proxy,
+        &format!(
+            r#"switchyard_upstream_errors_total{{group="blue",kind="connect",target="{dead}"}}"#
+        ),
+    )
+    .await;
+    assert_eq!(errors, 1.0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_is_a_504() {
+    let (up, proxy) = one_group("timeouts:\n  upstream_response: 300ms\n").await;
+    let started = std::time::Instant::now();
+    let got = get(
+        &h1_client(),
+        &format!("http://{}/slow?ms=3000", proxy.proxy_addr),
+        None,
+    )
+    .await;
+    assert_eq!(got.status, 504);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert!(String::from_utf8_lossy(&got.body).contains("did not answer in time"));
+    let fast = get(&h1_client(), &format!("http://{}/", proxy.proxy_addr), None).await;
+    assert_eq!(fast.status, 200);
+    assert_eq!(up.hits(), 2);
+    let errors = metric(
+        &proxy,
+        &format!(r#"switchyard_upstream_errors_total{{group="blue",kind="response_timeout",target="{}"}}"#, up.addr),
+    )
+    .await;
+    assert_eq!(errors, 1.0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn override_header_reaches_a_group_at_weight_zero() {
+    let (b, g) = (
+        Upstream::start("blue").await,
+        Upstream::start("green").await,
+    );
+    let proxy = start_proxy(&config_yaml(
+        &[("blue", 100, &[&b]), ("green", 0, &[&g])],
+        "override_header: X-Switchyard-Group\n",
+    ))
+    .await;
+    let url = format!("http://{}/", proxy.proxy_addr);
+    let req = Request::get(&url)
+        .header("x-switchyard-group", "green")
+        .body(Full::<Bytes>::default());
+    let got = send(&h1_client(), ok(req, "req")).await;
+    assert_eq!(got.upstream(), "green");
+    assert!(
+        got.set_cookie("switchyard").is_none(),
+        "an override pins nobody"
+    );
+    assert_eq!(get(&h1_client(), &url, None).await.upstream(), "blue");
+    proxy.shutdown().await;
+}
