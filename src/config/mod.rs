@@ -35,20 +35,40 @@ pub fn parse(text: &str) -> Result<raw::RawConfig, ConfigError> {
     });
     res.map_err(|e| {
         let line = e.location().and_then(|l| validate::line(&l));
-        let path = path.unwrap_or_default();
-        // serde-saphyr appends its own "at line N, column M"; we print the line once.
-        let full = e.without_snippet().to_string();
-        let msg = full
-            .rsplit_once(" at line ")
-            .map_or(full.as_str(), |(m, _)| m)
-            .to_owned();
-        let path = match path.as_str() {
-            "." => String::new(),
-            // A duplicate key is reported inside the mapping, at an unknown child.
-            p => p.trim_end_matches(".?").to_owned(),
-        };
-        ConfigError::new(path, line, msg)
+        ConfigError::new(
+            tidy_path(path.as_deref().unwrap_or("")),
+            line,
+            tidy_message(&e),
+        )
     })
+}
+
+/// serde_path_to_error's path, without the `value` steps that `Spanned` adds and
+/// without the `?` it puts where a mapping had a duplicate key.
+fn tidy_path(path: &str) -> String {
+    path.split('.')
+        .filter(|seg| !matches!(*seg, "value" | "?" | ""))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// serde-saphyr's message in an operator's words, without its own position suffix
+/// (the line is printed once, by `ConfigError`).
+fn tidy_message(e: &serde_saphyr::Error) -> String {
+    let full = e.without_snippet().to_string();
+    let msg = full
+        .rsplit_once(" at line ")
+        .map_or(full.as_str(), |(m, _)| m);
+    if let Some(rest) = msg.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(',').next().unwrap_or(rest).trim();
+        return format!(
+            "key `{key}` appears twice in this mapping (a repeated key would silently override the first)"
+        );
+    }
+    if msg.starts_with("invalid i64") || msg.starts_with("invalid u32") {
+        return "expected an integer".to_owned();
+    }
+    msg.to_owned()
 }
 
 /// Parses and validates YAML text.

@@ -332,3 +332,76 @@ pub async fn scrape(running: &Running) -> String {
     .await;
     String::from_utf8_lossy(&got.body).into_owned()
 }
+
+/// The real `switchyard` binary, started as a child process.
+pub struct BinProxy {
+    pub child: std::process::Child,
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl BinProxy {
+    /// Runs `switchyard run --config <yaml>` and waits until it says where it listens.
+    pub fn start(yaml: &str) -> Self {
+        use std::io::BufRead;
+        let dir = ok(tempfile::tempdir(), "tempdir");
+        let path = dir.path().join("proxy.yaml");
+        ok(std::fs::write(&path, yaml), "write config");
+        let mut child = ok(
+            std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+                .args(["run", "--config"])
+                .arg(&path)
+                .env("TEST_KEY", TEST_KEY)
+                .env("SWITCHYARD_LOG", "info")
+                .stderr(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn(),
+            "spawn switchyard",
+        );
+        let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let field = |line: &str, key: &str| -> Option<SocketAddr> {
+            let start = line.find(key)? + key.len();
+            line[start..].split_whitespace().next()?.parse().ok()
+        };
+        for line in lines.by_ref() {
+            let line = ok(line, "read stderr");
+            if let (Some(p), Some(a)) = (field(&line, "proxy_addr="), field(&line, "admin_addr=")) {
+                // Keep draining stderr so the child never blocks on a full pipe.
+                std::thread::spawn(move || for _ in lines {});
+                return BinProxy {
+                    child,
+                    proxy_addr: p,
+                    admin_addr: a,
+                    dir,
+                };
+            }
+        }
+        let _ = child.kill();
+        panic!("switchyard exited before listening");
+    }
+
+    /// Resident and peak resident memory of the process, in KiB.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = ok(
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())),
+            "read /proc status",
+        );
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for BinProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

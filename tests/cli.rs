@@ -1,0 +1,209 @@
+//! The command line: `check` on good and bad configs, `keygen`, `--version`.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::ok;
+
+fn switchyard(args: &[&str]) -> Output {
+    ok(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(args)
+            .output(),
+        "run switchyard",
+    )
+}
+
+fn check_text(yaml: &str) -> (bool, String) {
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    let path = dir.path().join("proxy.yaml");
+    ok(std::fs::write(&path, yaml), "write");
+    let out = switchyard(&["check", &path.to_string_lossy()]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+const GOOD: &str = "listen: 127.0.0.1:8080
+sticky:
+  ttl: 12h
+  keys: [env:SOME_KEY]
+groups:
+  blue:
+    weight: 90
+    targets:
+      - address: 127.0.0.1:9001
+  green:
+    weight: 10
+    targets:
+      - address: 127.0.0.1:9101
+";
+
+#[test]
+fn the_shipped_proxy_yaml_passes_check() {
+    let out = switchyard(&["check", concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.yaml")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("group blue"), "{stdout}");
+    assert!(
+        stdout.contains("90.00%") && stdout.contains("10.00%"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("127.0.0.1:9101"), "{stdout}");
+}
+
+#[test]
+fn a_good_config_prints_groups_shares_and_targets() {
+    let (ok_, text) = check_text(GOOD);
+    assert!(ok_, "{text}");
+    assert!(
+        text.contains("group green") && text.contains("share  10.00%"),
+        "{text}"
+    );
+}
+
+/// Each bad edit, with the path and line its error must name.
+#[test]
+fn bad_configs_fail_with_path_and_line() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("ttl: 12h", "ttl: 8d", "sticky.ttl: must be at most 7d"),
+        ("ttl: 12h", "ttl: 0s", "sticky.ttl: must be at least 1s"),
+        (
+            "    weight: 90",
+            "    wieght: 90",
+            "groups.blue.wieght: unknown field",
+        ),
+        (
+            "  ttl: 12h",
+            "  ttl: 12h\n  tll: 1h",
+            "sticky.tll: unknown field",
+        ),
+        (
+            "    weight: 10",
+            "    weight: -1",
+            "groups.green.weight: expected an integer >= 0",
+        ),
+        (
+            "    weight: 10",
+            "    weight: ten",
+            "groups.green.weight: expected an integer",
+        ),
+        (
+            "  - address: 127.0.0.1:9101",
+            "  - address: nowhere",
+            "groups.green.targets[0].address",
+        ),
+        (
+            "listen: 127.0.0.1:8080",
+            "listen: localhost",
+            "listen: `localhost` is not an address",
+        ),
+        (
+            "keys: [env:SOME_KEY]",
+            "keys: []",
+            "sticky.keys: at least one key",
+        ),
+        (
+            "keys: [env:SOME_KEY]",
+            "keys: [hunter2]",
+            "sticky.keys[0]: a key must be given as",
+        ),
+    ];
+    for (from, to, expect) in cases {
+        let yaml = GOOD.replacen(from, to, 1);
+        assert_ne!(yaml, GOOD, "case {to} did not change the file");
+        let line = yaml
+            .lines()
+            .position(|l| to.lines().last().is_some_and(|t| l.contains(t.trim())))
+            .map(|i| i + 1)
+            .unwrap_or_else(|| panic!("{to} not found"));
+        let (ok_, text) = check_text(&yaml);
+        assert!(!ok_, "{to} was accepted:\n{text}");
+        assert!(
+            text.contains(expect),
+            "{to}: expected `{expect}` in:\n{text}"
+        );
+        let wanted = format!("(line {line})");
+        let err_line = text
+            .lines()
+            .find(|l| l.contains(expect))
+            .unwrap_or_default();
+        assert!(
+            err_line.contains(&wanted),
+            "{to}: expected {wanted} in `{err_line}`"
+        );
+        assert!(!text.contains("hunter2"), "a key value was echoed:\n{text}");
+    }
+}
+
+#[test]
+fn a_repeated_group_is_refused_not_merged() {
+    let yaml =
+        format!("{GOOD}  green:\n    weight: 50\n    targets: [{{address: 127.0.0.1:9102}}]\n");
+    let (ok_, text) = check_text(&yaml);
+    assert!(!ok_, "duplicate group accepted:\n{text}");
+    assert!(
+        text.contains("groups: key `green` appears twice") && text.contains("(line 14)"),
+        "{text}"
+    );
+    let yaml = GOOD.replacen("    weight: 90\n", "    weight: 90\n    weight: 80\n", 1);
+    let (ok_, text) = check_text(&yaml);
+    assert!(
+        !ok_ && text.contains("key `weight` appears twice") && text.contains("(line 8)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_error_is_listed_at_once() {
+    let yaml = GOOD
+        .replacen("ttl: 12h", "ttl: 30d", 1)
+        .replacen("    weight: 10", "    weight: -5", 1)
+        .replacen("127.0.0.1:9001", "no-port", 1);
+    let (ok_, text) = check_text(&yaml);
+    assert!(!ok_);
+    assert!(text.contains("3 errors"), "{text}");
+}
+
+#[test]
+fn keygen_prints_32_random_bytes_in_base64() {
+    let a = switchyard(&["keygen"]);
+    let b = switchyard(&["keygen"]);
+    assert!(a.status.success());
+    let (ka, kb) = (
+        String::from_utf8_lossy(&a.stdout),
+        String::from_utf8_lossy(&b.stdout),
+    );
+    assert_ne!(ka, kb);
+    let bytes = ok(switchyard::config::decode_key(ka.trim()), "decode");
+    assert_eq!(bytes.len(), 32);
+}
+
+#[test]
+fn version_is_printed() {
+    let out = switchyard(&["--version"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn run_refuses_a_bad_config_and_names_the_problem() {
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    let path = dir.path().join("proxy.yaml");
+    ok(
+        std::fs::write(&path, GOOD.replacen("ttl: 12h", "ttl: 8d", 1)),
+        "write",
+    );
+    let out = switchyard(&["run", "--config", &path.to_string_lossy()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sticky.ttl") && err.contains("(line 3)"),
+        "{err}"
+    );
+}
