@@ -379,6 +379,7 @@ impl BinProxy {
             }
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!("switchyard exited before listening");
     }
 
