@@ -27,7 +27,13 @@ fn snapshot() -> Option<Snapshot> {
                 green: {weight: 10, targets: [{address: 10.0.0.3:80}]}\n";
     let cfg = config::load_str(yaml, "bench", &Keys, ValidateOptions::default()).ok()?;
     let metrics = Metrics::new(&prometheus::Registry::new()).ok()?;
-    Some(Snapshot::build(cfg, 1, String::new(), &LiveState::default(), &metrics))
+    Some(Snapshot::build(
+        cfg,
+        1,
+        String::new(),
+        &LiveState::default(),
+        &metrics,
+    ))
 }
 
 fn benches(c: &mut Criterion) {
@@ -36,7 +42,13 @@ fn benches(c: &mut Criterion) {
         return;
     };
     let now = 1_800_000_000;
-    let Some(pin) = Pin::new([42; 16], "blue", snap.groups[0].targets[0].id, now, now + 3600) else {
+    let Some(pin) = Pin::new(
+        [42; 16],
+        "blue",
+        snap.groups[0].targets[0].id,
+        now,
+        now + 3600,
+    ) else {
         return;
     };
     let valid = snap.codec.encode(&pin);
@@ -52,7 +64,9 @@ fn benches(c: &mut Criterion) {
             snap.codec.encode_into(black_box(&pin), &mut out);
         })
     });
-    c.bench_function("cookie_verify_valid", |b| b.iter(|| snap.codec.verify(black_box(&valid))));
+    c.bench_function("cookie_verify_valid", |b| {
+        b.iter(|| snap.codec.verify(black_box(&valid)))
+    });
     c.bench_function("cookie_verify_tampered", |b| {
         b.iter(|| snap.codec.verify(black_box(&tampered)))
     });
@@ -60,7 +74,10 @@ fn benches(c: &mut Criterion) {
         b.iter(|| snap.codec.verify(black_box("not-a-cookie-at-all")))
     });
     c.bench_function("decide_sticky", |b| {
-        let view = RequestView { cookie: Some(&valid), ..Default::default() };
+        let view = RequestView {
+            cookie: Some(&valid),
+            ..Default::default()
+        };
         b.iter(|| decide(&snap, black_box(&view), now + 10, &mut || [7; 16]))
     });
     c.bench_function("decide_new_client", |b| {
