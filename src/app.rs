@@ -40,30 +40,17 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
 }
 
-async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, AppError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| AppError::Bind { addr, what, source })
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<(TcpListener, SocketAddr), AppError> {
+    let err = |source| AppError::Bind { addr, what, source };
+    let listener = TcpListener::bind(addr).await.map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    Ok((listener, local))
 }
 
 /// Binds the listeners and starts serving `config`.
 pub async fn start(config: Config, content_hash: String) -> Result<Running, AppError> {
-    let proxy_listener = bind(config.listen, "listen").await?;
-    let admin_listener = bind(config.admin, "admin").await?;
-    let proxy_addr = proxy_listener
-        .local_addr()
-        .map_err(|source| AppError::Bind {
-            addr: config.listen,
-            what: "listen",
-            source,
-        })?;
-    let admin_addr = admin_listener
-        .local_addr()
-        .map_err(|source| AppError::Bind {
-            addr: config.admin,
-            what: "admin",
-            source,
-        })?;
+    let (proxy_listener, proxy_addr) = bind(config.listen, "listen").await?;
+    let (admin_listener, admin_addr) = bind(config.admin, "admin").await?;
     let timeouts = config.timeouts;
     let shared = Shared::new(config, content_hash)?;
     let (tx, rx) = watch::channel(false);

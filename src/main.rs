@@ -136,18 +136,8 @@ fn print_summary(path: &Path, cfg: &Config) {
     if s.ephemeral_key {
         println!("  note: no key source could be read here, so key material was not checked");
     }
-    let live: u64 = cfg
-        .groups
-        .iter()
-        .filter(|g| !g.drain)
-        .map(|g| u64::from(g.weight.get()))
-        .sum();
     for g in &cfg.groups {
-        let share = if g.drain || live == 0 {
-            0.0
-        } else {
-            100.0 * f64::from(g.weight.get()) / live as f64
-        };
+        let share = 100.0 * cfg.share(g);
         let drain = if g.drain { "  (draining)" } else { "" };
         println!(
             "  group {:<12} weight {:>6}  share {:>6.2}%{drain}",

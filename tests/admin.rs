@@ -7,15 +7,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_and_assignments_by_group_and_reason() {
-    let (b, g) = (
-        Upstream::start("blue").await,
-        Upstream::start("green").await,
-    );
-    let proxy = start_proxy(&config_yaml(
-        &[("blue", 50, &[&b]), ("green", 50, &[&g])],
-        "override_header: X-Group\n",
-    ))
-    .await;
+    let (b, g, proxy) = blue_green(50, 50, "override_header: X-Group\n").await;
     let url = format!("http://{}/", proxy.proxy_addr);
     let client = h1_client();
     let mut by_group = std::collections::HashMap::<String, (u32, u32)>::new();

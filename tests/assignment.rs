@@ -42,15 +42,7 @@ async fn new_clients(url: &str, n: usize, conc: usize) -> HashMap<String, usize>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_new_clients_follow_90_10() {
-    let (b, g) = (
-        Upstream::start("blue").await,
-        Upstream::start("green").await,
-    );
-    let proxy = start_proxy(&config_yaml(
-        &[("blue", 90, &[&b]), ("green", 10, &[&g])],
-        "",
-    ))
-    .await;
+    let (_b, _g, proxy) = blue_green(90, 10, "").await;
     let counts = new_clients(&format!("http://{}/", proxy.proxy_addr), 10_000, 8).await;
     let green = *counts.get("green").unwrap_or(&0) as f64 / 100.0;
     assert!(
@@ -186,15 +178,7 @@ fn tampered_values(v: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_tampered_cookie_is_a_fresh_assignment_never_an_error() {
-    let (b, g) = (
-        Upstream::start("blue").await,
-        Upstream::start("green").await,
-    );
-    let proxy = start_proxy(&config_yaml(
-        &[("blue", 50, &[&b]), ("green", 50, &[&g])],
-        "",
-    ))
-    .await;
+    let (_b, _g, proxy) = blue_green(50, 50, "").await;
     let url = format!("http://{}/", proxy.proxy_addr);
     let client = h1_client();
     let cookie = get(&client, &url, None)
@@ -264,15 +248,7 @@ async fn every_tampered_cookie_is_a_fresh_assignment_never_an_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_cookie_is_reassigned_with_its_client_id() {
-    let (b, g) = (
-        Upstream::start("blue").await,
-        Upstream::start("green").await,
-    );
-    let proxy = start_proxy(&config_yaml(
-        &[("blue", 50, &[&b]), ("green", 50, &[&g])],
-        "",
-    ))
-    .await;
+    let (_b, _g, proxy) = blue_green(50, 50, "").await;
     let url = format!("http://{}/", proxy.proxy_addr);
     let client = h1_client();
     // The test holds the key, so it can write an authentic cookie that expired a

@@ -226,15 +226,7 @@ async fn a_slow_upstream_is_a_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn override_header_reaches_a_group_at_weight_zero() {
-    let (b, g) = (
-        Upstream::start("blue").await,
-        Upstream::start("green").await,
-    );
-    let proxy = start_proxy(&config_yaml(
-        &[("blue", 100, &[&b]), ("green", 0, &[&g])],
-        "override_header: X-Switchyard-Group\n",
-    ))
-    .await;
+    let (_b, _g, proxy) = blue_green(100, 0, "override_header: X-Switchyard-Group\n").await;
     let url = format!("http://{}/", proxy.proxy_addr);
     let req = Request::get(&url)
         .header("x-switchyard-group", "green")

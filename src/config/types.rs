@@ -28,6 +28,24 @@ pub struct Config {
     pub timeouts: Timeouts,
 }
 
+impl Config {
+    /// The share (0 to 1) of new clients `group` receives: its weight over the
+    /// weights of all groups that take new clients. Draining groups get none.
+    pub fn share(&self, group: &GroupSpec) -> f64 {
+        let live: u64 = self
+            .groups
+            .iter()
+            .filter(|g| !g.drain)
+            .map(|g| u64::from(g.weight.get()))
+            .sum();
+        if group.drain || live == 0 {
+            0.0
+        } else {
+            f64::from(group.weight.get()) / live as f64
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Sticky {
     pub cookie_name: CookieName,

@@ -145,12 +145,6 @@ impl Snapshot {
         live: &LiveState,
         metrics: &Metrics,
     ) -> Self {
-        let live_weight: u64 = config
-            .groups
-            .iter()
-            .filter(|g| !g.drain)
-            .map(|g| u64::from(g.weight.get()))
-            .sum();
         let groups: Vec<Group> = config
             .groups
             .iter()
@@ -178,11 +172,7 @@ impl Snapshot {
                     })
                     .collect();
                 let weight = g.weight.get();
-                let share = if g.drain || live_weight == 0 {
-                    0.0
-                } else {
-                    f64::from(weight) / live_weight as f64
-                };
+                let share = config.share(g);
                 Group {
                     name: g.name.clone(),
                     weight,

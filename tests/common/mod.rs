@@ -406,3 +406,17 @@ impl Drop for BinProxy {
         let _ = self.child.wait();
     }
 }
+
+/// One `blue` and one `green` upstream behind an in-process proxy.
+pub async fn blue_green(blue: u32, green: u32, extra: &str) -> (Upstream, Upstream, Running) {
+    let (b, g) = (
+        Upstream::start("blue").await,
+        Upstream::start("green").await,
+    );
+    let proxy = start_proxy(&config_yaml(
+        &[("blue", blue, &[&b]), ("green", green, &[&g])],
+        extra,
+    ))
+    .await;
+    (b, g, proxy)
+}
