@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use switchyard::assign::{Pin, RequestView, decide};
+use switchyard::assign::{Pin, RequestView, decide, read_cookie};
 use switchyard::config::{self, KeySource, ValidateOptions};
 use switchyard::metrics::Metrics;
 use switchyard::state::{LiveState, Snapshot};
@@ -74,11 +74,13 @@ fn benches(c: &mut Criterion) {
         b.iter(|| snap.codec.verify(black_box("not-a-cookie-at-all")))
     });
     c.bench_function("decide_sticky", |b| {
-        let view = RequestView {
-            cookie: Some(&valid),
-            ..Default::default()
-        };
-        b.iter(|| decide(&snap, black_box(&view), now + 10, &mut || [7; 16]))
+        b.iter(|| {
+            let view = RequestView {
+                cookie: read_cookie(&snap.codec, Some(black_box(valid.as_str()))),
+                ..Default::default()
+            };
+            decide(&snap, &view, now + 10, &mut || [7; 16])
+        })
     });
     c.bench_function("decide_new_client", |b| {
         let view = RequestView::default();

@@ -111,6 +111,12 @@ async fn bad_host_is_400_and_not_forwarded() {
     .await;
     assert!(ok_resp.starts_with("HTTP/1.1 200"), "{ok_resp}");
     assert_eq!(up.last_seen().map(|s| s.uri), Some("/x".to_owned()));
+    let default_port = raw(
+        proxy.proxy_addr,
+        b"GET http://APP.example:80/y HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(default_port.starts_with("HTTP/1.1 200"), "{default_port}");
     let refused = metric(
         &proxy,
         r#"switchyard_downstream_errors_total{kind="bad_request"}"#,

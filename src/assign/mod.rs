@@ -14,8 +14,8 @@ pub use cookie::{ClientId, CookieCodec, Pin, Rejection};
 /// What the request offers to the decision.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RequestView<'a> {
-    /// The sticky cookie's value, if the request carried one.
-    pub cookie: Option<&'a str>,
+    /// The sticky cookie, as [`read_cookie`] found it; `None` when there was none.
+    pub cookie: Option<Result<Pin, Rejection>>,
     /// The override header's value, if configured and present.
     pub override_group: Option<&'a [u8]>,
     /// The bucketing key (header value or client IP) for clients without a cookie.
@@ -103,8 +103,7 @@ pub fn decide(
             rejected: None,
         });
     }
-    let verified = req.cookie.map(|v| snap.codec.verify(v));
-    match verified {
+    match req.cookie {
         Some(Ok(pin)) if now >= pin.expires_at => assign(
             snap,
             pin.client_id,
@@ -143,6 +142,31 @@ pub fn decide(
             assign(snap, id, now, Reason::New, None)
         }
     }
+}
+
+/// How many sticky cookies of one request are checked at most, so a request
+/// stuffed with copies cannot buy unbounded HMAC work.
+pub const MAX_COOKIE_CANDIDATES: usize = 4;
+
+/// Verifies the request's sticky cookie values and keeps the first that is
+/// authentic, or else why the first one was refused. Browsers send several
+/// cookies of one name when their Path or Domain differ (after an operator
+/// changes `sticky.path`, say); taking the first blindly would re-assign such a
+/// client on every request.
+pub fn read_cookie<'a>(
+    codec: &CookieCodec,
+    values: impl IntoIterator<Item = &'a str>,
+) -> Option<Result<Pin, Rejection>> {
+    let mut first_refusal = None;
+    for v in values.into_iter().take(MAX_COOKIE_CANDIDATES) {
+        match codec.verify(v) {
+            Ok(pin) => return Some(Ok(pin)),
+            Err(e) => {
+                first_refusal.get_or_insert(e);
+            }
+        }
+    }
+    first_refusal.map(Err)
 }
 
 fn new_client_id(req: &RequestView<'_>, fresh_id: &mut dyn FnMut() -> ClientId) -> ClientId {

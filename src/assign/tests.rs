@@ -44,7 +44,7 @@ fn counter_ids() -> impl FnMut() -> ClientId {
 
 fn decide_at(snap: &Snapshot, cookie: Option<&str>, now: u32) -> Decision {
     let view = RequestView {
-        cookie,
+        cookie: read_cookie(&snap.codec, cookie),
         ..Default::default()
     };
     decide(snap, &view, now, &mut counter_ids()).unwrap_or_else(|| panic!("no decision"))
@@ -268,4 +268,33 @@ fn bucket_key_makes_clients_without_cookie_stick() {
         groups.insert(a.group);
     }
     assert_eq!(groups.len(), 2, "keys spread over both groups");
+}
+
+#[test]
+fn the_first_authentic_cookie_of_several_wins() {
+    let snap = two(50, 50, "");
+    let (d0, cookie) = pinned_client(&snap, "green");
+    let stale = "v1.AAAA.BBBB";
+    let view = RequestView {
+        cookie: read_cookie(&snap.codec, [stale, cookie.as_str()]),
+        ..Default::default()
+    };
+    let d = decide(&snap, &view, NOW, &mut counter_ids()).unwrap_or_else(|| panic!());
+    assert_eq!(
+        (d.group, d.reason, d.issue_cookie),
+        (d0.group, Reason::Sticky, false)
+    );
+    // None authentic: the first refusal is the reason given.
+    assert_eq!(
+        read_cookie(&snap.codec, [stale, "x"]),
+        Some(Err(Rejection::Malformed))
+    );
+    assert_eq!(read_cookie(&snap.codec, []), None);
+    // Past the cap, further copies are not even looked at.
+    let many = [stale; MAX_COOKIE_CANDIDATES];
+    let with_valid_last = many.iter().copied().chain([cookie.as_str()]);
+    assert!(matches!(
+        read_cookie(&snap.codec, with_valid_last),
+        Some(Err(_))
+    ));
 }

@@ -42,7 +42,7 @@ pub fn request_host<B>(req: &Request<B>) -> Result<Authority, &'static str> {
     };
     let from_uri = req.uri().authority();
     match (from_header, from_uri) {
-        (Some(h), Some(u)) if !h.as_str().eq_ignore_ascii_case(u.as_str()) => {
+        (Some(h), Some(u)) if !same_authority(&h, u, req.uri().scheme()) => {
             Err("Host header disagrees with the request URI")
         }
         (Some(h), _) => Ok(h),
@@ -51,15 +51,26 @@ pub fn request_host<B>(req: &Request<B>) -> Result<Authority, &'static str> {
     }
 }
 
-/// The sticky cookie's value from any of the request's `Cookie` headers (HTTP/2
-/// clients send one header per cookie).
-pub fn sticky_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// Host names compare without case; a missing port is the scheme's default.
+fn same_authority(a: &Authority, b: &Authority, scheme: Option<&http::uri::Scheme>) -> bool {
+    let default = if scheme == Some(&http::uri::Scheme::HTTPS) {
+        443
+    } else {
+        80
+    };
+    a.host().eq_ignore_ascii_case(b.host())
+        && a.port_u16().unwrap_or(default) == b.port_u16().unwrap_or(default)
+}
+
+/// Every value of the sticky cookie in the request's `Cookie` headers (HTTP/2
+/// clients send one header per cookie), in order.
+pub fn sticky_cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
+        .filter_map(move |pair| {
             let (k, v) = pair.trim().split_once('=')?;
             (k.trim() == name).then(|| v.trim().trim_matches('"'))
         })
@@ -188,9 +199,10 @@ mod tests {
 
     #[test]
     fn finds_the_sticky_cookie_in_split_headers() {
-        let h = map(&[("cookie", "a=1"), ("cookie", "sy=v1.x.y; b=2")]);
-        assert_eq!(sticky_cookie(&h, "sy"), Some("v1.x.y"));
-        assert_eq!(sticky_cookie(&h, "s"), None);
+        let h = map(&[("cookie", "a=1; sy=old"), ("cookie", "sy=v1.x.y; b=2")]);
+        let found: Vec<&str> = sticky_cookies(&h, "sy").collect();
+        assert_eq!(found, ["old", "v1.x.y"]);
+        assert_eq!(sticky_cookies(&h, "s").count(), 0);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::assign::{Pin, RequestView, decide};
+use crate::assign::{Pin, RequestView, decide, read_cookie};
 use crate::config::{BucketBy, Timeouts};
 use crate::metrics::TargetMetrics;
 use crate::state::{Shared, Snapshot};
@@ -113,7 +113,10 @@ impl ConnContext {
         let decision = {
             let h = req.headers();
             let view = RequestView {
-                cookie: headers::sticky_cookie(h, sticky.cookie_name.as_str()),
+                cookie: read_cookie(
+                    &snap.codec,
+                    headers::sticky_cookies(h, sticky.cookie_name.as_str()),
+                ),
                 override_group: snap
                     .config
                     .override_header
