@@ -100,6 +100,23 @@ async fn bad_host_is_400_and_not_forwarded() {
             "{resp}"
         );
     }
+    let smuggle: [(&[u8], &str); 2] = [
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            " 501 ",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            " 400 ",
+        ),
+    ];
+    for (req, status) in smuggle {
+        let resp = raw(proxy.proxy_addr, req).await;
+        assert!(
+            resp.starts_with("HTTP/1.1") && resp.contains(status),
+            "{resp}"
+        );
+    }
     let garbage = raw(proxy.proxy_addr, b"NOT HTTP AT ALL\r\n\r\n").await;
     assert!(garbage.contains(" 400 "), "{garbage}");
     assert_eq!(up.hits(), 0, "nothing malformed was forwarded");
@@ -122,7 +139,29 @@ async fn bad_host_is_400_and_not_forwarded() {
         r#"switchyard_downstream_errors_total{kind="bad_request"}"#,
     )
     .await;
-    assert_eq!(refused, 6.0);
+    assert_eq!(
+        refused, 7.0,
+        "six bad hosts and one transfer coding refused by switchyard itself"
+    );
+    // Content-Length beside Transfer-Encoding: the body is read as chunked and
+    // only one framing reaches the upstream.
+    let both = raw(
+        proxy.proxy_addr,
+        b"POST /both HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(both.starts_with("HTTP/1.1 200"), "{both}");
+    let seen = up.last_seen().unwrap_or_else(|| panic!("nothing seen"));
+    assert_eq!(seen.uri, "/both");
+    let h = &seen.headers;
+    assert!(
+        !(h.contains_key("content-length") && h.contains_key("transfer-encoding")),
+        "{h:?}"
+    );
+    assert_ne!(
+        h.get("content-length").map(|v| v.as_bytes()),
+        Some(&b"5"[..])
+    );
     proxy.shutdown().await;
 }
 

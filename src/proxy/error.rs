@@ -11,6 +11,8 @@ use crate::metrics::{DownstreamErrorKind, UpstreamErrorKind};
 pub enum ProxyError {
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("not implemented: transfer coding other than chunked")]
+    UnsupportedTransferCoding,
     #[error("no upstream target is available")]
     NoTarget,
     #[error("bad gateway: upstream connection failed")]
@@ -34,6 +36,7 @@ impl ProxyError {
     pub fn status(self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::NoTarget => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnect | ProxyError::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -42,7 +45,9 @@ impl ProxyError {
 
     pub fn side(self) -> Side {
         match self {
-            ProxyError::BadRequest(_) => Side::Downstream(DownstreamErrorKind::BadRequest),
+            ProxyError::BadRequest(_) | ProxyError::UnsupportedTransferCoding => {
+                Side::Downstream(DownstreamErrorKind::BadRequest)
+            }
             ProxyError::NoTarget => Side::Downstream(DownstreamErrorKind::NoTarget),
             ProxyError::UpstreamConnect => Side::Upstream(UpstreamErrorKind::Connect),
             ProxyError::ConnectTimeout => Side::Upstream(UpstreamErrorKind::ConnectTimeout),

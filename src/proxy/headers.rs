@@ -23,6 +23,27 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// Refuses a transfer coding other than plain `chunked`: hyper decodes only the
+/// chunking, so a `gzip, chunked` body would reach the upstream re-framed with
+/// its gzip coding silently dropped. (Content-Length next to Transfer-Encoding,
+/// the classic smuggling pair, never gets here: hyper drops the Content-Length
+/// and reads the body as chunked, as RFC 9112 §6.3 says.)
+pub fn check_framing<B>(req: &Request<B>) -> Result<(), super::ProxyError> {
+    let mut te = req.headers().get_all(header::TRANSFER_ENCODING).iter();
+    let Some(first) = te.next() else {
+        return Ok(());
+    };
+    if te.next().is_some()
+        || !first
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked")
+    {
+        return Err(super::ProxyError::UnsupportedTransferCoding);
+    }
+    Ok(())
+}
+
 /// Finds the request's one authority. HTTP/1.x needs exactly one valid `Host`;
 /// an absolute URI (and HTTP/2's `:authority`) must agree with it when both are there.
 pub fn request_host<B>(req: &Request<B>) -> Result<Authority, &'static str> {

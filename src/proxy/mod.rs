@@ -99,9 +99,11 @@ impl ConnContext {
     async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
         let snap = self.shared.snapshot();
-        let host = match headers::request_host(&req) {
+        let host = match headers::check_framing(&req)
+            .and_then(|()| headers::request_host(&req).map_err(ProxyError::BadRequest))
+        {
             Ok(h) => h,
-            Err(why) => return self.refuse(&snap, ProxyError::BadRequest(why)),
+            Err(e) => return self.refuse(&snap, e),
         };
         let sticky = &snap.config.sticky;
         let now = unix_now();
@@ -265,7 +267,10 @@ pub fn error_response(e: ProxyError) -> Response<ProxyBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if matches!(e, ProxyError::BadRequest(_)) {
+    if matches!(
+        e,
+        ProxyError::BadRequest(_) | ProxyError::UnsupportedTransferCoding
+    ) {
         // The framing of a bad request cannot be trusted for the next one.
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
