@@ -6,26 +6,21 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use switchyard::assign::{Pin, RequestView, decide, read_cookie};
-use switchyard::config::{self, KeySource, ValidateOptions};
+use switchyard::config::{self, StaticKeys, ValidateOptions};
 use switchyard::metrics::Metrics;
 use switchyard::state::{LiveState, Snapshot};
-
-struct Keys;
-
-impl KeySource for Keys {
-    fn env(&self, _: &str) -> Option<String> {
-        Some("YmVuY2gta2V5LXRoYXQtaXMtbG9uZy1lbm91Z2gtMzJi".into())
-    }
-    fn file(&self, _: &str) -> std::io::Result<String> {
-        Err(std::io::ErrorKind::NotFound.into())
-    }
-}
 
 fn snapshot() -> Option<Snapshot> {
     let yaml = "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky: {ttl: 12h, keys: [env:K]}\n\
                 groups:\n  blue: {weight: 90, targets: [{address: 10.0.0.1:80}, {address: 10.0.0.2:80}]}\n  \
                 green: {weight: 10, targets: [{address: 10.0.0.3:80}]}\n";
-    let cfg = config::load_str(yaml, "bench", &Keys, ValidateOptions::default()).ok()?;
+    let cfg = config::load_str(
+        yaml,
+        "bench",
+        &StaticKeys(vec![("K", "YmVuY2gta2V5LXRoYXQtaXMtbG9uZy1lbm91Z2gtMzJi")]),
+        ValidateOptions::default(),
+    )
+    .ok()?;
     let metrics = Metrics::new(&prometheus::Registry::new()).ok()?;
     Some(Snapshot::build(
         cfg,

@@ -139,7 +139,7 @@ async fn health_readiness_and_status() {
 fn admin_binds_loopback_by_default() {
     let yaml = "listen: 127.0.0.1:0\nsticky: {ttl: 1h, keys: [env:TEST_KEY]}\ngroups: {blue: {weight: 1, targets: [{address: 127.0.0.1:1}]}}\n";
     let cfg = ok(
-        switchyard::config::load_str(yaml, "t", &TestKeys, Default::default()),
+        switchyard::config::load_str(yaml, "t", &test_keys(), Default::default()),
         "config",
     );
     assert_eq!(cfg.admin.to_string(), "127.0.0.1:9901");

@@ -7,7 +7,7 @@
 pub mod bucket;
 pub mod cookie;
 
-use crate::state::Snapshot;
+use crate::state::{Group, Snapshot, Target};
 use bucket::{bucket_of, client_id_from_key};
 pub use cookie::{ClientId, CookieCodec, Pin, Rejection};
 
@@ -80,6 +80,19 @@ pub struct Decision {
     pub reason: Reason,
     /// Why an offered cookie was not honoured.
     pub rejected: Option<Rejection>,
+}
+
+impl Decision {
+    /// The pin this decision records once `target` (of `group`) is chosen.
+    pub fn pin(&self, group: &Group, target: &Target) -> Option<Pin> {
+        Pin::new(
+            self.client_id,
+            group.name.as_str(),
+            target.id,
+            self.issued_at,
+            self.expires_at,
+        )
+    }
 }
 
 /// Decides where a request goes. `now` is Unix seconds; `fresh_id` is called

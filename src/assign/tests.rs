@@ -1,27 +1,24 @@
 //! Every row of DESIGN.md §4, checked on snapshots built from YAML.
 
 use super::*;
-use crate::config::{self, KeySource, ValidateOptions};
+use crate::config::{self, StaticKeys, ValidateOptions};
 use crate::metrics::Metrics;
 use crate::state::{LiveState, Snapshot};
-
-struct TestKeys;
-
-impl KeySource for TestKeys {
-    fn env(&self, _: &str) -> Option<String> {
-        Some("a2V5LWZvci11bml0LXRlc3RzLW9ubHktMzItYnl0ZXMhIQ".into())
-    }
-    fn file(&self, _: &str) -> std::io::Result<String> {
-        Err(std::io::ErrorKind::NotFound.into())
-    }
-}
 
 fn snapshot(groups_yaml: &str) -> Snapshot {
     let text = format!(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:K]\ngroups:\n{groups_yaml}"
     );
-    let cfg = config::load_str(&text, "test", &TestKeys, ValidateOptions::default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = config::load_str(
+        &text,
+        "test",
+        &StaticKeys(vec![(
+            "K",
+            "a2V5LWZvci11bml0LXRlc3RzLW9ubHktMzItYnl0ZXMhIQ",
+        )]),
+        ValidateOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let metrics = Metrics::new(&prometheus::Registry::new()).unwrap_or_else(|e| panic!("{e}"));
     Snapshot::build(cfg, 1, String::new(), &LiveState::default(), &metrics)
 }
@@ -54,14 +51,7 @@ fn decide_at(snap: &Snapshot, cookie: Option<&str>, now: u32) -> Decision {
 fn cookie_for(snap: &Snapshot, d: &Decision) -> String {
     let g = &snap.groups[d.group];
     let t = &g.targets[d.target.unwrap_or(0)];
-    let pin = Pin::new(
-        d.client_id,
-        g.name.as_str(),
-        t.id,
-        d.issued_at,
-        d.expires_at,
-    )
-    .unwrap_or_else(|| panic!("pin"));
+    let pin = d.pin(g, t).unwrap_or_else(|| panic!("pin"));
     snap.codec.encode(&pin)
 }
 

@@ -19,7 +19,7 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use types::*;
-pub use validate::{KeySource, SystemKeys, ValidateOptions, decode_key, validate};
+pub use validate::{KeySource, StaticKeys, SystemKeys, ValidateOptions, decode_key, validate};
 
 /// Largest config file read, so a runaway file cannot eat the proxy's memory.
 const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;

@@ -34,6 +34,23 @@ impl KeySource for SystemKeys {
     }
 }
 
+/// Key material from a fixed table of environment names and no files: for
+/// tests, benchmarks and embedding, where the process environment is not the source.
+#[derive(Debug, Clone, Default)]
+pub struct StaticKeys(pub Vec<(&'static str, &'static str)>);
+
+impl KeySource for StaticKeys {
+    fn env(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    }
+    fn file(&self, _: &str) -> std::io::Result<String> {
+        Err(std::io::ErrorKind::NotFound.into())
+    }
+}
+
 /// Options of one validation run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ValidateOptions {

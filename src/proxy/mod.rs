@@ -151,14 +151,9 @@ impl ConnContext {
         group.metrics.assignments[decision.reason as usize].inc();
 
         let set_cookie = if decision.issue_cookie {
-            let pin = Pin::new(
-                decision.client_id,
-                group.name.as_str(),
-                target.id,
-                decision.issued_at,
-                decision.expires_at,
-            );
-            pin.and_then(|p| self.set_cookie(&snap, &p, now))
+            decision
+                .pin(group, target)
+                .and_then(|p| self.set_cookie(&snap, &p, now))
         } else {
             None
         };

@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use switchyard::app::{self, Running};
-use switchyard::config::{self, KeySource, ValidateOptions};
+use switchyard::config::{self, StaticKeys, ValidateOptions};
 
 /// The base64 key every test proxy signs with.
 pub const TEST_KEY: &str = "dGVzdC1rZXktdGhhdC1pcy1sb25nLWVub3VnaC0zMmI=";
@@ -39,19 +39,12 @@ pub fn ok<T, E: std::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
     }
 }
 
-pub struct TestKeys;
-
-impl KeySource for TestKeys {
-    fn env(&self, name: &str) -> Option<String> {
-        match name {
-            "TEST_KEY" => Some(TEST_KEY.into()),
-            "OTHER_KEY" => Some("b3RoZXIta2V5LXRoYXQtaXMtbG9uZy1lbm91Z2gtMzJi".into()),
-            _ => None,
-        }
-    }
-    fn file(&self, _: &str) -> std::io::Result<String> {
-        Err(std::io::ErrorKind::NotFound.into())
-    }
+/// The keys test configs name: `env:TEST_KEY` and `env:OTHER_KEY`.
+pub fn test_keys() -> StaticKeys {
+    StaticKeys(vec![
+        ("TEST_KEY", TEST_KEY),
+        ("OTHER_KEY", "b3RoZXIta2V5LXRoYXQtaXMtbG9uZy1lbm91Z2gtMzJi"),
+    ])
 }
 
 /// What an upstream saw of one request.
@@ -235,7 +228,7 @@ pub fn config_yaml(groups: &[(&str, u32, &[&Upstream])], extra: &str) -> String 
 
 /// Starts a proxy in this process on ephemeral ports.
 pub async fn start_proxy(yaml: &str) -> Running {
-    let cfg = config::load_str(yaml, "test.yaml", &TestKeys, ValidateOptions::default())
+    let cfg = config::load_str(yaml, "test.yaml", &test_keys(), ValidateOptions::default())
         .unwrap_or_else(|e| panic!("{e}"));
     ok(app::start(cfg, String::new()).await, "start proxy")
 }
