@@ -1,8 +1,8 @@
 //! Wiring: snapshot -> listeners -> admin; and shutdown.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::listener::{self, Serving};
 use crate::metrics::admin;
-use crate::proxy::upstream_client;
+use crate::reload::{self, ConfigSource, Outcome, Reloader, Trigger};
 use crate::state::Shared;
 
 /// How long in-flight requests may run on after a shutdown signal.
@@ -36,6 +36,7 @@ pub struct Running {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub shared: Arc<Shared>,
+    reloader: Option<Arc<Mutex<Reloader>>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -47,40 +48,60 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<(TcpListener, Sock
     Ok((listener, local))
 }
 
-/// Binds the listeners and starts serving `config`.
-pub async fn start(config: Config, content_hash: String) -> Result<Running, AppError> {
+/// Binds the listeners and starts serving `config`. With a `source`, the file
+/// it came from is watched and reloaded (see [`crate::reload`]).
+pub async fn start(
+    config: Config,
+    content_hash: String,
+    source: Option<ConfigSource>,
+) -> Result<Running, AppError> {
     let (proxy_listener, proxy_addr) = bind(config.listen, "listen").await?;
     let (admin_listener, admin_addr) = bind(config.admin, "admin").await?;
-    let timeouts = config.timeouts;
     let shared = Shared::new(config, content_hash)?;
     let (tx, rx) = watch::channel(false);
     let serving = Serving {
         shared: Arc::clone(&shared),
-        client: upstream_client(&timeouts),
-        builder: Arc::new(listener::conn_builder(&timeouts)),
         tls: false,
     };
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(listener::accept_loop(
             proxy_listener,
             serving,
             rx.clone(),
             SHUTDOWN_GRACE,
         )),
-        tokio::spawn(admin::serve(admin_listener, Arc::clone(&shared), rx)),
+        tokio::spawn(admin::serve(
+            admin_listener,
+            Arc::clone(&shared),
+            rx.clone(),
+        )),
     ];
+    let reloader = source.map(|src| {
+        tracing::info!(path = %src.path.display(), "watching the config file for changes");
+        let r = Arc::new(Mutex::new(Reloader::new(src, Arc::clone(&shared))));
+        tasks.push(reload::spawn(Arc::clone(&r), rx));
+        r
+    });
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!(%proxy_addr, %admin_addr, "switchyard is serving");
     Ok(Running {
         proxy_addr,
         admin_addr,
         shared,
+        reloader,
         shutdown: tx,
         tasks,
     })
 }
 
 impl Running {
+    /// Reloads the config file now, as SIGHUP does. `None` without a file.
+    pub fn reload(&self) -> Option<Outcome> {
+        let r = self.reloader.as_ref()?;
+        let mut r = r.lock().ok()?;
+        Some(r.reload(Trigger::Signal))
+    }
+
     /// Stops accepting, lets open requests finish (up to the grace period), and returns.
     pub async fn shutdown(self) {
         self.shared.ready.store(false, Ordering::Relaxed);

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  proxy.yaml --config--> Config --state::Snapshot::build--> ArcSwap<Snapshot>
-//!                                                                 |
+//!      ^  reload: inotify / SIGHUP / periodic -> same path -> one atomic store |
 //!  client --listener--> proxy (one snapshot load per request) ----+
 //!            |             |-> assign::decide   (pure: cookie, bucket, group)
 //!            |             |-> balance::pick    (target in the group)
@@ -23,4 +23,5 @@ pub mod demo;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod state;

@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use base64::Engine;
 use clap::{Parser, Subcommand};
-use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use switchyard::config::{self, Config, SystemKeys, ValidateOptions};
+use switchyard::reload::{ConfigSource, content_hash, diff};
 use switchyard::{app, demo};
 
 #[derive(Debug, Parser)]
@@ -32,10 +33,15 @@ enum Command {
         #[arg(long, short, default_value = "proxy.yaml")]
         config: PathBuf,
     },
-    /// Validate a config and print its groups, weights, shares and targets.
+    /// Validate a config and print its groups, weights, shares and targets;
+    /// with --against, also what a reload from that older file would change.
     Check {
         /// Path to proxy.yaml.
         config: PathBuf,
+        /// The config in force now: print what replacing it with CONFIG changes,
+        /// including the share of clients that would move between groups.
+        #[arg(long, visible_alias = "diff", value_name = "OLD")]
+        against: Option<PathBuf>,
     },
     /// Print a fresh random cookie key (base64, 32 bytes).
     Keygen,
@@ -54,7 +60,7 @@ fn main() -> ExitCode {
         config: PathBuf::from("proxy.yaml"),
     }) {
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(&config))),
-        Command::Check { config } => return check(&config),
+        Command::Check { config, against } => return check(&config, against.as_deref()),
         Command::Keygen => {
             keygen();
             Ok(())
@@ -89,16 +95,18 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+fn source(path: &Path, opts: ValidateOptions) -> ConfigSource {
+    ConfigSource {
+        path: path.to_path_buf(),
+        keys: Arc::new(SystemKeys),
+        opts,
+    }
 }
 
 async fn run(path: &Path) -> Result<()> {
-    let (config, text) = config::load_file(path, &SystemKeys, ValidateOptions::default())?;
-    let running = app::start(config, sha256_hex(&text))
+    let opts = ValidateOptions::default();
+    let (config, text) = config::load_file(path, &SystemKeys, opts)?;
+    let running = app::start(config, content_hash(&text), Some(source(path, opts)))
         .await
         .context("cannot start the proxy")?;
     app::shutdown_signal().await;
@@ -107,20 +115,41 @@ async fn run(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn check(path: &Path) -> ExitCode {
+fn check(path: &Path, against: Option<&Path>) -> ExitCode {
     let opts = ValidateOptions {
         ephemeral_key_if_missing: true,
     };
-    match config::load_file(path, &SystemKeys, opts) {
-        Ok((cfg, _)) => {
-            print_summary(path, &cfg);
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            eprintln!("{errors}");
-            ExitCode::FAILURE
-        }
+    let load = |p: &Path| config::load_file(p, &SystemKeys, opts).map_err(|e| eprintln!("{e}"));
+    let Ok((mut cfg, _)) = load(path) else {
+        return ExitCode::FAILURE;
+    };
+    print_summary(path, &cfg);
+    let Some(old_path) = against else {
+        return ExitCode::SUCCESS;
+    };
+    let Ok((old, _)) = load(old_path) else {
+        eprintln!("(the config to compare against is invalid)");
+        return ExitCode::FAILURE;
+    };
+    if cfg.sticky.ephemeral_key && old.sticky.ephemeral_key {
+        // Neither key could be read here; don't report two random keys as a rotation.
+        cfg.sticky.keys = old.sticky.keys.clone();
     }
+    let mut lines = diff::changes(&old, &cfg);
+    lines.extend(diff::describe_moves(&diff::bucket_moves(&old, &cfg), &cfg));
+    println!("\nagainst {}:", old_path.display());
+    if lines.is_empty() {
+        println!("  no change in effect");
+    }
+    for l in &lines {
+        println!("  - {l}");
+    }
+    if old.listen != cfg.listen || old.admin != cfg.admin {
+        println!(
+            "\n  a running proxy refuses this edit as a reload: listen/admin addresses change only on restart"
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn print_summary(path: &Path, cfg: &Config) {
@@ -190,7 +219,7 @@ async fn run_demo(path: Option<&Path>) -> Result<()> {
         tasks.push(tokio::spawn(demo::serve_upstream(listener, up, rx.clone())));
     }
     let cookie = config.sticky.cookie_name.as_str().to_owned();
-    let running = app::start(config, sha256_hex(&text))
+    let running = app::start(config, content_hash(&text), path.map(|p| source(p, opts)))
         .await
         .context("cannot start the proxy")?;
     print_demo_help(&running, &cookie);

@@ -22,7 +22,7 @@ pub use types::*;
 pub use validate::{KeySource, StaticKeys, SystemKeys, ValidateOptions, decode_key, validate};
 
 /// Largest config file read, so a runaway file cannot eat the proxy's memory.
-const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Parses YAML text into the raw form.
 pub fn parse(text: &str) -> Result<raw::RawConfig, ConfigError> {
@@ -86,6 +86,20 @@ pub fn load_str(
     validate(&raw, keys, opts).map_err(wrap)
 }
 
+/// Reads a config file whole, refusing one over [`MAX_FILE_BYTES`].
+pub fn read_text(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!("file is larger than {MAX_FILE_BYTES} bytes"));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))
+}
+
+/// The 1-based line a parsed value came from, when known.
+pub fn line_of<T>(s: &serde_saphyr::Spanned<T>) -> Option<u64> {
+    validate::line(&s.referenced)
+}
+
 /// Reads, parses and validates a config file.
 pub fn load_file(
     path: &Path,
@@ -93,17 +107,10 @@ pub fn load_file(
     opts: ValidateOptions,
 ) -> Result<(Config, String), ConfigErrors> {
     let name = path.display().to_string();
-    let io_err = |msg: String| ConfigErrors {
+    let text = read_text(path).map_err(|msg| ConfigErrors {
         source_name: name.clone(),
         errors: vec![ConfigError::new("", None, msg)],
-    };
-    let meta = std::fs::metadata(path).map_err(|e| io_err(format!("cannot read: {e}")))?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(io_err(format!(
-            "file is larger than {MAX_FILE_BYTES} bytes"
-        )));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| io_err(format!("cannot read: {e}")))?;
+    })?;
     let cfg = load_str(&text, &name, keys, opts)?;
     Ok((cfg, text))
 }

@@ -23,6 +23,15 @@ pub struct RawConfig {
     pub trusted_proxies: Vec<Spanned<String>>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub reload: RawReload,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    #[serde(default)]
+    pub check_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

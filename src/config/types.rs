@@ -17,7 +17,7 @@ pub const MAX_WEIGHT: u32 = 1_000_000;
 pub const MIN_KEY_LEN: usize = 32;
 
 /// The validated, typed config. Built only by [`super::validate`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
@@ -26,6 +26,7 @@ pub struct Config {
     pub override_header: Option<HeaderName>,
     pub trusted_proxies: Vec<IpNet>,
     pub timeouts: Timeouts,
+    pub reload: ReloadSettings,
 }
 
 impl Config {
@@ -46,7 +47,7 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sticky {
     pub cookie_name: CookieName,
     pub ttl: Ttl,
@@ -61,6 +62,8 @@ pub struct Sticky {
     /// True when the key was generated at start-up (demo only): cookies will not
     /// survive a restart and replicas will not agree.
     pub ephemeral_key: bool,
+    /// The `file:` key sources read, so a reload notices when one is rewritten.
+    pub key_files: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +72,22 @@ pub struct Timeouts {
     pub upstream_response: Duration,
     pub client_header: Duration,
     pub upstream_idle: Duration,
+}
+
+/// How the running proxy looks for changes to its config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadSettings {
+    /// How often the file's content (and key files) are compared with what was
+    /// last loaded: the safety net under the file watcher.
+    pub check_interval: Duration,
+}
+
+impl Default for ReloadSettings {
+    fn default() -> Self {
+        Self {
+            check_interval: Duration::from_secs(5),
+        }
+    }
 }
 
 impl Default for Timeouts {
@@ -106,7 +125,7 @@ impl SameSite {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GroupSpec {
     pub name: GroupName,
     pub weight: Weight,
@@ -114,7 +133,7 @@ pub struct GroupSpec {
     pub targets: Vec<TargetSpec>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TargetSpec {
     pub address: Authority,
     pub weight: Weight,
@@ -232,7 +251,7 @@ impl Ttl {
 
 /// A cookie signing key of at least [`MIN_KEY_LEN`] bytes. Its `Debug` never
 /// shows the bytes, so it cannot leak through a log line.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct CookieKey(Vec<u8>);
 
 impl CookieKey {

@@ -11,7 +11,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::duration::parse_duration;
 use super::error::ConfigError;
-use super::raw::{RawConfig, RawGroup, RawSticky, RawTimeouts};
+use super::raw::{RawConfig, RawGroup, RawReload, RawSticky, RawTimeouts};
 use super::types::*;
 
 /// Where key material comes from. Tests and the demo swap the real environment
@@ -104,6 +104,7 @@ pub fn validate(
         })
         .collect();
     let timeouts = timeouts(&mut errs, &raw.timeouts);
+    let reload = reload_settings(&mut errs, &raw.reload);
     if let (Some(l), Some(a)) = (listen, admin) {
         if l == a && l.port() != 0 {
             errs.at(
@@ -124,6 +125,7 @@ pub fn validate(
             override_header,
             trusted_proxies,
             timeouts,
+            reload,
         }),
         _ => Err(errs.0),
     }
@@ -201,6 +203,18 @@ fn timeouts(errs: &mut Errors, raw: &RawTimeouts) -> Timeouts {
             d.upstream_idle,
         ),
     }
+}
+
+fn reload_settings(errs: &mut Errors, raw: &RawReload) -> ReloadSettings {
+    let d = ReloadSettings::default();
+    let path = "reload.check_interval";
+    let check_interval = duration_field(errs, path, &raw.check_interval, d.check_interval);
+    if let Some(s) = &raw.check_interval {
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&check_interval) {
+            errs.at(path, s, "must be between 1s and 1h");
+        }
+    }
+    ReloadSettings { check_interval }
 }
 
 fn sticky(
@@ -285,6 +299,13 @@ fn sticky(
             None
         }
     });
+    let key_files = raw
+        .keys
+        .value
+        .iter()
+        .filter_map(|k| k.value.trim().strip_prefix("file:"))
+        .map(|f| f.trim().to_owned())
+        .collect();
     let (keys, ephemeral_key) = cookie_keys(errs, &raw.keys, keys, opts)?;
     Some(Sticky {
         cookie_name: cookie_name?,
@@ -296,6 +317,7 @@ fn sticky(
         secure: raw.secure,
         bucket_by,
         ephemeral_key,
+        key_files,
     })
 }
 

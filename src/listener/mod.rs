@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Timeouts;
-use crate::proxy::{Proxy, UpstreamClient};
+use crate::proxy::Proxy;
 use crate::state::Shared;
 
 /// HTTP/2 limits, set explicitly rather than left to library defaults.
@@ -48,12 +48,11 @@ pub fn conn_builder(t: &Timeouts) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Everything the accept loop needs.
+/// Everything the accept loop needs. The connection builder comes from the
+/// snapshot current at accept time, so reloaded timeouts reach new connections.
 #[derive(Debug, Clone)]
 pub struct Serving {
     pub shared: Arc<Shared>,
-    pub client: UpstreamClient,
-    pub builder: Arc<auto::Builder<TokioExecutor>>,
     pub tls: bool,
 }
 
@@ -112,13 +111,9 @@ where
     metrics.connections.inc();
     metrics.open_connections.inc();
     let open = OpenConn(metrics.open_connections.clone());
-    let service = Proxy::new(
-        Arc::clone(&serving.shared),
-        serving.client.clone(),
-        peer,
-        serving.tls,
-    );
-    let conn = serving.builder.serve_connection(io, service).into_owned();
+    let service = Proxy::new(Arc::clone(&serving.shared), peer, serving.tls);
+    let snap = serving.shared.snapshot();
+    let conn = snap.conn_builder.serve_connection(io, service).into_owned();
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
         let _open = open;

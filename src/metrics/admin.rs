@@ -141,6 +141,28 @@ pub fn status(snap: &Snapshot, shared: &Shared) -> serde_json::Value {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let sticky = &snap.config.sticky;
+    let unix = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).ok();
+    let r = shared.reload_status();
+    let last_error = r.last_error.as_ref().map(|f| {
+        let errors: Vec<_> = f
+            .errors
+            .errors
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "path": e.path,
+                    "line": e.line,
+                    "message": e.message,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "at_unix": unix(f.at),
+            "file": f.errors.source_name,
+            "message": f.errors.to_string(),
+            "errors": errors,
+        })
+    });
     serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "ready": shared.ready.load(Ordering::Relaxed),
@@ -148,6 +170,13 @@ pub fn status(snap: &Snapshot, shared: &Shared) -> serde_json::Value {
             "generation": snap.generation,
             "loaded_at_unix": loaded,
             "sha256": snap.content_hash,
+            "reload": {
+                "last_attempt_unix": r.last_attempt.and_then(unix),
+                "last_trigger": r.last_trigger,
+                "last_result": r.last_result,
+                "last_changes": r.last_changes,
+                "last_error": last_error,
+            },
         },
         "sticky": {
             "cookie": sticky.cookie_name.as_str(),

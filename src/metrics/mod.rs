@@ -17,6 +17,9 @@ use crate::assign::{Reason, Rejection};
 /// Status classes used as the `class` label.
 pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// Values of the `result` label of `switchyard_config_reloads_total`.
+pub const RELOAD_RESULTS: [&str; 3] = ["ok", "invalid", "restart_required"];
+
 /// Label value for requests that never reached a group.
 pub const NO_GROUP: &str = "none";
 
@@ -88,6 +91,7 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_last_reload_success: IntGauge,
     pub config_loaded_timestamp: Gauge,
+    pub config_hash_info: IntGaugeVec,
     pub build_info: IntGaugeVec,
     /// `cookie_rejected` handles, indexed like [`Rejection::ALL`].
     pub rejected_by: [IntCounter; Rejection::ALL.len()],
@@ -211,7 +215,7 @@ impl Metrics {
             )?,
             config_reloads: c(
                 "switchyard_config_reloads_total",
-                "Config reload attempts, by result.",
+                "Config reload attempts that found a change, by result (ok, invalid, restart_required).",
                 &["result"],
             )?,
             config_last_reload_success: reg(
@@ -228,6 +232,11 @@ impl Metrics {
                     "Unix time at which the config in force was loaded.",
                 ),
             )?,
+            config_hash_info: g(
+                "switchyard_config_hash_info",
+                "Always 1; the sha256 label is the SHA-256 of the config file in force.",
+                &["sha256"],
+            )?,
             build_info: g(
                 "switchyard_build_info",
                 "Always 1; the version label says which build runs.",
@@ -237,7 +246,38 @@ impl Metrics {
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        for result in RELOAD_RESULTS {
+            m.config_reloads.with_label_values(&[result]);
+        }
         Ok(m)
+    }
+
+    /// Drops every series labelled with a group that the config no longer has.
+    pub fn forget_group(&self, group: &str) {
+        let _ = self.group_weight.remove_label_values(&[group]);
+        let _ = self.group_share.remove_label_values(&[group]);
+        let _ = self.group_draining.remove_label_values(&[group]);
+        let _ = self.duration.remove_label_values(&[group]);
+        for r in Reason::ALL {
+            let _ = self.assignments.remove_label_values(&[group, r.label()]);
+        }
+    }
+
+    /// Drops every series of a target that left `group` (pod IPs churn: keeping
+    /// them would grow the scrape without bound).
+    pub fn forget_target(&self, group: &str, target: &str) {
+        let _ = self.target_weight.remove_label_values(&[group, target]);
+        let _ = self
+            .target_outstanding
+            .remove_label_values(&[group, target]);
+        for c in CLASSES {
+            let _ = self.requests.remove_label_values(&[group, target, c]);
+        }
+        for k in UpstreamErrorKind::ALL {
+            let _ = self
+                .upstream_errors
+                .remove_label_values(&[group, target, k.label()]);
+        }
     }
 
     /// Handles for one group, resolved once per snapshot.

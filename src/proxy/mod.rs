@@ -18,7 +18,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin as StdPin;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
@@ -35,20 +35,37 @@ use crate::state::{Shared, Snapshot};
 pub use body::ProxyBody;
 pub use error::{ProxyError, Side};
 
-/// The pooled HTTP/1.1 client to upstreams.
+/// A pooled HTTP/1.1 client to upstreams. Each target has its own (see
+/// `state::TargetLive`), so removing a target can close exactly its connections.
 pub type UpstreamClient = Client<HttpConnector, Incoming>;
 
-/// Builds the upstream client: keep-alive pool with a timer (without one the
+/// What a connection pool is made with; a change makes new pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub connect: Duration,
+    pub idle: Duration,
+}
+
+impl From<&Timeouts> for PoolSettings {
+    fn from(t: &Timeouts) -> Self {
+        Self {
+            connect: t.connect,
+            idle: t.upstream_idle,
+        }
+    }
+}
+
+/// Builds an upstream client: keep-alive pool with a timer (without one the
 /// idle timeout does nothing), `TCP_NODELAY`, and a connect timeout.
-pub fn upstream_client(t: &Timeouts) -> UpstreamClient {
+pub fn upstream_client(s: PoolSettings) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(t.connect));
-    connector.set_keepalive(Some(std::time::Duration::from_secs(60)));
+    connector.set_connect_timeout(Some(s.connect));
+    connector.set_keepalive(Some(Duration::from_secs(60)));
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .pool_idle_timeout(t.upstream_idle)
+        .pool_idle_timeout(s.idle)
         .pool_max_idle_per_host(1024)
         .build(connector)
 }
@@ -57,7 +74,6 @@ pub fn upstream_client(t: &Timeouts) -> UpstreamClient {
 #[derive(Debug)]
 struct ConnContext {
     shared: Arc<Shared>,
-    client: UpstreamClient,
     peer: SocketAddr,
     tls: bool,
 }
@@ -67,13 +83,8 @@ struct ConnContext {
 pub struct Proxy(Arc<ConnContext>);
 
 impl Proxy {
-    pub fn new(shared: Arc<Shared>, client: UpstreamClient, peer: SocketAddr, tls: bool) -> Self {
-        Self(Arc::new(ConnContext {
-            shared,
-            client,
-            peer,
-            tls,
-        }))
+    pub fn new(shared: Arc<Shared>, peer: SocketAddr, tls: bool) -> Self {
+        Self(Arc::new(ConnContext { shared, peer, tls }))
     }
 }
 
@@ -190,7 +201,7 @@ impl ConnContext {
         let in_flight = target.live.begin(&target.metrics.outstanding);
         let sent = tokio::time::timeout(
             snap.config.timeouts.upstream_response,
-            self.client.request(req),
+            target.client.request(req),
         )
         .await;
         let result = match sent {

@@ -4,8 +4,11 @@
 //! metric handles resolved. Requests read the current one from one
 //! `ArcSwap<Snapshot>` without a lock and keep that `Arc` to the end, so a
 //! request finishes on the snapshot it started with. Per-target live state
-//! (outstanding requests, later health) sits behind an `Arc` found by address in
-//! [`LiveState`], so a snapshot built from a new config reuses it.
+//! (outstanding requests, the connection pool, later health) sits behind an
+//! `Arc` found by address in [`LiveState`], so a snapshot built from a new config
+//! reuses it. A removed target's state, pool included, is dropped when the last
+//! snapshot and the last in-flight request that hold it are gone: its idle
+//! upstream connections close then, and not before its requests finish.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -14,19 +17,39 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
 
 use crate::assign::bucket::BucketTable;
 use crate::assign::cookie::CookieCodec;
 use crate::config::{Config, GroupName};
 use crate::metrics::{GroupMetrics, Metrics, TargetMetrics};
+use crate::proxy::{PoolSettings, UpstreamClient, upstream_client};
 
 /// Live state of one upstream target, shared by every snapshot that lists it.
 #[derive(Debug, Default)]
 pub struct TargetLive {
     outstanding: AtomicI64,
+    /// The target's connection pool and the settings it was made with. Read
+    /// only while a snapshot is built; requests use the clone in [`Target`].
+    pool: Mutex<Option<(PoolSettings, UpstreamClient)>>,
 }
 
 impl TargetLive {
+    /// The pool for `settings`: the existing one when it was made with the same
+    /// settings, else a new one (the old pool closes once nothing uses it).
+    fn client(&self, settings: PoolSettings) -> UpstreamClient {
+        let mut slot = lock(&self.pool);
+        match &*slot {
+            Some((s, c)) if *s == settings => c.clone(),
+            _ => {
+                let c = upstream_client(settings);
+                *slot = Some((settings, c.clone()));
+                c
+            }
+        }
+    }
+
     pub fn outstanding(&self) -> i64 {
         self.outstanding.load(Ordering::Relaxed)
     }
@@ -63,12 +86,18 @@ pub struct LiveState {
     targets: Mutex<HashMap<String, Weak<TargetLive>>>,
 }
 
+/// A poisoned lock only means a panic elsewhere; the data (counters, pools) is
+/// still sound, so carry on with it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
 impl LiveState {
     fn target(&self, address: &str) -> Arc<TargetLive> {
-        let mut map = match self.targets.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = lock(&self.targets);
         if let Some(live) = map.get(address).and_then(Weak::upgrade) {
             return live;
         }
@@ -87,6 +116,8 @@ pub struct Target {
     pub id: u32,
     pub weight: u32,
     pub live: Arc<TargetLive>,
+    /// This target's own connection pool (see [`TargetLive`]).
+    pub client: UpstreamClient,
     pub metrics: TargetMetrics,
 }
 
@@ -121,6 +152,9 @@ pub struct Snapshot {
     /// Everything after `name=value` in Set-Cookie, minus `Max-Age` and `Secure`.
     pub cookie_attrs: String,
     pub unrouted: TargetMetrics,
+    /// How client connections accepted under this snapshot are served (its
+    /// timeouts apply to connections accepted after it is installed).
+    pub conn_builder: auto::Builder<TokioExecutor>,
     pub loaded_at: SystemTime,
     /// SHA-256 of the file's bytes, hex.
     pub content_hash: String,
@@ -145,6 +179,7 @@ impl Snapshot {
         live: &LiveState,
         metrics: &Metrics,
     ) -> Self {
+        let pool = PoolSettings::from(&config.timeouts);
         let groups: Vec<Group> = config
             .groups
             .iter()
@@ -155,11 +190,13 @@ impl Snapshot {
                     .iter()
                     .map(|t| {
                         let addr = t.address.as_str();
+                        let live = live.target(addr);
                         Target {
                             address: t.address.clone(),
                             id: target_id(addr),
                             weight: t.weight.get(),
-                            live: live.target(addr),
+                            client: live.client(pool),
+                            live,
                             metrics: metrics.target_handles(name, addr),
                         }
                     })
@@ -200,6 +237,7 @@ impl Snapshot {
             codec,
             cookie_attrs,
             unrouted: metrics.unrouted_handles(),
+            conn_builder: crate::listener::conn_builder(&config.timeouts),
             loaded_at: SystemTime::now(),
             content_hash,
             config,
@@ -212,8 +250,36 @@ impl Snapshot {
             .position(|g| g.name.as_str().as_bytes() == name)
     }
 
-    /// Sets the per-group gauges to what this snapshot says.
-    pub fn publish(&self, metrics: &Metrics) {
+    /// Sets the config gauges to what this snapshot says, and drops the series of
+    /// groups and targets that `prev` had and this one has not, so neither a
+    /// dashboard nor the registry keeps what the config no longer names.
+    pub fn publish(&self, metrics: &Metrics, prev: Option<&Snapshot>) {
+        if let Some(prev) = prev {
+            for g in &prev.groups {
+                let name = g.name.as_str();
+                let Some(now) = self.groups.iter().find(|n| n.name == g.name) else {
+                    metrics.forget_group(name);
+                    for t in &g.targets {
+                        metrics.forget_target(name, t.address.as_str());
+                    }
+                    continue;
+                };
+                for t in &g.targets {
+                    if !now.targets.iter().any(|n| n.address == t.address) {
+                        metrics.forget_target(name, t.address.as_str());
+                    }
+                }
+            }
+            if prev.content_hash != self.content_hash {
+                let _ = metrics
+                    .config_hash_info
+                    .remove_label_values(&[&prev.content_hash]);
+            }
+        }
+        metrics
+            .config_hash_info
+            .with_label_values(&[&self.content_hash])
+            .set(1);
         metrics.config_generation.set(self.generation as i64);
         let loaded = self
             .loaded_at
@@ -263,6 +329,30 @@ pub struct Shared {
     pub registry: prometheus::Registry,
     /// `/readyz`: true while listeners accept and no shutdown has begun.
     pub ready: AtomicBool,
+    /// Written by the reloader, read by `/status`; never touched by requests.
+    reload: Mutex<ReloadStatus>,
+}
+
+/// The outcome of the latest reload attempts, as `/status` shows them.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    /// When the file was last read because something may have changed.
+    pub last_attempt: Option<SystemTime>,
+    /// `ok`, `invalid` or `restart_required`.
+    pub last_result: Option<&'static str>,
+    /// What set the last attempt off: `file change`, `SIGHUP`, `periodic check`.
+    pub last_trigger: Option<&'static str>,
+    /// What the last applied reload changed, in words.
+    pub last_changes: Vec<String>,
+    /// The most recent refusal, kept after later successes so it can be read.
+    pub last_error: Option<ReloadFailure>,
+}
+
+/// A refused reload: when, and every reason with its YAML path and line.
+#[derive(Debug, Clone)]
+pub struct ReloadFailure {
+    pub at: SystemTime,
+    pub errors: crate::config::ConfigErrors,
 }
 
 impl Shared {
@@ -271,7 +361,7 @@ impl Shared {
         let metrics = Metrics::new(&registry)?;
         let live = LiveState::default();
         let snap = Snapshot::build(config, 1, content_hash, &live, &metrics);
-        snap.publish(&metrics);
+        snap.publish(&metrics, None);
         metrics.config_last_reload_success.set(1);
         Ok(Arc::new(Self {
             current: ArcSwap::from_pointee(snap),
@@ -279,7 +369,17 @@ impl Shared {
             metrics,
             registry,
             ready: AtomicBool::new(false),
+            reload: Mutex::new(ReloadStatus::default()),
         }))
+    }
+
+    /// What the last reload attempts did, for `/status`.
+    pub fn reload_status(&self) -> ReloadStatus {
+        lock(&self.reload).clone()
+    }
+
+    pub fn set_reload_status(&self, f: impl FnOnce(&mut ReloadStatus)) {
+        f(&mut lock(&self.reload));
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

@@ -66,6 +66,9 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Connections accepted so far, and open now.
+    pub accepted: Arc<AtomicUsize>,
+    pub open: Arc<AtomicUsize>,
 }
 
 impl Upstream {
@@ -77,12 +80,17 @@ impl Upstream {
             addr,
             hits: Arc::default(),
             seen: Arc::default(),
+            accepted: Arc::default(),
+            open: Arc::default(),
         };
         let me = up.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let me = me.clone();
+                me.accepted.fetch_add(1, Ordering::SeqCst);
+                me.open.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
+                    let open = Arc::clone(&me.open);
                     let svc = service_fn(move |req| {
                         let me = me.clone();
                         async move { Ok::<_, Infallible>(me.answer(req).await) }
@@ -90,10 +98,19 @@ impl Upstream {
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
+                    open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
         up
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    pub fn accepted_connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     pub fn hits(&self) -> usize {
@@ -230,7 +247,69 @@ pub fn config_yaml(groups: &[(&str, u32, &[&Upstream])], extra: &str) -> String 
 pub async fn start_proxy(yaml: &str) -> Running {
     let cfg = config::load_str(yaml, "test.yaml", &test_keys(), ValidateOptions::default())
         .unwrap_or_else(|e| panic!("{e}"));
-    ok(app::start(cfg, String::new()).await, "start proxy")
+    ok(app::start(cfg, String::new(), None).await, "start proxy")
+}
+
+/// A proxy in this process whose config is a real file it watches and reloads.
+pub struct Watched {
+    pub running: Running,
+    pub dir: tempfile::TempDir,
+    pub path: std::path::PathBuf,
+}
+
+impl Watched {
+    /// Writes `yaml` to `<tempdir>/proxy.yaml` and starts a proxy on it.
+    pub async fn start(yaml: &str) -> Self {
+        let dir = ok(tempfile::tempdir(), "tempdir");
+        let path = dir.path().join("proxy.yaml");
+        ok(std::fs::write(&path, yaml), "write config");
+        let running = start_watching(&path).await;
+        Watched { running, dir, path }
+    }
+}
+
+/// Starts a proxy on the config file at `path`, watching it.
+pub async fn start_watching(path: &std::path::Path) -> Running {
+    let source = switchyard::reload::ConfigSource {
+        path: path.to_path_buf(),
+        keys: Arc::new(test_keys()),
+        opts: ValidateOptions::default(),
+    };
+    let (cfg, text) = config::load_file(path, &test_keys(), ValidateOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    ok(
+        app::start(cfg, switchyard::reload::content_hash(&text), Some(source)).await,
+        "start proxy",
+    )
+}
+
+/// Replaces `path` the way editors that save by rename do: a temp file in the
+/// same directory, then `rename(2)` over the original.
+pub fn write_by_rename(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("yaml.tmp~");
+    ok(std::fs::write(&tmp, text), "write temp config");
+    ok(std::fs::rename(&tmp, path), "rename config");
+}
+
+/// The `/status` document of the admin listener at `admin`.
+pub async fn status_at(admin: SocketAddr) -> serde_json::Value {
+    let got = get(&h1_client(), &format!("http://{admin}/status"), None).await;
+    ok(serde_json::from_slice(&got.body), "status json")
+}
+
+/// Polls `/status` until the config generation is `n` (true) or `within` passes.
+pub async fn wait_generation(admin: SocketAddr, n: u64, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let g = status_at(admin).await["config"]["generation"].as_u64();
+        if g == Some(n) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 pub type H1Client = Client<HttpConnector, Full<Bytes>>;
@@ -307,7 +386,12 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
 
 /// Reads one metric sample from the admin listener (0 when absent).
 pub async fn metric(running: &Running, name_and_labels: &str) -> f64 {
-    let text = scrape(running).await;
+    metric_at(running.admin_addr, name_and_labels).await
+}
+
+/// Reads one metric sample from the admin listener at `admin` (0 when absent).
+pub async fn metric_at(admin: SocketAddr, name_and_labels: &str) -> f64 {
+    let text = scrape_at(admin).await;
     text.lines()
         .find_map(|l| {
             let (k, v) = l.rsplit_once(' ')?;
@@ -317,12 +401,11 @@ pub async fn metric(running: &Running, name_and_labels: &str) -> f64 {
 }
 
 pub async fn scrape(running: &Running) -> String {
-    let got = get(
-        &h1_client(),
-        &format!("http://{}/metrics", running.admin_addr),
-        None,
-    )
-    .await;
+    scrape_at(running.admin_addr).await
+}
+
+pub async fn scrape_at(admin: SocketAddr) -> String {
+    let got = get(&h1_client(), &format!("http://{admin}/metrics"), None).await;
     String::from_utf8_lossy(&got.body).into_owned()
 }
 
@@ -335,16 +418,38 @@ pub struct BinProxy {
 }
 
 impl BinProxy {
+    /// The config file the process was started on (when made by [`Self::start`]).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("proxy.yaml")
+    }
+
+    /// Sends a signal (e.g. "HUP", "TERM") with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let status = ok(
+            std::process::Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(self.child.id().to_string())
+                .status(),
+            "run kill",
+        );
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
     /// Runs `switchyard run --config <yaml>` and waits until it says where it listens.
     pub fn start(yaml: &str) -> Self {
-        use std::io::BufRead;
         let dir = ok(tempfile::tempdir(), "tempdir");
         let path = dir.path().join("proxy.yaml");
         ok(std::fs::write(&path, yaml), "write config");
+        Self::start_at(dir, &path)
+    }
+
+    /// Runs `switchyard run --config <path>`; `dir` is kept for the test's files.
+    pub fn start_at(dir: tempfile::TempDir, path: &std::path::Path) -> Self {
+        use std::io::BufRead;
         let mut child = ok(
             std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
                 .args(["run", "--config"])
-                .arg(&path)
+                .arg(path)
                 .env("TEST_KEY", TEST_KEY)
                 .env("SWITCHYARD_LOG", "info")
                 .stderr(std::process::Stdio::piped())

@@ -1,0 +1,433 @@
+//! What a new config changes compared with the one in force, in an operator's
+//! words: for the reload log line, `/status`, and `switchyard check --against`.
+//!
+//! Pure functions of two [`Config`]s; nothing here touches the running proxy.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::assign::bucket::{BUCKETS, BucketTable};
+use crate::assign::cookie::key_id;
+use crate::config::duration::format_duration;
+use crate::config::{BucketBy, Config, GroupSpec};
+
+/// A slice of bucket space that changes group between two configs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub from: String,
+    pub to: String,
+    /// Buckets moved, out of [`BUCKETS`].
+    pub buckets: u32,
+    /// True when `from` is draining (or gone) in the new config, so its clients
+    /// move at their next request instead of when their cookie expires.
+    pub at_next_request: bool,
+}
+
+impl Move {
+    pub fn percent(&self) -> f64 {
+        100.0 * f64::from(self.buckets) / f64::from(BUCKETS)
+    }
+}
+
+fn table(c: &Config) -> BucketTable {
+    BucketTable::new(
+        c.groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| !g.drain)
+            .map(|(i, g)| (i, g.weight.get())),
+    )
+}
+
+/// Which share of bucket space changes group, largest first. A client whose
+/// bucket moved keeps its pinned group until its cookie expires (or at once,
+/// when its group drains or disappears); new clients follow the new split now.
+pub fn bucket_moves(old: &Config, new: &Config) -> Vec<Move> {
+    let (t_old, t_new) = (table(old), table(new));
+    let name = |c: &Config, i: Option<usize>| {
+        i.and_then(|i| c.groups.get(i))
+            .map_or_else(|| "nobody".to_owned(), |g| g.name.to_string())
+    };
+    let mut moves: Vec<Move> = Vec::new();
+    for b in 0..BUCKETS {
+        let from = name(old, t_old.group_of(b));
+        let to = name(new, t_new.group_of(b));
+        if from == to {
+            continue;
+        }
+        match moves.iter_mut().find(|m| m.from == from && m.to == to) {
+            Some(m) => m.buckets += 1,
+            None => {
+                let at_next_request = new
+                    .groups
+                    .iter()
+                    .find(|g| g.name.as_str() == from)
+                    .is_none_or(|g| g.drain);
+                moves.push(Move {
+                    from,
+                    to,
+                    buckets: 1,
+                    at_next_request,
+                });
+            }
+        }
+    }
+    moves.sort_by(|a, b| b.buckets.cmp(&a.buckets).then(a.from.cmp(&b.from)));
+    moves
+}
+
+/// One line per move, for people: `12.50% of clients: blue -> green (...)`.
+pub fn describe_moves(moves: &[Move], new: &Config) -> Vec<String> {
+    let ttl = format_duration(Duration::from_secs(u64::from(new.sticky.ttl.secs())));
+    moves
+        .iter()
+        .map(|m| {
+            let when = if m.at_next_request {
+                format!(
+                    "pinned clients move at their next request: {} is draining or gone",
+                    m.from
+                )
+            } else {
+                format!("pinned clients move when their cookie expires, within {ttl}")
+            };
+            format!(
+                "{:.2}% of bucket space moves {} -> {} (new clients now; {when})",
+                m.percent(),
+                m.from,
+                m.to
+            )
+        })
+        .collect()
+}
+
+fn pct(share: f64) -> String {
+    format!("{:.1}%", share * 100.0)
+}
+
+fn dur(d: Duration) -> String {
+    format_duration(d)
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "none".to_owned(), |v| v.to_string())
+}
+
+/// Every difference between `old` and `new`, one phrase each, in file order.
+/// Key material is never shown: keys are named by their public fingerprint.
+pub fn changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.listen != new.listen {
+        out.push(format!(
+            "listen {} -> {} (needs a restart)",
+            old.listen, new.listen
+        ));
+    }
+    if old.admin != new.admin {
+        out.push(format!(
+            "admin {} -> {} (needs a restart)",
+            old.admin, new.admin
+        ));
+    }
+    sticky_changes(old, new, &mut out);
+    group_changes(old, new, &mut out);
+    if old.override_header != new.override_header {
+        out.push(format!(
+            "override_header {} -> {}",
+            opt(old.override_header.as_ref()),
+            opt(new.override_header.as_ref())
+        ));
+    }
+    if old.trusted_proxies != new.trusted_proxies {
+        let list = |c: &Config| {
+            let v: Vec<String> = c.trusted_proxies.iter().map(ToString::to_string).collect();
+            format!("[{}]", v.join(", "))
+        };
+        out.push(format!("trusted_proxies {} -> {}", list(old), list(new)));
+    }
+    let (a, b) = (&old.timeouts, &new.timeouts);
+    for (name, x, y) in [
+        ("connect", a.connect, b.connect),
+        (
+            "upstream_response",
+            a.upstream_response,
+            b.upstream_response,
+        ),
+        ("client_header", a.client_header, b.client_header),
+        ("upstream_idle", a.upstream_idle, b.upstream_idle),
+    ] {
+        if x != y {
+            out.push(format!("timeouts.{name} {} -> {}", dur(x), dur(y)));
+        }
+    }
+    if old.reload != new.reload {
+        out.push(format!(
+            "reload.check_interval {} -> {}",
+            dur(old.reload.check_interval),
+            dur(new.reload.check_interval)
+        ));
+    }
+    out
+}
+
+fn sticky_changes(old: &Config, new: &Config, out: &mut Vec<String>) {
+    let (a, b) = (&old.sticky, &new.sticky);
+    // The MAC binds name, domain and path, so changing one voids every cookie.
+    let voids = "every pinned client is assigned anew";
+    if a.cookie_name != b.cookie_name {
+        out.push(format!(
+            "sticky.cookie {} -> {} ({voids})",
+            a.cookie_name.as_str(),
+            b.cookie_name.as_str()
+        ));
+    }
+    if a.ttl != b.ttl {
+        let d = |t: u32| dur(Duration::from_secs(u64::from(t)));
+        out.push(format!(
+            "sticky.ttl {} -> {} (cookies already issued keep their expiry)",
+            d(a.ttl.secs()),
+            d(b.ttl.secs())
+        ));
+    }
+    if a.path != b.path {
+        out.push(format!("sticky.path {} -> {} ({voids})", a.path, b.path));
+    }
+    if a.domain != b.domain {
+        out.push(format!(
+            "sticky.domain {} -> {} ({voids})",
+            opt(a.domain.as_ref()),
+            opt(b.domain.as_ref())
+        ));
+    }
+    if a.same_site != b.same_site {
+        out.push(format!(
+            "sticky.same_site {} -> {}",
+            a.same_site.as_str(),
+            b.same_site.as_str()
+        ));
+    }
+    if a.secure != b.secure {
+        let s = |v: Option<bool>| v.map_or_else(|| "auto".to_owned(), |v| v.to_string());
+        out.push(format!("sticky.secure {} -> {}", s(a.secure), s(b.secure)));
+    }
+    if a.bucket_by != b.bucket_by {
+        let s = |v: &Option<BucketBy>| match v {
+            None => "random".to_owned(),
+            Some(BucketBy::ClientIp) => "client_ip".to_owned(),
+            Some(BucketBy::Header(h)) => format!("header:{h}"),
+        };
+        out.push(format!(
+            "sticky.bucket_by {} -> {}",
+            s(&a.bucket_by),
+            s(&b.bucket_by)
+        ));
+    }
+    if a.keys != b.keys {
+        let ids = |c: &Config| -> Vec<u32> { c.sticky.keys.iter().map(key_id).collect() };
+        let (ka, kb) = (ids(old), ids(new));
+        let mut s = String::from("sticky.keys:");
+        for k in kb.iter().filter(|k| !ka.contains(k)) {
+            let _ = write!(s, " key {k:08x} added;");
+        }
+        for k in ka.iter().filter(|k| !kb.contains(k)) {
+            let _ = write!(
+                s,
+                " key {k:08x} removed (cookies it signed are no longer accepted);"
+            );
+        }
+        if ka.first() != kb.first() {
+            let _ = write!(s, " new cookies are now signed by key {:08x};", kb[0]);
+        }
+        if !ka.iter().any(|k| kb.contains(k)) {
+            let _ = write!(s, " no old key remains: {voids};");
+        }
+        if s.ends_with(':') {
+            s.push_str(" reordered;");
+        }
+        s.pop();
+        out.push(s);
+    }
+}
+
+fn group_changes(old: &Config, new: &Config, out: &mut Vec<String>) {
+    let find = |c: &'_ Config, g: &GroupSpec| c.groups.iter().position(|x| x.name == g.name);
+    for g in &new.groups {
+        let share = new.share(g);
+        let Some(i) = find(old, g) else {
+            out.push(format!(
+                "group {} added (weight {}, share {}, {} target{})",
+                g.name,
+                g.weight.get(),
+                pct(share),
+                g.targets.len(),
+                if g.targets.len() == 1 { "" } else { "s" }
+            ));
+            continue;
+        };
+        let o = &old.groups[i];
+        let old_share = old.share(o);
+        let share_moved = (old_share - share).abs() > 5e-7;
+        let shares = format!("share {} -> {}", pct(old_share), pct(share));
+        if o.weight != g.weight {
+            let mut s = format!("{} weight {} -> {}", g.name, o.weight.get(), g.weight.get());
+            if share_moved {
+                let _ = write!(s, " ({shares})");
+            }
+            out.push(s);
+        } else if share_moved && o.drain == g.drain {
+            out.push(format!("{} {shares}", g.name));
+        }
+        if o.drain != g.drain {
+            out.push(if g.drain {
+                format!(
+                    "{} now draining ({shares}; its pinned clients move at their next request)",
+                    g.name
+                )
+            } else {
+                format!("{} no longer draining ({shares})", g.name)
+            });
+        }
+        for t in &g.targets {
+            match o.targets.iter().find(|x| x.address == t.address) {
+                None => out.push(format!(
+                    "target {} added to {} (weight {})",
+                    t.address,
+                    g.name,
+                    t.weight.get()
+                )),
+                Some(x) if x.weight != t.weight => out.push(format!(
+                    "target {} in {} weight {} -> {}",
+                    t.address,
+                    g.name,
+                    x.weight.get(),
+                    t.weight.get()
+                )),
+                Some(_) => {}
+            }
+        }
+        for x in &o.targets {
+            if !g.targets.iter().any(|t| t.address == x.address) {
+                out.push(format!(
+                    "target {} removed from {} (its pinned clients move to a sibling)",
+                    x.address, g.name
+                ));
+            }
+        }
+    }
+    for o in &old.groups {
+        if find(new, o).is_none() {
+            out.push(format!(
+                "group {} removed (its pinned clients move at their next request)",
+                o.name
+            ));
+        }
+    }
+    let order = |c: &Config| -> Vec<String> {
+        c.groups
+            .iter()
+            .filter(|g| find(old, g).is_some() && find(new, g).is_some())
+            .map(|g| g.name.to_string())
+            .collect()
+    };
+    if order(old) != order(new) {
+        out.push(format!(
+            "group order {} -> {} (bucket slices follow file order)",
+            order(old).join(", "),
+            order(new).join(", ")
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{StaticKeys, ValidateOptions, load_str};
+
+    const KEYS: [(&str, &str); 2] = [
+        ("K1", "dGVzdC1rZXktdGhhdC1pcy1sb25nLWVub3VnaC0zMmI="),
+        ("K2", "b3RoZXIta2V5LXRoYXQtaXMtbG9uZy1lbm91Z2gtMzJi"),
+    ];
+
+    fn cfg(body: &str) -> Config {
+        let text = format!("listen: 127.0.0.1:8080\n{body}");
+        load_str(
+            &text,
+            "t.yaml",
+            &StaticKeys(KEYS.to_vec()),
+            ValidateOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn canary(green: u32, extra_green: &str) -> Config {
+        cfg(&format!(
+            "sticky: {{ttl: 1h, keys: [env:K1]}}\ngroups:\n  blue:\n    weight: {}\n    targets: [{{address: 10.0.0.1:80}}]\n  green:\n    weight: {green}\n{extra_green}    targets: [{{address: 10.0.0.9:80}}]\n",
+            100 - green
+        ))
+    }
+
+    #[test]
+    fn a_weight_shift_reads_like_the_issue_says() {
+        let c = changes(&canary(10, ""), &canary(25, ""));
+        assert_eq!(
+            c,
+            [
+                "blue weight 90 -> 75 (share 90.0% -> 75.0%)",
+                "green weight 10 -> 25 (share 10.0% -> 25.0%)"
+            ]
+        );
+        let m = bucket_moves(&canary(10, ""), &canary(25, ""));
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].from.as_str(), m[0].to.as_str()), ("blue", "green"));
+        assert_eq!(m[0].buckets, 1_500);
+        assert!(!m[0].at_next_request);
+        assert!(
+            describe_moves(&m, &canary(25, ""))[0]
+                .starts_with("15.00% of bucket space moves blue -> green")
+        );
+    }
+
+    #[test]
+    fn draining_moves_everyone_at_the_next_request() {
+        let m = bucket_moves(&canary(50, ""), &canary(50, "    drain: true\n"));
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].buckets, 5_000);
+        assert!(m[0].at_next_request);
+        let c = changes(&canary(50, ""), &canary(50, "    drain: true\n"));
+        assert!(
+            c.iter()
+                .any(|l| l.starts_with("green now draining (share 50.0% -> 0.0%")),
+            "{c:?}"
+        );
+        assert!(c.iter().any(|l| l == "blue share 50.0% -> 100.0%"), "{c:?}");
+    }
+
+    #[test]
+    fn targets_keys_and_timeouts_are_named() {
+        let a = cfg(
+            "sticky: {ttl: 1h, keys: [env:K1]}\ngroups:\n  blue:\n    weight: 1\n    targets: [{address: 10.0.0.1:80}, {address: 10.0.0.2:80}]\n",
+        );
+        let b = cfg(
+            "sticky: {ttl: 2h, keys: [env:K2, env:K1]}\ntimeouts: {connect: 1s}\ngroups:\n  blue:\n    weight: 1\n    targets: [{address: 10.0.0.1:80, weight: 3}, {address: 10.0.0.3:80}]\n",
+        );
+        let c = changes(&a, &b);
+        let all = c.join(" | ");
+        for want in [
+            "sticky.ttl 1h -> 2h",
+            "added; new cookies are now signed by key",
+            "target 10.0.0.1:80 in blue weight 1 -> 3",
+            "target 10.0.0.3:80 added to blue (weight 1)",
+            "target 10.0.0.2:80 removed from blue",
+            "timeouts.connect 3s -> 1s",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in {all}");
+        }
+        assert!(bucket_moves(&a, &b).is_empty());
+        assert!(!all.contains("dGVzd"), "key material must never be shown");
+    }
+
+    #[test]
+    fn identical_configs_have_no_changes() {
+        assert!(changes(&canary(10, ""), &canary(10, "")).is_empty());
+        assert!(bucket_moves(&canary(10, ""), &canary(10, "")).is_empty());
+    }
+}
