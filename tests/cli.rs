@@ -207,3 +207,74 @@ fn run_refuses_a_bad_config_and_names_the_problem() {
         "{err}"
     );
 }
+
+/// `check new --against old` names each change and how much bucket space moves,
+/// without key material, and a bad `--against` file fails the command.
+#[test]
+fn check_against_prints_what_a_reload_would_change() {
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    let old = dir.path().join("old.yaml");
+    let new = dir.path().join("new.yaml");
+    ok(std::fs::write(&old, GOOD), "write old");
+    let edited = GOOD
+        .replace("weight: 90", "weight: 75")
+        .replace("weight: 10", "weight: 25")
+        .replace(
+            "      - address: 127.0.0.1:9101\n",
+            "      - address: 127.0.0.1:9101\n      - address: 127.0.0.1:9102\n",
+        );
+    ok(std::fs::write(&new, &edited), "write new");
+    let out = switchyard(&[
+        "check",
+        &new.to_string_lossy(),
+        "--against",
+        &old.to_string_lossy(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for want in [
+        "green weight 10 -> 25 (share 10.0% -> 25.0%)",
+        "blue weight 90 -> 75 (share 90.0% -> 75.0%)",
+        "target 127.0.0.1:9102 added to green",
+        "15.00% of bucket space moves blue -> green",
+        "when their cookie expires, within 12h",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    // The alias, and the same file against itself.
+    let out = switchyard(&[
+        "check",
+        &old.to_string_lossy(),
+        "--diff",
+        &old.to_string_lossy(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no change in effect"));
+    // A listen change is flagged as a reload the proxy would refuse.
+    ok(
+        std::fs::write(&new, GOOD.replace("8080", "8081")),
+        "write new",
+    );
+    let out = switchyard(&[
+        "check",
+        &new.to_string_lossy(),
+        "--against",
+        &old.to_string_lossy(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("listen 127.0.0.1:8080 -> 127.0.0.1:8081 (needs a restart)"),
+        "{text}"
+    );
+    assert!(text.contains("refuses this edit as a reload"), "{text}");
+    ok(std::fs::write(&old, "groups: ["), "write bad old");
+    assert!(
+        !switchyard(&[
+            "check",
+            &new.to_string_lossy(),
+            "--against",
+            &old.to_string_lossy()
+        ])
+        .status
+        .success()
+    );
+}

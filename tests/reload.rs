@@ -673,3 +673,51 @@ async fn fifty_reloads_under_load_drop_nothing() {
         "the added target and the canary never served"
     );
 }
+
+/// A `file:` key rewritten in place of the old one (a Secret rotation) is seen
+/// through the key file's directory, though proxy.yaml did not change.
+#[tokio::test]
+async fn a_rotated_key_file_is_noticed() {
+    use std::sync::Arc;
+    use switchyard::config::{SystemKeys, ValidateOptions};
+    let (b, g) = (
+        Upstream::start("blue").await,
+        Upstream::start("green").await,
+    );
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    let secrets = ok(tempfile::tempdir(), "tempdir");
+    let key = secrets.path().join("cookie-key");
+    ok(std::fs::write(&key, TEST_KEY), "write key");
+    let yaml = two_groups(50, 50, &b, &g, "")
+        .replace("[env:TEST_KEY]", &format!("[\"file:{}\"]", key.display()));
+    let path = dir.path().join("proxy.yaml");
+    ok(std::fs::write(&path, &yaml), "write config");
+    let (cfg, text) = ok(
+        switchyard::config::load_file(&path, &SystemKeys, ValidateOptions::default()),
+        "load",
+    );
+    let source = switchyard::reload::ConfigSource {
+        path: path.clone(),
+        keys: Arc::new(SystemKeys),
+        opts: ValidateOptions::default(),
+    };
+    let running = ok(
+        switchyard::app::start(cfg, switchyard::reload::content_hash(&text), Some(source)).await,
+        "start",
+    );
+    let (p, a) = (running.proxy_addr, running.admin_addr);
+    let pinned = pinned_clients(p, 5).await;
+    write_by_rename(&key, "b3RoZXIta2V5LXRoYXQtaXMtbG9uZy1lbm91Z2gtMzJi");
+    assert!(
+        wait_generation(a, 2, WITHIN).await,
+        "the key rotation was not applied"
+    );
+    let status = status_at(a).await;
+    let changes = status["config"]["reload"]["last_changes"].to_string();
+    assert!(changes.contains("no old key remains"), "{changes}");
+    let got = get(&h1_client(), &format!("http://{p}/"), Some(&pinned[0].0)).await;
+    assert!(
+        got.set_cookie("switchyard").is_some(),
+        "a cookie of the old key was honoured"
+    );
+}

@@ -269,7 +269,8 @@ fn group_changes(old: &Config, new: &Config, out: &mut Vec<String>) {
         let shares = format!("share {} -> {}", pct(old_share), pct(share));
         if o.weight != g.weight {
             let mut s = format!("{} weight {} -> {}", g.name, o.weight.get(), g.weight.get());
-            if share_moved {
+            // A drain change below carries the share itself.
+            if share_moved && o.drain == g.drain {
                 let _ = write!(s, " ({shares})");
             }
             out.push(s);

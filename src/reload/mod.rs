@@ -142,27 +142,33 @@ impl Reloader {
         &self.source.path
     }
 
-    /// Directories to watch: the file's own, the one its symlinks resolve to,
-    /// and those of the key files.
-    fn watch_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs = Vec::new();
+    /// What to watch: the directories of the file, of the file its symlinks
+    /// resolve to, and of the key files (and of their targets); and the names
+    /// in them whose events matter.
+    fn watch_set(&self) -> WatchSet {
+        let mut set = WatchSet::default();
         let mut add = |p: &Path| {
             let dir = match p.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
                 _ => PathBuf::from("."),
             };
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
+            if !set.dirs.contains(&dir) {
+                set.dirs.push(dir);
+            }
+            if let Some(n) = p.file_name() {
+                if !set.names.iter().any(|m| m == n) {
+                    set.names.push(n.to_os_string());
+                }
             }
         };
-        add(&self.source.path);
-        if let Ok(real) = std::fs::canonicalize(&self.source.path) {
-            add(&real);
+        let key_files = self.key_files.iter().map(Path::new);
+        for p in std::iter::once(self.source.path.as_path()).chain(key_files) {
+            add(p);
+            if let Ok(real) = std::fs::canonicalize(p) {
+                add(&real);
+            }
         }
-        for f in &self.key_files {
-            add(Path::new(f));
-        }
-        dirs
+        set
     }
 
     /// One reload attempt. Never panics and never touches the snapshot unless
@@ -320,6 +326,12 @@ fn restart_only(old: &Config, new: &Config, name: &str, text: &str) -> Option<Co
     })
 }
 
+#[derive(Debug, Default, PartialEq)]
+struct WatchSet {
+    dirs: Vec<PathBuf>,
+    names: Vec<std::ffi::OsString>,
+}
+
 /// Starts the triggers and the task that serves them until `shutdown` turns
 /// true: the directory watcher (debounced), SIGHUP, and the periodic
 /// fingerprint check. The watcher and the signal handler are in place when
@@ -329,16 +341,16 @@ pub fn spawn(
     shutdown: tokio_watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let dirs = match reloader.lock() {
-        Ok(r) => r.watch_dirs(),
-        Err(_) => Vec::new(),
+    let set = match reloader.lock() {
+        Ok(r) => r.watch_set(),
+        Err(_) => WatchSet::default(),
     };
     let mut watcher = watch::DirWatcher::start(tx);
     if let Some(w) = watcher.as_mut() {
-        w.watch_all(&dirs);
+        w.watch_all(&set.dirs, set.names.clone());
     }
     let hup = hangup();
-    tokio::spawn(run(reloader, shutdown, rx, watcher, dirs, hup))
+    tokio::spawn(run(reloader, shutdown, rx, watcher, set, hup))
 }
 
 async fn run(
@@ -346,7 +358,7 @@ async fn run(
     mut shutdown: tokio_watch::Receiver<bool>,
     mut rx: mpsc::UnboundedReceiver<()>,
     mut watcher: Option<watch::DirWatcher>,
-    mut dirs: Vec<PathBuf>,
+    mut set: WatchSet,
     mut hup: Hangup,
 ) {
     let Ok(shared) = reloader.lock().map(|r| Arc::clone(&r.shared)) else {
@@ -365,13 +377,13 @@ async fn run(
         };
         let Ok(mut r) = reloader.lock() else { return };
         r.reload(trigger);
-        let now = r.watch_dirs();
+        let now = r.watch_set();
         drop(r);
-        if now != dirs {
+        if now != set {
             if let Some(w) = watcher.as_mut() {
-                w.watch_all(&now);
+                w.watch_all(&now.dirs, now.names.clone());
             }
-            dirs = now;
+            set = now;
         }
     }
 }
