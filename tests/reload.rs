@@ -374,6 +374,12 @@ async fn a_listen_change_is_refused_whole() {
             .is_some_and(|m| m.contains("needs a restart")),
         "{e}"
     );
+    // Undoing the edit: the file matches what runs again, and the gauge says so.
+    write_by_rename(&w.path, &two_groups(100, 0, &b, &g, ""));
+    assert!(wait_metric(a, "switchyard_config_last_reload_success", 1.0).await);
+    let status = status_at(a).await;
+    assert_eq!(status["config"]["reload"]["last_result"], "unchanged");
+    assert_eq!(status["config"]["generation"], 1);
 }
 
 /// Keys rotate live: a new signing key in front keeps old cookies valid; dropping

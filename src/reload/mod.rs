@@ -190,12 +190,21 @@ impl Reloader {
             Ok(text) => self.check(&current, &name, &text),
         };
         match &outcome {
-            Outcome::Unchanged if trigger == Trigger::Signal => tracing::info!(
-                generation = current.generation,
-                "reload ({}): no change",
-                trigger.label()
-            ),
-            Outcome::Unchanged => {}
+            Outcome::Unchanged => {
+                // Read and found equal to what runs (SIGHUP, or an edit undone):
+                // whatever failed before no longer describes the file.
+                self.shared.metrics.config_last_reload_success.set(1);
+                self.shared.set_reload_status(|s| {
+                    s.last_attempt = Some(SystemTime::now());
+                    s.last_trigger = Some(trigger.label());
+                    s.last_result = Some("unchanged");
+                });
+                tracing::info!(
+                    "reload ({}): the file matches the config in force (generation {})",
+                    trigger.label(),
+                    current.generation
+                );
+            }
             Outcome::Applied {
                 generation,
                 changes,

@@ -338,7 +338,8 @@ pub struct Shared {
 pub struct ReloadStatus {
     /// When the file was last read because something may have changed.
     pub last_attempt: Option<SystemTime>,
-    /// `ok`, `invalid` or `restart_required`.
+    /// `ok`, `invalid`, `restart_required`, or `unchanged` (read, and equal to
+    /// the config in force).
     pub last_result: Option<&'static str>,
     /// What set the last attempt off: `file change`, `SIGHUP`, `periodic check`.
     pub last_trigger: Option<&'static str>,
