@@ -212,6 +212,14 @@ fn run_refuses_a_bad_config_and_names_the_problem() {
 /// without key material, and a bad `--against` file fails the command.
 #[test]
 fn check_against_prints_what_a_reload_would_change() {
+    let against = |new: &std::path::Path, old: &std::path::Path, flag: &str| {
+        switchyard(&[
+            "check",
+            &new.to_string_lossy(),
+            flag,
+            &old.to_string_lossy(),
+        ])
+    };
     let dir = ok(tempfile::tempdir(), "tempdir");
     let old = dir.path().join("old.yaml");
     let new = dir.path().join("new.yaml");
@@ -224,12 +232,7 @@ fn check_against_prints_what_a_reload_would_change() {
             "      - address: 127.0.0.1:9101\n      - address: 127.0.0.1:9102\n",
         );
     ok(std::fs::write(&new, &edited), "write new");
-    let out = switchyard(&[
-        "check",
-        &new.to_string_lossy(),
-        "--against",
-        &old.to_string_lossy(),
-    ]);
+    let out = against(&new, &old, "--against");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     for want in [
@@ -242,24 +245,14 @@ fn check_against_prints_what_a_reload_would_change() {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
     // The alias, and the same file against itself.
-    let out = switchyard(&[
-        "check",
-        &old.to_string_lossy(),
-        "--diff",
-        &old.to_string_lossy(),
-    ]);
+    let out = against(&old, &old, "--diff");
     assert!(String::from_utf8_lossy(&out.stdout).contains("no change in effect"));
     // A listen change is flagged as a reload the proxy would refuse.
     ok(
         std::fs::write(&new, GOOD.replace("8080", "8081")),
         "write new",
     );
-    let out = switchyard(&[
-        "check",
-        &new.to_string_lossy(),
-        "--against",
-        &old.to_string_lossy(),
-    ]);
+    let out = against(&new, &old, "--against");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("listen 127.0.0.1:8080 -> 127.0.0.1:8081 (needs a restart)"),
@@ -267,14 +260,5 @@ fn check_against_prints_what_a_reload_would_change() {
     );
     assert!(text.contains("refuses this edit as a reload"), "{text}");
     ok(std::fs::write(&old, "groups: ["), "write bad old");
-    assert!(
-        !switchyard(&[
-            "check",
-            &new.to_string_lossy(),
-            "--against",
-            &old.to_string_lossy()
-        ])
-        .status
-        .success()
-    );
+    assert!(!against(&new, &old, "--against").status.success());
 }

@@ -87,10 +87,7 @@ async fn shift_is_served(
 
 #[tokio::test]
 async fn an_edit_in_place_is_applied() {
-    let (b, g) = (
-        Upstream::start("blue").await,
-        Upstream::start("green").await,
-    );
+    let (b, g) = blue_and_green().await;
     let w = Watched::start(&two_groups(50, 50, &b, &g, "")).await;
     let next = two_groups(0, 100, &b, &g, "");
     shift_is_served(w.running.proxy_addr, w.running.admin_addr, || {
@@ -118,10 +115,7 @@ async fn an_edit_in_place_is_applied() {
 
 #[tokio::test]
 async fn a_save_by_rename_is_applied() {
-    let (b, g) = (
-        Upstream::start("blue").await,
-        Upstream::start("green").await,
-    );
+    let (b, g) = blue_and_green().await;
     let w = Watched::start(&two_groups(50, 50, &b, &g, "")).await;
     let next = two_groups(0, 100, &b, &g, "");
     shift_is_served(w.running.proxy_addr, w.running.admin_addr, || {
@@ -134,47 +128,31 @@ async fn a_save_by_rename_is_applied() {
 #[tokio::test]
 async fn a_configmap_symlink_swap_is_applied() {
     use std::os::unix::fs::symlink;
-    let (b, g) = (
-        Upstream::start("blue").await,
-        Upstream::start("green").await,
-    );
-    // The layout the kubelet makes: proxy.yaml -> ..data/proxy.yaml, ..data -> ..<timestamp>.
+    let (b, g) = blue_and_green().await;
+    // The layout the kubelet makes: proxy.yaml -> ..data/proxy.yaml, and
+    // ..data -> ..<version>, replaced by renaming a new symlink over it.
     let dir = ok(tempfile::tempdir(), "tempdir");
     let d = dir.path();
-    ok(std::fs::create_dir(d.join("..2026_11_25_a")), "mkdir");
-    ok(
-        std::fs::write(
-            d.join("..2026_11_25_a/proxy.yaml"),
-            two_groups(50, 50, &b, &g, ""),
-        ),
-        "write",
-    );
-    ok(
-        symlink("..2026_11_25_a", d.join("..data")),
-        "symlink ..data",
-    );
+    let publish = |version: &str, yaml: String| {
+        ok(std::fs::create_dir(d.join(version)), "mkdir version");
+        ok(
+            std::fs::write(d.join(version).join("proxy.yaml"), yaml),
+            "write",
+        );
+        ok(symlink(version, d.join("..data_tmp")), "symlink ..data_tmp");
+        ok(
+            std::fs::rename(d.join("..data_tmp"), d.join("..data")),
+            "swap ..data",
+        );
+    };
+    publish("..2026_11_25_a", two_groups(50, 50, &b, &g, ""));
     ok(
         symlink("..data/proxy.yaml", d.join("proxy.yaml")),
         "symlink proxy.yaml",
     );
     let running = start_watching(&d.join("proxy.yaml")).await;
     shift_is_served(running.proxy_addr, running.admin_addr, || {
-        ok(std::fs::create_dir(d.join("..2026_11_25_b")), "mkdir");
-        ok(
-            std::fs::write(
-                d.join("..2026_11_25_b/proxy.yaml"),
-                two_groups(0, 100, &b, &g, ""),
-            ),
-            "write",
-        );
-        ok(
-            symlink("..2026_11_25_b", d.join("..data_tmp")),
-            "symlink ..data_tmp",
-        );
-        ok(
-            std::fs::rename(d.join("..data_tmp"), d.join("..data")),
-            "swap ..data",
-        );
+        publish("..2026_11_25_b", two_groups(0, 100, &b, &g, ""));
         ok(
             std::fs::remove_dir_all(d.join("..2026_11_25_a")),
             "remove old",
@@ -199,10 +177,7 @@ fn write_unseen(path: &std::path::Path, text: &str) -> tempfile::TempDir {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_real_binary() {
-    let (b, g) = (
-        Upstream::start("blue").await,
-        Upstream::start("green").await,
-    );
+    let (b, g) = blue_and_green().await;
     let slow_check = "reload:\n  check_interval: 1h\n";
     let proxy = BinProxy::start(&two_groups(50, 50, &b, &g, slow_check));
     let (p, a) = (proxy.proxy_addr, proxy.admin_addr);
@@ -228,10 +203,7 @@ async fn sighup_reloads_the_real_binary() {
 /// The periodic check finds what the watcher missed.
 #[tokio::test]
 async fn the_periodic_check_catches_unseen_changes() {
-    let (b, g) = (
-        Upstream::start("blue").await,
-        Upstream::start("green").await,
-    );
+    let (b, g) = blue_and_green().await;
     let every = "reload:\n  check_interval: 1s\n";
     let w = Watched::start(&two_groups(50, 50, &b, &g, every)).await;
     let (p, a) = (w.running.proxy_addr, w.running.admin_addr);
@@ -262,10 +234,7 @@ async fn wait_metric(admin: std::net::SocketAddr, name: &str, want: f64) -> bool
 
 #[tokio::test]
 async fn invalid_edits_keep_the_old_config_serving() {
-    let (b, g) = (
-        Upstream::start("blue").await,
-        Upstream::start("green").await,
-    );
+    let (b, g) = blue_and_green().await;
     let good = two_groups(100, 0, &b, &g, "");
     let w = Watched::start(&good).await;
     let (p, a) = (w.running.proxy_addr, w.running.admin_addr);
@@ -343,10 +312,7 @@ async fn invalid_edits_keep_the_old_config_serving() {
 
 #[tokio::test]
 async fn a_listen_change_is_refused_whole() {
-    let (b, g) = (
-        Upstream::start("blue").await,
-        Upstream::start("green").await,
-    );
+    let (b, g) = blue_and_green().await;
     let w = Watched::start(&two_groups(100, 0, &b, &g, "")).await;
     let (p, a) = (w.running.proxy_addr, w.running.admin_addr);
     let edit =
@@ -386,10 +352,7 @@ async fn a_listen_change_is_refused_whole() {
 /// the old key voids the cookies it signed (the client is assigned anew).
 #[tokio::test]
 async fn keys_rotate_without_a_restart() {
-    let (b, g) = (
-        Upstream::start("blue").await,
-        Upstream::start("green").await,
-    );
+    let (b, g) = blue_and_green().await;
     let base = two_groups(50, 50, &b, &g, "");
     let w = Watched::start(&base).await;
     let (p, a) = (w.running.proxy_addr, w.running.admin_addr);
@@ -423,10 +386,7 @@ async fn keys_rotate_without_a_restart() {
 /// Timeouts are live too: a shorter upstream_response turns a slow answer into a 504.
 #[tokio::test]
 async fn timeouts_change_live() {
-    let (b, g) = (
-        Upstream::start("blue").await,
-        Upstream::start("green").await,
-    );
+    let (b, g) = blue_and_green().await;
     let base = two_groups(100, 0, &b, &g, "");
     let w = Watched::start(&base).await;
     let (p, a) = (w.running.proxy_addr, w.running.admin_addr);
@@ -509,10 +469,7 @@ async fn removing_a_target_lets_its_slow_response_finish_then_closes_its_pool() 
 
 #[tokio::test]
 async fn a_removed_group_leaves_no_series_and_the_hash_metric_follows_the_file() {
-    let (b, g) = (
-        Upstream::start("blue").await,
-        Upstream::start("green").await,
-    );
+    let (b, g) = blue_and_green().await;
     let first = two_groups(50, 50, &b, &g, "");
     let w = Watched::start(&first).await;
     let (p, a) = (w.running.proxy_addr, w.running.admin_addr);
@@ -685,11 +642,8 @@ async fn fifty_reloads_under_load_drop_nothing() {
 #[tokio::test]
 async fn a_rotated_key_file_is_noticed() {
     use std::sync::Arc;
-    use switchyard::config::{SystemKeys, ValidateOptions};
-    let (b, g) = (
-        Upstream::start("blue").await,
-        Upstream::start("green").await,
-    );
+    use switchyard::config::SystemKeys;
+    let (b, g) = blue_and_green().await;
     let dir = ok(tempfile::tempdir(), "tempdir");
     let secrets = ok(tempfile::tempdir(), "tempdir");
     let key = secrets.path().join("cookie-key");
@@ -698,19 +652,7 @@ async fn a_rotated_key_file_is_noticed() {
         .replace("[env:TEST_KEY]", &format!("[\"file:{}\"]", key.display()));
     let path = dir.path().join("proxy.yaml");
     ok(std::fs::write(&path, &yaml), "write config");
-    let (cfg, text) = ok(
-        switchyard::config::load_file(&path, &SystemKeys, ValidateOptions::default()),
-        "load",
-    );
-    let source = switchyard::reload::ConfigSource {
-        path: path.clone(),
-        keys: Arc::new(SystemKeys),
-        opts: ValidateOptions::default(),
-    };
-    let running = ok(
-        switchyard::app::start(cfg, switchyard::reload::content_hash(&text), Some(source)).await,
-        "start",
-    );
+    let running = start_watching_with(&path, Arc::new(SystemKeys)).await;
     let (p, a) = (running.proxy_addr, running.admin_addr);
     let pinned = pinned_clients(p, 5).await;
     write_by_rename(&key, "b3RoZXIta2V5LXRoYXQtaXMtbG9uZy1lbm91Z2gtMzJi");

@@ -108,6 +108,21 @@ fn dur(d: Duration) -> String {
     format_duration(d)
 }
 
+/// `what a -> b`, with an optional note in parentheses.
+fn was(
+    out: &mut Vec<String>,
+    what: &str,
+    a: impl std::fmt::Display,
+    b: impl std::fmt::Display,
+    note: &str,
+) {
+    if note.is_empty() {
+        out.push(format!("{what} {a} -> {b}"));
+    } else {
+        out.push(format!("{what} {a} -> {b} ({note})"));
+    }
+}
+
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "none".to_owned(), |v| v.to_string())
 }
@@ -116,55 +131,45 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 /// Key material is never shown: keys are named by their public fingerprint.
 pub fn changes(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
+    let restart = "needs a restart";
     if old.listen != new.listen {
-        out.push(format!(
-            "listen {} -> {} (needs a restart)",
-            old.listen, new.listen
-        ));
+        was(&mut out, "listen", old.listen, new.listen, restart);
     }
     if old.admin != new.admin {
-        out.push(format!(
-            "admin {} -> {} (needs a restart)",
-            old.admin, new.admin
-        ));
+        was(&mut out, "admin", old.admin, new.admin, restart);
     }
     sticky_changes(old, new, &mut out);
     group_changes(old, new, &mut out);
     if old.override_header != new.override_header {
-        out.push(format!(
-            "override_header {} -> {}",
-            opt(old.override_header.as_ref()),
-            opt(new.override_header.as_ref())
-        ));
+        let h = |c: &Config| opt(c.override_header.as_ref());
+        was(&mut out, "override_header", h(old), h(new), "");
     }
     if old.trusted_proxies != new.trusted_proxies {
         let list = |c: &Config| {
             let v: Vec<String> = c.trusted_proxies.iter().map(ToString::to_string).collect();
             format!("[{}]", v.join(", "))
         };
-        out.push(format!("trusted_proxies {} -> {}", list(old), list(new)));
+        was(&mut out, "trusted_proxies", list(old), list(new), "");
     }
     let (a, b) = (&old.timeouts, &new.timeouts);
     for (name, x, y) in [
-        ("connect", a.connect, b.connect),
+        ("timeouts.connect", a.connect, b.connect),
         (
-            "upstream_response",
+            "timeouts.upstream_response",
             a.upstream_response,
             b.upstream_response,
         ),
-        ("client_header", a.client_header, b.client_header),
-        ("upstream_idle", a.upstream_idle, b.upstream_idle),
+        ("timeouts.client_header", a.client_header, b.client_header),
+        ("timeouts.upstream_idle", a.upstream_idle, b.upstream_idle),
+        (
+            "reload.check_interval",
+            old.reload.check_interval,
+            new.reload.check_interval,
+        ),
     ] {
         if x != y {
-            out.push(format!("timeouts.{name} {} -> {}", dur(x), dur(y)));
+            was(&mut out, name, dur(x), dur(y), "");
         }
-    }
-    if old.reload != new.reload {
-        out.push(format!(
-            "reload.check_interval {} -> {}",
-            dur(old.reload.check_interval),
-            dur(new.reload.check_interval)
-        ));
     }
     out
 }
@@ -174,40 +179,33 @@ fn sticky_changes(old: &Config, new: &Config, out: &mut Vec<String>) {
     // The MAC binds name, domain and path, so changing one voids every cookie.
     let voids = "every pinned client is assigned anew";
     if a.cookie_name != b.cookie_name {
-        out.push(format!(
-            "sticky.cookie {} -> {} ({voids})",
-            a.cookie_name.as_str(),
-            b.cookie_name.as_str()
-        ));
+        let n = |s: &crate::config::Sticky| s.cookie_name.as_str().to_owned();
+        was(out, "sticky.cookie", n(a), n(b), voids);
     }
     if a.ttl != b.ttl {
         let d = |t: u32| dur(Duration::from_secs(u64::from(t)));
-        out.push(format!(
-            "sticky.ttl {} -> {} (cookies already issued keep their expiry)",
-            d(a.ttl.secs()),
-            d(b.ttl.secs())
-        ));
+        let note = "cookies already issued keep their expiry";
+        was(out, "sticky.ttl", d(a.ttl.secs()), d(b.ttl.secs()), note);
     }
     if a.path != b.path {
-        out.push(format!("sticky.path {} -> {} ({voids})", a.path, b.path));
+        was(out, "sticky.path", &a.path, &b.path, voids);
     }
     if a.domain != b.domain {
-        out.push(format!(
-            "sticky.domain {} -> {} ({voids})",
-            opt(a.domain.as_ref()),
-            opt(b.domain.as_ref())
-        ));
+        let d = |s: &crate::config::Sticky| opt(s.domain.as_ref());
+        was(out, "sticky.domain", d(a), d(b), voids);
     }
     if a.same_site != b.same_site {
-        out.push(format!(
-            "sticky.same_site {} -> {}",
+        was(
+            out,
+            "sticky.same_site",
             a.same_site.as_str(),
-            b.same_site.as_str()
-        ));
+            b.same_site.as_str(),
+            "",
+        );
     }
     if a.secure != b.secure {
         let s = |v: Option<bool>| v.map_or_else(|| "auto".to_owned(), |v| v.to_string());
-        out.push(format!("sticky.secure {} -> {}", s(a.secure), s(b.secure)));
+        was(out, "sticky.secure", s(a.secure), s(b.secure), "");
     }
     if a.bucket_by != b.bucket_by {
         let s = |v: &Option<BucketBy>| match v {
@@ -215,11 +213,13 @@ fn sticky_changes(old: &Config, new: &Config, out: &mut Vec<String>) {
             Some(BucketBy::ClientIp) => "client_ip".to_owned(),
             Some(BucketBy::Header(h)) => format!("header:{h}"),
         };
-        out.push(format!(
-            "sticky.bucket_by {} -> {}",
+        was(
+            out,
+            "sticky.bucket_by",
             s(&a.bucket_by),
-            s(&b.bucket_by)
-        ));
+            s(&b.bucket_by),
+            "",
+        );
     }
     if a.keys != b.keys {
         let ids = |c: &Config| -> Vec<u32> { c.sticky.keys.iter().map(key_id).collect() };

@@ -270,12 +270,20 @@ impl Watched {
 
 /// Starts a proxy on the config file at `path`, watching it.
 pub async fn start_watching(path: &std::path::Path) -> Running {
+    start_watching_with(path, Arc::new(test_keys())).await
+}
+
+/// Starts a proxy on the config file at `path`, reading keys from `keys`.
+pub async fn start_watching_with(
+    path: &std::path::Path,
+    keys: Arc<dyn config::KeySource + Send + Sync>,
+) -> Running {
     let source = switchyard::reload::ConfigSource {
         path: path.to_path_buf(),
-        keys: Arc::new(test_keys()),
+        keys: Arc::clone(&keys),
         opts: ValidateOptions::default(),
     };
-    let (cfg, text) = config::load_file(path, &test_keys(), ValidateOptions::default())
+    let (cfg, text) = config::load_file(path, &*keys, ValidateOptions::default())
         .unwrap_or_else(|e| panic!("{e}"));
     ok(
         app::start(cfg, switchyard::reload::content_hash(&text), Some(source)).await,
@@ -505,12 +513,17 @@ impl Drop for BinProxy {
     }
 }
 
-/// One `blue` and one `green` upstream behind an in-process proxy.
-pub async fn blue_green(blue: u32, green: u32, extra: &str) -> (Upstream, Upstream, Running) {
-    let (b, g) = (
+/// Two upstreams named `blue` and `green`.
+pub async fn blue_and_green() -> (Upstream, Upstream) {
+    (
         Upstream::start("blue").await,
         Upstream::start("green").await,
-    );
+    )
+}
+
+/// One `blue` and one `green` upstream behind an in-process proxy.
+pub async fn blue_green(blue: u32, green: u32, extra: &str) -> (Upstream, Upstream, Running) {
+    let (b, g) = blue_and_green().await;
     let proxy = start_proxy(&config_yaml(
         &[("blue", blue, &[&b]), ("green", green, &[&g])],
         extra,
