@@ -86,7 +86,14 @@ fn benches(c: &mut Criterion) {
         })
     });
     c.bench_function("pick_target", |b| {
-        b.iter(|| switchyard::balance::pick_random(black_box(&snap.groups[0])))
+        b.iter(|| {
+            switchyard::balance::pick_random(
+                black_box(&snap.groups[0]),
+                switchyard::health::now_ms(),
+                std::time::Duration::ZERO,
+                &[],
+            )
+        })
     });
 }
 

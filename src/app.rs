@@ -75,6 +75,7 @@ pub async fn start(
             Arc::clone(&shared),
             rx.clone(),
         )),
+        crate::health::spawn_supervisor(Arc::clone(&shared), rx.clone()),
     ];
     let reloader = source.map(|src| {
         tracing::info!(path = %src.path.display(), "watching the config file for changes");

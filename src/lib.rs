@@ -20,6 +20,7 @@ pub mod assign;
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

@@ -39,10 +39,13 @@ pub enum Reason {
     Expired,
     /// The cookie did not verify: assigned anew.
     Invalid,
+    /// Every target of the client's group is unhealthy: served by another group
+    /// for now, its cookie unchanged.
+    Failover,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::New,
         Reason::Sticky,
         Reason::Override,
@@ -50,6 +53,7 @@ impl Reason {
         Reason::Retargeted,
         Reason::Expired,
         Reason::Invalid,
+        Reason::Failover,
     ];
 
     pub fn label(self) -> &'static str {
@@ -61,6 +65,7 @@ impl Reason {
             Reason::Retargeted => "retargeted",
             Reason::Expired => "expired",
             Reason::Invalid => "invalid",
+            Reason::Failover => "failover",
         }
     }
 }
@@ -71,6 +76,7 @@ pub struct Decision {
     /// Index into `snapshot.groups`.
     pub group: usize,
     /// Index of the pinned target in the group, or `None` to pick one.
+    /// `balance::route` sets the target finally used.
     pub target: Option<usize>,
     pub client_id: ClientId,
     pub issued_at: u32,

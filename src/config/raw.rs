@@ -25,6 +25,62 @@ pub struct RawConfig {
     pub timeouts: RawTimeouts,
     #[serde(default)]
     pub reload: RawReload,
+    #[serde(default)]
+    pub health: RawHealth,
+    #[serde(default)]
+    pub retries: RawRetries,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    #[serde(default)]
+    pub failover: Option<bool>,
+    #[serde(default)]
+    pub slow_start: Option<Spanned<String>>,
+    #[serde(default)]
+    pub outlier: RawOutlier,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    #[serde(default)]
+    pub consecutive_failures: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub base_ejection: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max_ejection: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max_ejected_percent: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetries {
+    #[serde(default)]
+    pub attempts: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub budget_percent: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub min_per_second: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub expect_status: Option<Spanned<String>>,
+    #[serde(default)]
+    pub healthy_threshold: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub unhealthy_threshold: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,6 +116,8 @@ pub struct RawGroup {
     #[serde(default)]
     pub drain: bool,
     pub targets: Spanned<Vec<Spanned<RawTarget>>>,
+    #[serde(default)]
+    pub health_check: Option<Spanned<RawHealthCheck>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,6 +27,8 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     pub timeouts: Timeouts,
     pub reload: ReloadSettings,
+    pub health: HealthSettings,
+    pub retries: Retries,
 }
 
 impl Config {
@@ -72,6 +74,88 @@ pub struct Timeouts {
     pub upstream_response: Duration,
     pub client_header: Duration,
     pub upstream_idle: Duration,
+}
+
+/// What happens around failing targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// When a group has no healthy target, serve its clients from another
+    /// group (their cookie kept) instead of answering 503.
+    pub failover: bool,
+    /// A target that becomes healthy, or is added, ramps up to its full share
+    /// over this long. Zero: off.
+    pub slow_start: Duration,
+    pub outlier: Outlier,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            failover: true,
+            slow_start: Duration::ZERO,
+            outlier: Outlier::default(),
+        }
+    }
+}
+
+/// Passive outlier ejection: a target that fails this many requests in a row
+/// (connect errors, timeouts, 5xx) is taken out for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlier {
+    /// Zero: passive ejection off.
+    pub consecutive_failures: u32,
+    /// First ejection; each further one doubles it, up to `max_ejection`.
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    /// At most this share of a group's targets is ejected at once.
+    pub max_ejected_percent: u32,
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_percent: 50,
+        }
+    }
+}
+
+/// Retrying a failed upstream exchange on a sibling target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    /// Tries in all, the first included (1: no retry).
+    pub attempts: u32,
+    /// Retries may add at most this share of recent requests...
+    pub budget_percent: u32,
+    /// ...plus this many per second, so a quiet proxy can still retry.
+    pub min_per_second: u32,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self {
+            attempts: 2,
+            budget_percent: 20,
+            min_per_second: 5,
+        }
+    }
+}
+
+/// An active health check of every target of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Path (and query) requested with GET.
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Statuses that count as healthy, inclusive.
+    pub expect: (u16, u16),
+    /// Consecutive passes that make an unhealthy target healthy.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that make a healthy target unhealthy.
+    pub unhealthy_threshold: u32,
 }
 
 /// How the running proxy looks for changes to its config file.
@@ -131,6 +215,7 @@ pub struct GroupSpec {
     pub weight: Weight,
     pub drain: bool,
     pub targets: Vec<TargetSpec>,
+    pub health_check: Option<HealthCheck>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

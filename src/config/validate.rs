@@ -11,7 +11,9 @@ use serde_saphyr::{Location, Spanned};
 
 use super::duration::parse_duration;
 use super::error::ConfigError;
-use super::raw::{RawConfig, RawGroup, RawReload, RawSticky, RawTimeouts};
+use super::raw::{
+    RawConfig, RawGroup, RawHealth, RawHealthCheck, RawReload, RawRetries, RawSticky, RawTimeouts,
+};
 use super::types::*;
 
 /// Where key material comes from. Tests and the demo swap the real environment
@@ -105,6 +107,8 @@ pub fn validate(
         .collect();
     let timeouts = timeouts(&mut errs, &raw.timeouts);
     let reload = reload_settings(&mut errs, &raw.reload);
+    let health = health_settings(&mut errs, &raw.health);
+    let retries = retries(&mut errs, &raw.retries);
     if let (Some(l), Some(a)) = (listen, admin) {
         if l == a && l.port() != 0 {
             errs.at(
@@ -126,6 +130,8 @@ pub fn validate(
             trusted_proxies,
             timeouts,
             reload,
+            health,
+            retries,
         }),
         _ => Err(errs.0),
     }
@@ -203,6 +209,179 @@ fn timeouts(errs: &mut Errors, raw: &RawTimeouts) -> Timeouts {
             d.upstream_idle,
         ),
     }
+}
+
+/// An integer in `range`, or `default` when absent.
+fn int_field(
+    errs: &mut Errors,
+    path: &str,
+    s: &Option<Spanned<i64>>,
+    range: std::ops::RangeInclusive<u32>,
+    default: u32,
+) -> u32 {
+    let Some(s) = s else { return default };
+    match u32::try_from(s.value) {
+        Ok(v) if range.contains(&v) => v,
+        _ => {
+            errs.at(
+                path,
+                s,
+                format!(
+                    "expected an integer from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            );
+            default
+        }
+    }
+}
+
+/// A duration that may be zero (meaning off), or `default` when absent.
+fn duration_or_zero(
+    errs: &mut Errors,
+    path: &str,
+    s: &Option<Spanned<String>>,
+    default: Duration,
+) -> Duration {
+    let Some(s) = s else { return default };
+    match parse_duration(&s.value) {
+        Ok(d) => d,
+        Err(m) => {
+            errs.at(path, s, m);
+            default
+        }
+    }
+}
+
+fn health_settings(errs: &mut Errors, raw: &RawHealth) -> HealthSettings {
+    let d = HealthSettings::default();
+    let o = &raw.outlier;
+    let outlier = Outlier {
+        consecutive_failures: int_field(
+            errs,
+            "health.outlier.consecutive_failures",
+            &o.consecutive_failures,
+            0..=1000,
+            d.outlier.consecutive_failures,
+        ),
+        base_ejection: duration_field(
+            errs,
+            "health.outlier.base_ejection",
+            &o.base_ejection,
+            d.outlier.base_ejection,
+        ),
+        max_ejection: duration_field(
+            errs,
+            "health.outlier.max_ejection",
+            &o.max_ejection,
+            d.outlier.max_ejection,
+        ),
+        max_ejected_percent: int_field(
+            errs,
+            "health.outlier.max_ejected_percent",
+            &o.max_ejected_percent,
+            0..=100,
+            d.outlier.max_ejected_percent,
+        ),
+    };
+    if let Some(m) = &o.max_ejection {
+        if outlier.max_ejection < outlier.base_ejection {
+            errs.at(
+                "health.outlier.max_ejection",
+                m,
+                "must not be shorter than base_ejection",
+            );
+        }
+    }
+    HealthSettings {
+        failover: raw.failover.unwrap_or(d.failover),
+        slow_start: duration_or_zero(errs, "health.slow_start", &raw.slow_start, d.slow_start),
+        outlier,
+    }
+}
+
+fn retries(errs: &mut Errors, raw: &RawRetries) -> Retries {
+    let d = Retries::default();
+    Retries {
+        attempts: int_field(errs, "retries.attempts", &raw.attempts, 1..=5, d.attempts),
+        budget_percent: int_field(
+            errs,
+            "retries.budget_percent",
+            &raw.budget_percent,
+            0..=100,
+            d.budget_percent,
+        ),
+        min_per_second: int_field(
+            errs,
+            "retries.min_per_second",
+            &raw.min_per_second,
+            0..=10_000,
+            d.min_per_second,
+        ),
+    }
+}
+
+fn health_check(errs: &mut Errors, path: &str, raw: &Spanned<RawHealthCheck>) -> HealthCheck {
+    let r = &raw.value;
+    let at = |f: &str| format!("{path}.health_check.{f}");
+    let check_path = match &r.path {
+        Some(p)
+            if !p.value.starts_with('/') || p.value.parse::<http::uri::PathAndQuery>().is_err() =>
+        {
+            errs.at(at("path"), p, "must be a path starting with '/'");
+            "/".to_owned()
+        }
+        Some(p) => p.value.clone(),
+        None => "/".to_owned(),
+    };
+    let interval = duration_field(errs, &at("interval"), &r.interval, Duration::from_secs(5));
+    let timeout = duration_field(errs, &at("timeout"), &r.timeout, Duration::from_secs(2));
+    if let Some(t) = &r.timeout {
+        if timeout > interval {
+            errs.at(at("timeout"), t, "must not be longer than the interval");
+        }
+    }
+    let expect = match &r.expect_status {
+        None => (200, 399),
+        Some(s) => match status_range(&s.value) {
+            Some(range) => range,
+            None => {
+                errs.at(
+                    at("expect_status"),
+                    s,
+                    "expected a status or a range such as 200 or 200-399",
+                );
+                (200, 399)
+            }
+        },
+    };
+    HealthCheck {
+        path: check_path,
+        interval,
+        timeout,
+        expect,
+        healthy_threshold: int_field(
+            errs,
+            &at("healthy_threshold"),
+            &r.healthy_threshold,
+            1..=100,
+            2,
+        ),
+        unhealthy_threshold: int_field(
+            errs,
+            &at("unhealthy_threshold"),
+            &r.unhealthy_threshold,
+            1..=100,
+            3,
+        ),
+    }
+}
+
+fn status_range(s: &str) -> Option<(u16, u16)> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    ((100..=599).contains(&a) && (a..=599).contains(&b)).then_some((a, b))
 }
 
 fn reload_settings(errs: &mut Errors, raw: &RawReload) -> ReloadSettings {
@@ -490,11 +669,13 @@ fn group(
             "at least one target needs weight > 0",
         );
     }
+    let health_check = g.health_check.as_ref().map(|h| health_check(errs, path, h));
     Some(GroupSpec {
         name: name?,
         weight: weight?,
         drain: g.drain,
         targets,
+        health_check,
     })
 }
 

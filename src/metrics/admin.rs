@@ -81,6 +81,13 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 }
 
 fn metrics(shared: &Shared) -> Response<Full<Bytes>> {
+    // Ejections end by the clock, not by an event: read health as of now.
+    let now = crate::health::now_ms();
+    for g in &shared.snapshot().groups {
+        for t in &g.targets {
+            t.metrics.healthy.set(i64::from(t.live.health.usable(now)));
+        }
+    }
     let encoder = TextEncoder::new();
     let mut buf = Vec::with_capacity(16 * 1024);
     if let Err(e) = encoder.encode(&shared.registry.gather(), &mut buf) {
@@ -109,6 +116,7 @@ fn json(v: &serde_json::Value) -> Response<Full<Bytes>> {
 
 /// The `/status` document.
 pub fn status(snap: &Snapshot, shared: &Shared) -> serde_json::Value {
+    let now = crate::health::now_ms();
     let groups: Vec<_> = snap
         .groups
         .iter()
@@ -122,6 +130,9 @@ pub fn status(snap: &Snapshot, shared: &Shared) -> serde_json::Value {
                         "address": t.address.as_str(),
                         "weight": t.weight,
                         "outstanding": t.live.outstanding(),
+                        "healthy": t.live.health.usable(now),
+                        "failing_checks": t.live.health.active_down(),
+                        "ejected_ms": t.live.health.ejected_for(now),
                     })
                 })
                 .collect();

@@ -87,6 +87,10 @@ pub struct Metrics {
     pub group_draining: IntGaugeVec,
     pub target_weight: IntGaugeVec,
     pub target_outstanding: IntGaugeVec,
+    pub target_healthy: IntGaugeVec,
+    pub target_ejections: IntCounterVec,
+    pub health_checks: IntCounterVec,
+    pub retries: IntCounterVec,
     pub config_generation: IntGauge,
     pub config_reloads: IntCounterVec,
     pub config_last_reload_success: IntGauge,
@@ -206,6 +210,26 @@ impl Metrics {
                 "Requests in flight to each target.",
                 &["group", "target"],
             )?,
+            target_healthy: g(
+                "switchyard_target_healthy",
+                "1 when the target takes requests: passing its health checks (if any) and not ejected.",
+                &["group", "target"],
+            )?,
+            target_ejections: c(
+                "switchyard_target_ejections_total",
+                "Times a target was ejected after consecutive failed requests.",
+                &["group", "target"],
+            )?,
+            health_checks: c(
+                "switchyard_health_checks_total",
+                "Active health check probes, by result (pass, fail).",
+                &["group", "target", "result"],
+            )?,
+            retries: c(
+                "switchyard_retries_total",
+                "Requests retried on another target, by result (retried, budget_exhausted).",
+                &["group", "result"],
+            )?,
             config_generation: reg(
                 r,
                 IntGauge::new(
@@ -261,15 +285,25 @@ impl Metrics {
         for r in Reason::ALL {
             let _ = self.assignments.remove_label_values(&[group, r.label()]);
         }
+        for r in ["retried", "budget_exhausted"] {
+            let _ = self.retries.remove_label_values(&[group, r]);
+        }
     }
 
     /// Drops every series of a target that left `group` (pod IPs churn: keeping
     /// them would grow the scrape without bound).
     pub fn forget_target(&self, group: &str, target: &str) {
-        let _ = self.target_weight.remove_label_values(&[group, target]);
-        let _ = self
-            .target_outstanding
-            .remove_label_values(&[group, target]);
+        for v in [
+            &self.target_weight,
+            &self.target_outstanding,
+            &self.target_healthy,
+        ] {
+            let _ = v.remove_label_values(&[group, target]);
+        }
+        let _ = self.target_ejections.remove_label_values(&[group, target]);
+        for r in ["pass", "fail"] {
+            let _ = self.health_checks.remove_label_values(&[group, target, r]);
+        }
         for c in CLASSES {
             let _ = self.requests.remove_label_values(&[group, target, c]);
         }
@@ -286,6 +320,8 @@ impl Metrics {
             duration: self.duration.with_label_values(&[group]),
             assignments: Reason::ALL
                 .map(|r| self.assignments.with_label_values(&[group, r.label()])),
+            retries: ["retried", "budget_exhausted"]
+                .map(|r| self.retries.with_label_values(&[group, r])),
         }
     }
 
@@ -298,6 +334,10 @@ impl Metrics {
                     .with_label_values(&[group, target, k.label()])
             }),
             outstanding: self.target_outstanding.with_label_values(&[group, target]),
+            healthy: self.target_healthy.with_label_values(&[group, target]),
+            ejections: self.target_ejections.with_label_values(&[group, target]),
+            probes: ["pass", "fail"]
+                .map(|r| self.health_checks.with_label_values(&[group, target, r])),
         }
     }
 
@@ -312,6 +352,8 @@ impl Metrics {
 pub struct GroupMetrics {
     pub duration: Histogram,
     pub assignments: [IntCounter; Reason::ALL.len()],
+    /// `retried`, `budget_exhausted`.
+    pub retries: [IntCounter; 2],
 }
 
 /// Cached per-target handles.
@@ -320,9 +362,18 @@ pub struct TargetMetrics {
     pub requests: [IntCounter; 5],
     pub errors: [IntCounter; UpstreamErrorKind::ALL.len()],
     pub outstanding: IntGauge,
+    /// Set at scrape time from the target's health.
+    pub healthy: IntGauge,
+    pub ejections: IntCounter,
+    /// `pass`, `fail`.
+    pub probes: [IntCounter; 2],
 }
 
 impl TargetMetrics {
+    pub fn count_probe(&self, passed: bool) {
+        self.probes[usize::from(!passed)].inc();
+    }
+
     pub fn count_status(&self, status: u16) {
         let i = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[i].inc();

@@ -56,20 +56,27 @@ impl ProxyError {
         }
     }
 
-    /// Classifies an error of the upstream client.
-    pub fn from_client(e: &hyper_util::client::legacy::Error) -> Self {
-        if !e.is_connect() {
-            return ProxyError::UpstreamProtocol;
-        }
+    /// Classifies an error of the upstream client, and says whether the
+    /// upstream closed the connection before sending any of a response (which
+    /// an idempotent request may be retried after).
+    pub fn classify(e: &hyper_util::client::legacy::Error) -> (Self, bool) {
+        let mut timed_out = false;
+        let mut closed_early = false;
         let mut source = e.source();
         while let Some(s) = source {
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                if io.kind() == std::io::ErrorKind::TimedOut {
-                    return ProxyError::ConnectTimeout;
-                }
+                timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+            }
+            if let Some(h) = s.downcast_ref::<hyper::Error>() {
+                closed_early |= h.is_incomplete_message() || h.is_canceled();
             }
             source = s.source();
         }
-        ProxyError::UpstreamConnect
+        let kind = match (e.is_connect(), timed_out) {
+            (true, true) => ProxyError::ConnectTimeout,
+            (true, false) => ProxyError::UpstreamConnect,
+            (false, _) => ProxyError::UpstreamProtocol,
+        };
+        (kind, closed_early)
     }
 }

@@ -11,6 +11,8 @@
 mod body;
 mod error;
 pub mod headers;
+mod replay;
+mod retry;
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -34,10 +36,12 @@ use crate::metrics::TargetMetrics;
 use crate::state::{Shared, Snapshot};
 pub use body::ProxyBody;
 pub use error::{ProxyError, Side};
+pub use replay::UpstreamBody;
+pub use retry::RetryBudget;
 
 /// A pooled HTTP/1.1 client to upstreams. Each target has its own (see
 /// `state::TargetLive`), so removing a target can close exactly its connections.
-pub type UpstreamClient = Client<HttpConnector, Incoming>;
+pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
 
 /// What a connection pool is made with; a change makes new pools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,26 +148,24 @@ impl ConnContext {
             };
             decide(&snap, &view, now, &mut rand::random)
         };
-        let Some(decision) = decision else {
+        let Some(mut decision) = decision else {
             return self.refuse(&snap, ProxyError::NoTarget);
         };
         let metrics = &self.shared.metrics;
         if let Some(r) = decision.rejected {
             metrics.rejected_by[r as usize].inc();
         }
-        let group = &snap.groups[decision.group];
-        let Some(t) = decision
-            .target
-            .or_else(|| crate::balance::pick_random(group))
-        else {
+        let now_ms = crate::health::now_ms();
+        let mut draw = |n: u64| rand::random_range(0..n);
+        let Some(first) = crate::balance::route(&snap, &mut decision, now_ms, &mut draw) else {
             return self.refuse(&snap, ProxyError::NoTarget);
         };
-        let target = &group.targets[t];
+        let group = &snap.groups[decision.group];
         group.metrics.assignments[decision.reason as usize].inc();
 
         let set_cookie = if decision.issue_cookie {
             decision
-                .pin(group, target)
+                .pin(group, &group.targets[first])
                 .and_then(|p| self.set_cookie(&snap, &p, now))
         } else {
             None
@@ -186,54 +188,154 @@ impl ConnContext {
                 }
             }
         }
-        let mut parts = std::mem::take(req.uri_mut()).into_parts();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(target.address.clone());
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(PathAndQuery::from_static("/"));
-        }
-        match Uri::from_parts(parts) {
-            Ok(uri) => *req.uri_mut() = uri,
-            Err(_) => return self.refuse(&snap, ProxyError::BadRequest("invalid request target")),
-        }
         *req.version_mut() = Version::HTTP_11;
-
-        let in_flight = target.live.begin(&target.metrics.outstanding);
-        let sent = tokio::time::timeout(
-            snap.config.timeouts.upstream_response,
-            target.client.request(req),
-        )
-        .await;
-        let result = match sent {
-            Err(_) => Err(ProxyError::ResponseTimeout),
-            Ok(Err(e)) => {
-                tracing::debug!(target = %target.address, error = %e, "upstream request failed");
-                Err(ProxyError::from_client(&e))
-            }
-            Ok(Ok(resp)) => Ok(resp),
-        };
-        let response = match result {
+        let response = match self.forward(&snap, decision.group, first, req).await {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
-                headers::strip_hop_by_hop(&mut parts.headers);
                 if let Some(c) = set_cookie {
                     parts.headers.append(header::SET_COOKIE, c);
                 }
-                Response::from_parts(parts, ProxyBody::upstream(body, in_flight))
+                Response::from_parts(parts, body)
             }
-            Err(e) => {
-                if let Side::Upstream(kind) = e.side() {
-                    target.metrics.count_error(kind);
-                }
-                error_response(e)
-            }
+            Err(e) => error_response(e),
         };
-        target.metrics.count_status(response.status().as_u16());
         group
             .metrics
             .duration
             .observe(start.elapsed().as_secs_f64());
         response
+    }
+
+    /// Sends the request to `first`, and on a failure that left the request
+    /// unsent (or, for idempotent methods, unanswered with nothing streamed)
+    /// to other usable targets of the same group, within the attempt limit and
+    /// the retry budget. Records each outcome in the target's health.
+    async fn forward(
+        &self,
+        snap: &Snapshot,
+        g: usize,
+        first: usize,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let group = &snap.groups[g];
+        let cfg = &snap.config;
+        let (mut parts, body) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let idempotent = matches!(
+            parts.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
+        let max = cfg.retries.attempts.max(1) as usize;
+        let (body, replay) = UpstreamBody::new(body, max > 1);
+        let mut body = Some(body);
+        let mut tried = [usize::MAX; 5];
+        let mut t = first;
+        let budget = &self.shared.retry_budget;
+        budget.note_request();
+        for attempt in 1..=max {
+            tried[attempt - 1] = t;
+            let target = &group.targets[t];
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(target.address.clone());
+            uri.path_and_query = Some(path.clone());
+            let last = attempt == max;
+            let mut head = if last {
+                std::mem::replace(&mut parts, Request::new(()).into_parts().0)
+            } else {
+                parts.clone()
+            };
+            head.uri = Uri::from_parts(uri)
+                .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+            let req =
+                Request::from_parts(head, body.take().unwrap_or_else(UpstreamBody::new_empty));
+            let in_flight = target.live.begin(&target.metrics.outstanding);
+            let sent =
+                tokio::time::timeout(cfg.timeouts.upstream_response, target.client.request(req))
+                    .await;
+            let now = crate::health::now_ms();
+            let (err, closed_early) = match sent {
+                Ok(Ok(resp)) => {
+                    let status = resp.status().as_u16();
+                    if status >= 500 {
+                        self.failed(snap, g, t, now);
+                    } else {
+                        target.live.health.record_success(now, &cfg.health.outlier);
+                    }
+                    target.metrics.count_status(status);
+                    let (mut head, body) = resp.into_parts();
+                    headers::strip_hop_by_hop(&mut head.headers);
+                    return Ok(Response::from_parts(
+                        head,
+                        ProxyBody::upstream(body, in_flight),
+                    ));
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(target = %target.address, error = %e, "upstream request failed");
+                    ProxyError::classify(&e)
+                }
+                Err(_) => (ProxyError::ResponseTimeout, false),
+            };
+            drop(in_flight);
+            if let Side::Upstream(kind) = err.side() {
+                target.metrics.count_error(kind);
+            }
+            self.failed(snap, g, t, now);
+            let unsent = matches!(
+                err,
+                ProxyError::UpstreamConnect | ProxyError::ConnectTimeout
+            );
+            if last || !(unsent || (closed_early && idempotent)) {
+                target.metrics.count_status(err.status().as_u16());
+                return Err(err);
+            }
+            let next =
+                crate::balance::pick_random(group, now, cfg.health.slow_start, &tried[..attempt]);
+            let again = replay.again();
+            let (Some(next), Some(again)) = (next, again) else {
+                target.metrics.count_status(err.status().as_u16());
+                return Err(err);
+            };
+            if !budget.allow(&cfg.retries) {
+                group.metrics.retries[1].inc();
+                target.metrics.count_status(err.status().as_u16());
+                return Err(err);
+            }
+            group.metrics.retries[0].inc();
+            tracing::debug!(from = %target.address, to = %group.targets[next].address, "retrying on a sibling");
+            body = Some(again);
+            t = next;
+        }
+        Err(ProxyError::NoTarget)
+    }
+
+    /// Counts a failed exchange against a target's passive health.
+    fn failed(&self, snap: &Snapshot, g: usize, t: usize, now: u64) {
+        let group = &snap.groups[g];
+        let target = &group.targets[t];
+        if let Some(length) =
+            target
+                .live
+                .health
+                .record_failure(now, group, &snap.config.health.outlier)
+        {
+            target.metrics.ejections.inc();
+            tracing::warn!(
+                group = %group.name, target = %target.address,
+                "target ejected for {}: {} failed requests in a row",
+                crate::config::duration::format_duration(length),
+                snap.config.health.outlier.consecutive_failures
+            );
+        }
     }
 
     fn set_cookie(&self, snap: &Snapshot, pin: &Pin, now: u32) -> Option<HeaderValue> {

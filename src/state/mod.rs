@@ -30,6 +30,7 @@ use crate::proxy::{PoolSettings, UpstreamClient, upstream_client};
 #[derive(Debug, Default)]
 pub struct TargetLive {
     outstanding: AtomicI64,
+    pub health: crate::health::Health,
     /// The target's connection pool and the settings it was made with. Read
     /// only while a snapshot is built; requests use the clone in [`Target`].
     pool: Mutex<Option<(PoolSettings, UpstreamClient)>>,
@@ -132,6 +133,7 @@ pub struct Group {
     pub targets: Vec<Target>,
     /// Running sums of target weights, for weighted random choice.
     pub cumulative: Vec<u64>,
+    pub health_check: Option<crate::config::HealthCheck>,
     pub metrics: GroupMetrics,
 }
 
@@ -217,6 +219,7 @@ impl Snapshot {
                     share,
                     targets,
                     cumulative,
+                    health_check: g.health_check.clone(),
                     metrics: metrics.group_handles(name),
                 }
             })
@@ -331,6 +334,7 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Written by the reloader, read by `/status`; never touched by requests.
     reload: Mutex<ReloadStatus>,
+    pub retry_budget: crate::proxy::RetryBudget,
 }
 
 /// The outcome of the latest reload attempts, as `/status` shows them.
@@ -371,6 +375,7 @@ impl Shared {
             registry,
             ready: AtomicBool::new(false),
             reload: Mutex::new(ReloadStatus::default()),
+            retry_budget: crate::proxy::RetryBudget::default(),
         }))
     }
 

@@ -69,6 +69,8 @@ pub struct Upstream {
     /// Connections accepted so far, and open now.
     pub accepted: Arc<AtomicUsize>,
     pub open: Arc<AtomicUsize>,
+    /// Turned false by [`Upstream::kill`].
+    alive: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Upstream {
@@ -82,27 +84,61 @@ impl Upstream {
             seen: Arc::default(),
             accepted: Arc::default(),
             open: Arc::default(),
+            alive: Arc::new(tokio::sync::watch::channel(true).0),
         };
-        let me = up.clone();
+        up.serve(listener);
+        up
+    }
+
+    /// Kills the server: stops accepting, closes the listening socket, and
+    /// drops every open connection mid-whatever, as a crashed process would.
+    pub fn kill(&self) {
+        let _ = self.alive.send(false);
+    }
+
+    /// Starts the server again on the same address, counters kept.
+    pub async fn revive(&self) -> Self {
+        let listener = ok(TcpListener::bind(self.addr).await, "rebind upstream");
+        let up = Upstream {
+            alive: Arc::new(tokio::sync::watch::channel(true).0),
+            ..self.clone()
+        };
+        up.serve(listener);
+        up
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let me = self.clone();
+        let mut alive = self.alive.subscribe();
         tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            loop {
+                let stream = tokio::select! {
+                    _ = alive.changed() => return,
+                    a = listener.accept() => match a {
+                        Ok((s, _)) => s,
+                        Err(_) => return,
+                    },
+                };
                 let me = me.clone();
                 me.accepted.fetch_add(1, Ordering::SeqCst);
                 me.open.fetch_add(1, Ordering::SeqCst);
+                let mut alive = me.alive.subscribe();
                 tokio::spawn(async move {
                     let open = Arc::clone(&me.open);
                     let svc = service_fn(move |req| {
                         let me = me.clone();
                         async move { Ok::<_, Infallible>(me.answer(req).await) }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = alive.changed() => {}
+                    }
                     open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
-        up
     }
 
     pub fn open_connections(&self) -> usize {
