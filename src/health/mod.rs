@@ -73,6 +73,12 @@ pub enum Transition {
 }
 
 impl Health {
+    /// Treats the target as long established: no slow start. For the targets
+    /// of the config the proxy starts with, which all begin together.
+    pub fn settle(&self) {
+        self.up_since.store(0, Relaxed);
+    }
+
     /// Whether requests may be sent to the target at `now`.
     pub fn usable(&self, now: u64) -> bool {
         !self.active_down.load(Relaxed) && now >= self.ejected_until.load(Relaxed)
@@ -99,6 +105,9 @@ impl Health {
             .up_since
             .load(Relaxed)
             .max(self.ejected_until.load(Relaxed));
+        if since == 0 {
+            return 1.0;
+        }
         let elapsed = now.saturating_sub(since);
         if elapsed >= window {
             1.0
@@ -299,5 +308,23 @@ async fn check_loop(
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(check.interval) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_start_ramps_from_a_twentieth_to_full() {
+        let h = Health::default();
+        let now = now_ms();
+        let w = Duration::from_secs(10);
+        assert!(h.ramp(now, w) <= 0.06);
+        assert!((h.ramp(now + 5_000, w) - 0.5).abs() < 0.01);
+        assert_eq!(h.ramp(now + 10_000, w), 1.0);
+        assert_eq!(h.ramp(now, Duration::ZERO), 1.0);
+        h.settle();
+        assert_eq!(h.ramp(now, w), 1.0);
     }
 }

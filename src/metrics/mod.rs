@@ -158,7 +158,7 @@ impl Metrics {
             )?,
             assignments: c(
                 "switchyard_assignments_total",
-                "Routing decisions, by group and reason (new, sticky, override, reassigned, retargeted, expired, invalid).",
+                "Routing decisions, by group and reason (new, sticky, override, reassigned, retargeted, expired, invalid, failover).",
                 &["group", "reason"],
             )?,
             upstream_errors: c(

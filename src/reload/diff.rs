@@ -287,6 +287,22 @@ fn group_changes(old: &Config, new: &Config, out: &mut Vec<String>) {
                 format!("{} no longer draining ({shares})", g.name)
             });
         }
+        match (&o.health_check, &g.health_check) {
+            (None, Some(h)) => out.push(format!(
+                "{} health check added (GET {} every {})",
+                g.name,
+                h.path,
+                dur(h.interval)
+            )),
+            (Some(_), None) => out.push(format!("{} health check removed", g.name)),
+            (Some(a), Some(b)) if a != b => out.push(format!(
+                "{} health check changed (GET {} every {})",
+                g.name,
+                b.path,
+                dur(b.interval)
+            )),
+            _ => {}
+        }
         for t in &g.targets {
             match o.targets.iter().find(|x| x.address == t.address) {
                 None => out.push(format!(

@@ -193,6 +193,10 @@ impl Snapshot {
                     .map(|t| {
                         let addr = t.address.as_str();
                         let live = live.target(addr);
+                        if generation == 1 {
+                            // Targets the proxy starts with are not "new".
+                            live.health.settle();
+                        }
                         Target {
                             address: t.address.clone(),
                             id: target_id(addr),
