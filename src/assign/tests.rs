@@ -315,18 +315,20 @@ fn routed(snap: &Snapshot, cookie: &str) -> (Decision, usize) {
     (d, t)
 }
 
+/// A green client's cookie, pinned to green's first target.
+fn green_pinned_to_first(snap: &Snapshot) -> (usize, String) {
+    let (d, _) = pinned_client(snap, "green");
+    let pinned = Decision {
+        target: Some(0),
+        ..d
+    };
+    (d.group, cookie_for(snap, &pinned))
+}
+
 #[test]
 fn an_unhealthy_pinned_target_gives_way_to_a_sibling_with_a_new_cookie() {
     let snap = two(50, 50, "");
-    let (d, _) = pinned_client(&snap, "green");
-    let g = d.group;
-    let cookie = cookie_for(
-        &snap,
-        &Decision {
-            target: Some(0),
-            ..d
-        },
-    );
+    let (g, cookie) = green_pinned_to_first(&snap);
     take_down(&snap, g, 0);
     let (d, t) = routed(&snap, &cookie);
     assert_eq!((d.group, t), (g, 1));
@@ -337,15 +339,7 @@ fn an_unhealthy_pinned_target_gives_way_to_a_sibling_with_a_new_cookie() {
 #[test]
 fn a_group_with_no_healthy_target_is_served_elsewhere_cookie_kept() {
     let snap = two(50, 50, "");
-    let (d, _) = pinned_client(&snap, "green");
-    let g = d.group;
-    let cookie = cookie_for(
-        &snap,
-        &Decision {
-            target: Some(0),
-            ..d
-        },
-    );
+    let (g, cookie) = green_pinned_to_first(&snap);
     take_down(&snap, g, 0);
     take_down(&snap, g, 1);
     let (d, _) = routed(&snap, &cookie);

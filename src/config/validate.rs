@@ -172,17 +172,13 @@ fn duration_field(
     s: &Option<Spanned<String>>,
     default: Duration,
 ) -> Duration {
-    let Some(s) = s else { return default };
-    match parse_duration(&s.value) {
-        Ok(d) if d.is_zero() => {
+    let d = duration_or_zero(errs, path, s, default);
+    match s {
+        Some(s) if d.is_zero() => {
             errs.at(path, s, "must be greater than zero");
             default
         }
-        Ok(d) => d,
-        Err(m) => {
-            errs.at(path, s, m);
-            default
-        }
+        _ => d,
     }
 }
 
