@@ -29,6 +29,21 @@ pub struct RawConfig {
     pub health: RawHealth,
     #[serde(default)]
     pub retries: RawRetries,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default)]
+    pub max_uri_bytes: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub max_header_bytes: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub max_headers: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub max_body_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

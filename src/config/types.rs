@@ -29,6 +29,7 @@ pub struct Config {
     pub reload: ReloadSettings,
     pub health: HealthSettings,
     pub retries: Retries,
+    pub limits: Limits,
 }
 
 impl Config {
@@ -118,6 +119,30 @@ impl Default for Outlier {
             base_ejection: Duration::from_secs(10),
             max_ejection: Duration::from_secs(300),
             max_ejected_percent: 50,
+        }
+    }
+}
+
+/// Request size limits; a request over one is answered by the proxy and not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Request target (path and query) length: 414 beyond.
+    pub max_uri_bytes: u32,
+    /// Sum of header names and values: 431 beyond.
+    pub max_header_bytes: u32,
+    /// Number of header fields: 431 beyond.
+    pub max_headers: u32,
+    /// Request body size, 0 for no limit: 413 beyond.
+    pub max_body_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_body_bytes: 0,
         }
     }
 }

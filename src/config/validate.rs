@@ -12,7 +12,8 @@ use serde_saphyr::{Location, Spanned};
 use super::duration::parse_duration;
 use super::error::ConfigError;
 use super::raw::{
-    RawConfig, RawGroup, RawHealth, RawHealthCheck, RawReload, RawRetries, RawSticky, RawTimeouts,
+    RawConfig, RawGroup, RawHealth, RawHealthCheck, RawLimits, RawReload, RawRetries, RawSticky,
+    RawTimeouts,
 };
 use super::types::*;
 
@@ -109,6 +110,7 @@ pub fn validate(
     let reload = reload_settings(&mut errs, &raw.reload);
     let health = health_settings(&mut errs, &raw.health);
     let retries = retries(&mut errs, &raw.retries);
+    let limits = limits(&mut errs, &raw.limits);
     if let (Some(l), Some(a)) = (listen, admin) {
         if l == a && l.port() != 0 {
             errs.at(
@@ -132,6 +134,7 @@ pub fn validate(
             reload,
             health,
             retries,
+            limits,
         }),
         _ => Err(errs.0),
     }
@@ -294,6 +297,48 @@ fn health_settings(errs: &mut Errors, raw: &RawHealth) -> HealthSettings {
         failover: raw.failover.unwrap_or(d.failover),
         slow_start: duration_or_zero(errs, "health.slow_start", &raw.slow_start, d.slow_start),
         outlier,
+    }
+}
+
+fn limits(errs: &mut Errors, raw: &RawLimits) -> Limits {
+    let d = Limits::default();
+    // hyper buffers at most 64 KiB of request head; a larger limit could not apply.
+    let head = 1..=64 * 1024;
+    let body = match &raw.max_body_bytes {
+        Some(s) if s.value < 0 => {
+            errs.at(
+                "limits.max_body_bytes",
+                s,
+                "expected an integer >= 0 (0: no limit)",
+            );
+            0
+        }
+        Some(s) => s.value as u64,
+        None => d.max_body_bytes,
+    };
+    Limits {
+        max_uri_bytes: int_field(
+            errs,
+            "limits.max_uri_bytes",
+            &raw.max_uri_bytes,
+            head.clone(),
+            d.max_uri_bytes,
+        ),
+        max_header_bytes: int_field(
+            errs,
+            "limits.max_header_bytes",
+            &raw.max_header_bytes,
+            head,
+            d.max_header_bytes,
+        ),
+        max_headers: int_field(
+            errs,
+            "limits.max_headers",
+            &raw.max_headers,
+            1..=1000,
+            d.max_headers,
+        ),
+        max_body_bytes: body,
     }
 }
 

@@ -15,7 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::Timeouts;
+use crate::config::{Limits, Timeouts};
 use crate::proxy::Proxy;
 use crate::state::Shared;
 
@@ -30,11 +30,14 @@ pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const H1_MAX_BUF: usize = 64 * 1024;
 
 /// The connection builder used for every client connection.
-pub fn conn_builder(t: &Timeouts) -> auto::Builder<TokioExecutor> {
+pub fn conn_builder(t: &Timeouts, limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(t.client_header)
+        // Parse one more than allowed so the proxy, not the parser, answers 431
+        // with its own reason (the parser's answer would be the same status).
+        .max_headers(limits.max_headers as usize + 1)
         .max_buf_size(H1_MAX_BUF)
         .keep_alive(true);
     b.http2()

@@ -15,6 +15,12 @@ pub enum ProxyError {
     UnsupportedTransferCoding,
     #[error("no upstream target is available")]
     NoTarget,
+    #[error("URI too long")]
+    UriTooLong,
+    #[error("request header fields too large")]
+    HeadersTooLarge,
+    #[error("request body too large")]
+    BodyTooLarge,
     #[error("bad gateway: upstream connection failed")]
     UpstreamConnect,
     #[error("gateway timeout: upstream connect timed out")]
@@ -38,6 +44,9 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::NoTarget => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UpstreamConnect | ProxyError::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -45,9 +54,11 @@ impl ProxyError {
 
     pub fn side(self) -> Side {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::UnsupportedTransferCoding => {
-                Side::Downstream(DownstreamErrorKind::BadRequest)
-            }
+            ProxyError::BadRequest(_)
+            | ProxyError::UnsupportedTransferCoding
+            | ProxyError::UriTooLong
+            | ProxyError::HeadersTooLarge
+            | ProxyError::BodyTooLarge => Side::Downstream(DownstreamErrorKind::BadRequest),
             ProxyError::NoTarget => Side::Downstream(DownstreamErrorKind::NoTarget),
             ProxyError::UpstreamConnect => Side::Upstream(UpstreamErrorKind::Connect),
             ProxyError::ConnectTimeout => Side::Upstream(UpstreamErrorKind::ConnectTimeout),

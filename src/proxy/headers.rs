@@ -44,6 +44,36 @@ pub fn check_framing<B>(req: &Request<B>) -> Result<(), super::ProxyError> {
     Ok(())
 }
 
+/// Refuses a request over the configured size limits, before anything of it
+/// is forwarded. A body without `Content-Length` is limited as it streams.
+pub fn check_limits<B>(
+    req: &Request<B>,
+    limits: &crate::config::Limits,
+) -> Result<(), super::ProxyError> {
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > limits.max_uri_bytes as usize {
+        return Err(super::ProxyError::UriTooLong);
+    }
+    let h = req.headers();
+    if h.len() > limits.max_headers as usize {
+        return Err(super::ProxyError::HeadersTooLarge);
+    }
+    let bytes: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    if bytes > limits.max_header_bytes as usize {
+        return Err(super::ProxyError::HeadersTooLarge);
+    }
+    if limits.max_body_bytes > 0 {
+        let declared = h
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limits.max_body_bytes) {
+            return Err(super::ProxyError::BodyTooLarge);
+        }
+    }
+    Ok(())
+}
+
 /// Finds the request's one authority. HTTP/1.x needs exactly one valid `Host`;
 /// an absolute URI (and HTTP/2's `:authority`) must agree with it when both are there.
 pub fn request_host<B>(req: &Request<B>) -> Result<Authority, &'static str> {

@@ -115,6 +115,7 @@ impl ConnContext {
         let start = Instant::now();
         let snap = self.shared.snapshot();
         let host = match headers::check_framing(&req)
+            .and_then(|()| headers::check_limits(&req, &snap.config.limits))
             .and_then(|()| headers::request_host(&req).map_err(ProxyError::BadRequest))
         {
             Ok(h) => h,
@@ -377,7 +378,11 @@ pub fn error_response(e: ProxyError) -> Response<ProxyBody> {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if matches!(
         e,
-        ProxyError::BadRequest(_) | ProxyError::UnsupportedTransferCoding
+        ProxyError::BadRequest(_)
+            | ProxyError::UnsupportedTransferCoding
+            | ProxyError::UriTooLong
+            | ProxyError::HeadersTooLarge
+            | ProxyError::BodyTooLarge
     ) {
         // The framing of a bad request cannot be trusted for the next one.
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -244,7 +244,7 @@ impl Snapshot {
             codec,
             cookie_attrs,
             unrouted: metrics.unrouted_handles(),
-            conn_builder: crate::listener::conn_builder(&config.timeouts),
+            conn_builder: crate::listener::conn_builder(&config.timeouts, &config.limits),
             loaded_at: SystemTime::now(),
             content_hash,
             config,
