@@ -291,20 +291,24 @@ fn the_first_authentic_cookie_of_several_wins() {
 
 // === DESIGN.md §4, the failure rows (balance::route on top of decide) ===
 
-/// Marks a target down the way an active check would.
-fn take_down(snap: &Snapshot, group: usize, target: usize) {
-    let check = crate::config::HealthCheck {
+/// A check whose every probe result flips a target at once.
+fn one_probe_check() -> crate::config::HealthCheck {
+    crate::config::HealthCheck {
         path: "/".into(),
         interval: std::time::Duration::from_secs(1),
         timeout: std::time::Duration::from_secs(1),
         expect: (200, 399),
         healthy_threshold: 1,
         unhealthy_threshold: 1,
-    };
+    }
+}
+
+/// Marks a target down the way an active check would.
+fn take_down(snap: &Snapshot, group: usize, target: usize) {
     snap.groups[group].targets[target]
         .live
         .health
-        .record_probe(false, &check);
+        .record_probe(false, &one_probe_check());
 }
 
 fn routed(snap: &Snapshot, cookie: &str) -> (Decision, usize) {
@@ -378,15 +382,10 @@ fn a_target_in_slow_start_takes_a_small_share() {
     blue.targets[0].live.health.settle();
     // Simulate the fresh target by making target 1 fail checks then pass again.
     take_down(&snap, 0, 1);
-    let check = crate::config::HealthCheck {
-        path: "/".into(),
-        interval: std::time::Duration::from_secs(1),
-        timeout: std::time::Duration::from_secs(1),
-        expect: (200, 399),
-        healthy_threshold: 1,
-        unhealthy_threshold: 1,
-    };
-    blue.targets[1].live.health.record_probe(true, &check);
+    blue.targets[1]
+        .live
+        .health
+        .record_probe(true, &one_probe_check());
     let r1 = blue.targets[1]
         .live
         .health
