@@ -135,8 +135,7 @@ fn check(path: &Path, against: Option<&Path>) -> ExitCode {
         // Neither key could be read here; don't report two random keys as a rotation.
         cfg.sticky.keys = old.sticky.keys.clone();
     }
-    let mut lines = diff::changes(&old, &cfg);
-    lines.extend(diff::describe_moves(&diff::bucket_moves(&old, &cfg), &cfg));
+    let lines = diff::describe(&old, &cfg);
     println!("\nagainst {}:", old_path.display());
     if lines.is_empty() {
         println!("  no change in effect");

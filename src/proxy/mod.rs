@@ -190,7 +190,10 @@ impl ConnContext {
             }
         }
         *req.version_mut() = Version::HTTP_11;
-        let response = match self.forward(&snap, decision.group, first, req).await {
+        let response = match self
+            .forward(&snap, decision.group, first, req, now_ms)
+            .await
+        {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 if let Some(c) = set_cookie {
@@ -217,6 +220,7 @@ impl ConnContext {
         g: usize,
         first: usize,
         req: Request<Incoming>,
+        now_ms: u64,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let group = &snap.groups[g];
         let cfg = &snap.config;
@@ -235,13 +239,18 @@ impl ConnContext {
                 | Method::DELETE
                 | Method::TRACE
         );
-        let max = cfg.retries.attempts.max(1) as usize;
+        // With no sibling to retry on, skip the head clone and the body slot.
+        let max = if group.targets.len() < 2 {
+            1
+        } else {
+            cfg.retries.attempts.max(1) as usize
+        };
         let (body, replay) = UpstreamBody::new(body, max > 1);
         let mut body = Some(body);
         let mut tried = [usize::MAX; 5];
         let mut t = first;
         let budget = &self.shared.retry_budget;
-        budget.note_request();
+        budget.note_request(now_ms);
         for attempt in 1..=max {
             tried[attempt - 1] = t;
             let target = &group.targets[t];
@@ -295,22 +304,28 @@ impl ConnContext {
                 err,
                 ProxyError::UpstreamConnect | ProxyError::ConnectTimeout
             );
-            if last || !(unsent || (closed_early && idempotent)) {
-                target.metrics.count_status(err.status().as_u16());
-                return Err(err);
-            }
-            let next =
-                crate::balance::pick_random(group, now, cfg.health.slow_start, &tried[..attempt]);
-            let again = replay.again();
-            let (Some(next), Some(again)) = (next, again) else {
+            let retry = if last || !(unsent || (closed_early && idempotent)) {
+                None
+            } else {
+                let next = crate::balance::pick_random(
+                    group,
+                    now,
+                    cfg.health.slow_start,
+                    &tried[..attempt],
+                );
+                match (next, replay.again()) {
+                    (Some(next), Some(again)) if budget.allow(&cfg.retries) => Some((next, again)),
+                    (Some(_), Some(_)) => {
+                        group.metrics.retries[1].inc();
+                        None
+                    }
+                    _ => None,
+                }
+            };
+            let Some((next, again)) = retry else {
                 target.metrics.count_status(err.status().as_u16());
                 return Err(err);
             };
-            if !budget.allow(&cfg.retries) {
-                group.metrics.retries[1].inc();
-                target.metrics.count_status(err.status().as_u16());
-                return Err(err);
-            }
             group.metrics.retries[0].inc();
             tracing::debug!(from = %target.address, to = %group.targets[next].address, "retrying on a sibling");
             body = Some(again);

@@ -20,8 +20,8 @@ pub struct RetryBudget {
 }
 
 impl RetryBudget {
-    fn roll(&self) {
-        let now = crate::health::now_ms() / 1000;
+    fn roll(&self, now_ms: u64) {
+        let now = now_ms / 1000;
         let start = self.window.load(Relaxed);
         if now >= start + WINDOW_SECS
             && self
@@ -35,8 +35,9 @@ impl RetryBudget {
         }
     }
 
-    pub fn note_request(&self) {
-        self.roll();
+    /// Counts a request at `now_ms` (`health::now_ms`).
+    pub fn note_request(&self, now_ms: u64) {
+        self.roll(now_ms);
         self.requests.fetch_add(1, Relaxed);
     }
 
@@ -68,7 +69,7 @@ mod tests {
         };
         let b = RetryBudget::default();
         for _ in 0..100 {
-            b.note_request();
+            b.note_request(crate::health::now_ms());
         }
         // 10% of 100 plus 1/s over a 10 s window: 20 retries, then no more.
         let allowed = (0..50).filter(|_| b.allow(&cfg)).count();

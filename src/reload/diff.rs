@@ -127,6 +127,15 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "none".to_owned(), |v| v.to_string())
 }
 
+/// What replacing `old` with `new` does, in words: every change, then the
+/// bucket space that moves between groups. The reload log line and `check
+/// --against` both print this.
+pub fn describe(old: &Config, new: &Config) -> Vec<String> {
+    let mut lines = changes(old, new);
+    lines.extend(describe_moves(&bucket_moves(old, new), new));
+    lines
+}
+
 /// Every difference between `old` and `new`, one phrase each, in file order.
 /// Key material is never shown: keys are named by their public fingerprint.
 pub fn changes(old: &Config, new: &Config) -> Vec<String> {

@@ -98,7 +98,7 @@ pub struct Reloader {
 
 /// SHA-256 over the config text and the bytes of each key file (or why it
 /// could not be read). Key bytes only ever enter the hash.
-fn fingerprint(text: &Result<String, String>, key_files: &[String]) -> [u8; 32] {
+fn fingerprint(text: Result<&str, &str>, key_files: &[String]) -> [u8; 32] {
     let mut h = Sha256::new();
     match text {
         Ok(t) => h.update(t.as_bytes()),
@@ -129,7 +129,8 @@ impl Reloader {
     pub fn new(source: ConfigSource, shared: Arc<Shared>) -> Self {
         let snap = shared.snapshot();
         let key_files = snap.config.sticky.key_files.clone();
-        let seen = fingerprint(&config::read_text(&source.path), &key_files);
+        let text = config::read_text(&source.path);
+        let seen = fingerprint(text.as_deref().map_err(String::as_str), &key_files);
         Self {
             source,
             shared,
@@ -176,7 +177,7 @@ impl Reloader {
     pub fn reload(&mut self, trigger: Trigger) -> Outcome {
         let name = self.source.path.display().to_string();
         let text = config::read_text(&self.source.path);
-        let fp = fingerprint(&text, &self.key_files);
+        let fp = fingerprint(text.as_deref().map_err(String::as_str), &self.key_files);
         if fp == self.seen && trigger != Trigger::Signal {
             return Outcome::Unchanged;
         }
@@ -238,7 +239,7 @@ impl Reloader {
         };
         if cfg.sticky.key_files != self.key_files {
             self.key_files = cfg.sticky.key_files.clone();
-            self.seen = fingerprint(&Ok(text.to_owned()), &self.key_files);
+            self.seen = fingerprint(Ok(text), &self.key_files);
         }
         let old = &current.config;
         if cfg.sticky.ephemeral_key && old.sticky.ephemeral_key {
@@ -253,8 +254,7 @@ impl Reloader {
         if let Some(errors) = restart_only(old, &cfg, name, text) {
             return Outcome::RestartRequired(errors);
         }
-        let mut changes = diff::changes(old, &cfg);
-        changes.extend(diff::describe_moves(&diff::bucket_moves(old, &cfg), &cfg));
+        let changes = diff::describe(old, &cfg);
         let generation = current.generation + 1;
         let snap = Snapshot::build(
             cfg,
