@@ -33,7 +33,10 @@ pub enum AppError {
 /// A running proxy: its bound addresses and the handle to stop it.
 #[derive(Debug)]
 pub struct Running {
+    /// The plain HTTP listener's address, or the HTTPS one when there is no plain one.
     pub proxy_addr: SocketAddr,
+    /// The HTTPS listener's address, when `tls` is configured.
+    pub tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub shared: Arc<Shared>,
     reloader: Option<Arc<Mutex<Reloader>>>,
@@ -55,28 +58,47 @@ pub async fn start(
     content_hash: String,
     source: Option<ConfigSource>,
 ) -> Result<Running, AppError> {
-    let (proxy_listener, proxy_addr) = bind(config.listen, "listen").await?;
+    let plain = match config.listen {
+        Some(addr) => Some(bind(addr, "listen").await?),
+        None => None,
+    };
+    let tls = match config.tls.as_ref().map(|t| t.listen) {
+        Some(addr) => Some(bind(addr, "tls.listen").await?),
+        None => None,
+    };
     let (admin_listener, admin_addr) = bind(config.admin, "admin").await?;
     let shared = Shared::new(config, content_hash)?;
     let (tx, rx) = watch::channel(false);
-    let serving = Serving {
-        shared: Arc::clone(&shared),
-        tls: false,
+    let tls_addr = tls.as_ref().map(|(_, a)| *a);
+    let proxy_addr = match (&plain, tls_addr) {
+        (Some((_, a)), _) => *a,
+        (None, Some(a)) => a,
+        // Validation requires one listener; fall back to the admin address
+        // rather than panic if that ever changed.
+        (None, None) => admin_addr,
     };
-    let mut tasks = vec![
-        tokio::spawn(listener::accept_loop(
-            proxy_listener,
+    let mut tasks = Vec::new();
+    for (bound, is_tls) in [(plain, false), (tls, true)] {
+        let Some((l, _)) = bound else { continue };
+        let serving = Serving {
+            shared: Arc::clone(&shared),
+            tls: is_tls,
+        };
+        tasks.push(tokio::spawn(listener::accept_loop(
+            l,
             serving,
             rx.clone(),
             SHUTDOWN_GRACE,
-        )),
+        )));
+    }
+    tasks.extend([
         tokio::spawn(admin::serve(
             admin_listener,
             Arc::clone(&shared),
             rx.clone(),
         )),
         crate::health::spawn_supervisor(Arc::clone(&shared), rx.clone()),
-    ];
+    ]);
     let reloader = source.map(|src| {
         tracing::info!(path = %src.path.display(), "watching the config file for changes");
         let r = Arc::new(Mutex::new(Reloader::new(src, Arc::clone(&shared))));
@@ -84,9 +106,15 @@ pub async fn start(
         r
     });
     shared.ready.store(true, Ordering::Relaxed);
-    tracing::info!(%proxy_addr, %admin_addr, "switchyard is serving");
+    match tls_addr {
+        Some(tls_addr) => {
+            tracing::info!(%proxy_addr, %tls_addr, %admin_addr, "switchyard is serving");
+        }
+        None => tracing::info!(%proxy_addr, %admin_addr, "switchyard is serving"),
+    }
     Ok(Running {
         proxy_addr,
+        tls_addr,
         admin_addr,
         shared,
         reloader,

@@ -15,10 +15,39 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, ServerCert, TlsListener};
 
 /// The config the demo runs when none is given: the repository's proxy.yaml.
 pub const EMBEDDED_CONFIG: &str = include_str!("../proxy.yaml");
+
+/// Where the demo serves HTTPS when the config has no `tls` section.
+pub const DEMO_HTTPS: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8443);
+
+/// Gives a config without an HTTPS listener one on `addr`, with a self-signed
+/// certificate for `localhost` and `127.0.0.1` made now (never written to disk).
+/// Returns the certificate's PEM so the caller can show how to trust it.
+pub fn add_self_signed_https(config: &mut Config, addr: SocketAddr) -> Result<String, String> {
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let made = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| format!("cannot make a self-signed certificate: {e}"))?;
+    let cert_pem = made.cert.pem();
+    let material = crate::tls::load_cert(&cert_pem, &made.signing_key.serialize_pem())?;
+    config.tls = Some(TlsListener {
+        listen: addr,
+        certs: vec![ServerCert {
+            cert_file: "(self-signed, made by switchyard demo)".to_owned(),
+            key_file: "(in memory)".to_owned(),
+            material,
+        }],
+        redirect_http: false,
+    });
+    Ok(cert_pem)
+}
 
 /// One demo upstream's identity.
 #[derive(Debug, Clone)]

@@ -26,3 +26,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod state;
+pub mod tls;

@@ -55,6 +55,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    switchyard::tls::install_default_provider();
     init_tracing();
     let result = match cli.command.unwrap_or(Command::Run {
         config: PathBuf::from("proxy.yaml"),
@@ -143,7 +144,8 @@ fn check(path: &Path, against: Option<&Path>) -> ExitCode {
     for l in &lines {
         println!("  - {l}");
     }
-    if old.listen != cfg.listen || old.admin != cfg.admin {
+    let tls = |c: &Config| c.tls.as_ref().map(|t| t.listen);
+    if old.listen != cfg.listen || old.admin != cfg.admin || tls(&old) != tls(&cfg) {
         println!(
             "\n  a running proxy refuses this edit as a reload: listen/admin addresses change only on restart"
         );
@@ -153,7 +155,24 @@ fn check(path: &Path, against: Option<&Path>) -> ExitCode {
 
 fn print_summary(path: &Path, cfg: &Config) {
     println!("{}: ok", path.display());
-    println!("  listen {}  admin {}", cfg.listen, cfg.admin);
+    if let Some(l) = cfg.listen {
+        print!("  listen {l}  ");
+    } else {
+        print!("  ");
+    }
+    println!("admin {}", cfg.admin);
+    if let Some(t) = &cfg.tls {
+        println!(
+            "  tls.listen {}  {} certificate(s){}",
+            t.listen,
+            t.certs.len(),
+            if t.redirect_http {
+                ", plain HTTP redirects to HTTPS"
+            } else {
+                ""
+            }
+        );
+    }
     let s = &cfg.sticky;
     println!(
         "  sticky cookie `{}`, ttl {}, {} key(s)",
@@ -173,6 +192,15 @@ fn print_summary(path: &Path, cfg: &Config) {
             g.weight.get(),
             share
         );
+        if g.tls.is_some() || g.protocol != config::UpstreamProtocol::Http1 {
+            let proto = if g.protocol == config::UpstreamProtocol::Http2 {
+                "h2"
+            } else {
+                "http1"
+            };
+            let tls = if g.tls.is_some() { " over TLS" } else { "" };
+            println!("    upstreams speak {proto}{tls}");
+        }
         for t in &g.targets {
             println!(
                 "    target {:<28} weight {}",
@@ -193,7 +221,7 @@ async fn run_demo(path: Option<&Path>) -> Result<()> {
     let opts = ValidateOptions {
         ephemeral_key_if_missing: true,
     };
-    let (config, text) = match path {
+    let (mut config, text) = match path {
         Some(p) => config::load_file(p, &SystemKeys, opts)?,
         None => (
             config::load_str(
@@ -217,11 +245,26 @@ async fn run_demo(path: Option<&Path>) -> Result<()> {
         tracing::info!(upstream = %up.name, address = %up.address, "demo upstream listening");
         tasks.push(tokio::spawn(demo::serve_upstream(listener, up, rx.clone())));
     }
+    // The embedded config gains an HTTPS listener with a certificate made for
+    // this run. A config file is served as written (a reload of it could not
+    // keep a listener the file does not name).
+    let mut ca_file = None;
+    if path.is_none() && config.tls.is_none() {
+        let pem = demo::add_self_signed_https(&mut config, demo::DEMO_HTTPS)
+            .map_err(anyhow::Error::msg)?;
+        let file = std::env::temp_dir().join("switchyard-demo-cert.pem");
+        match std::fs::write(&file, pem) {
+            Ok(()) => ca_file = Some(file),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write the demo certificate for curl --cacert")
+            }
+        }
+    }
     let cookie = config.sticky.cookie_name.as_str().to_owned();
     let running = app::start(config, content_hash(&text), path.map(|p| source(p, opts)))
         .await
         .context("cannot start the proxy")?;
-    print_demo_help(&running, &cookie);
+    print_demo_help(&running, &cookie, ca_file.as_deref());
     app::shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
@@ -232,9 +275,17 @@ async fn run_demo(path: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-fn print_demo_help(running: &app::Running, cookie: &str) {
+fn print_demo_help(running: &app::Running, cookie: &str, ca: Option<&Path>) {
     let p = running.proxy_addr;
     let a = running.admin_addr;
+    if let (Some(t), Some(ca)) = (running.tls_addr, ca) {
+        println!(
+            "\nHTTPS with HTTP/2 on {t}, certificate made for this run (saved to {ca}):\n\n\
+             curl -si --http2 --cacert {ca} https://localhost:{port}/ | head -1\n",
+            ca = ca.display(),
+            port = t.port()
+        );
+    }
     println!(
         "\nswitchyard demo is running. Try, in another terminal:\n\n\
          # 1. a new client: the response carries Set-Cookie: {cookie}=... and names its upstream\n\

@@ -12,6 +12,7 @@
 pub mod duration;
 mod error;
 pub mod raw;
+pub mod tls;
 pub mod types;
 mod validate;
 

@@ -12,7 +12,11 @@ use serde_saphyr::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    pub listen: Spanned<String>,
+    /// Plain HTTP listener; optional when `tls` is set.
+    #[serde(default)]
+    pub listen: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tls: Option<Spanned<RawTls>>,
     #[serde(default)]
     pub admin: Option<Spanned<String>>,
     pub sticky: RawSticky,
@@ -33,6 +37,22 @@ pub struct RawConfig {
     pub limits: RawLimits,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub listen: Spanned<String>,
+    pub certificates: Spanned<Vec<Spanned<RawCert>>>,
+    #[serde(default)]
+    pub redirect_http: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCert {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
@@ -44,6 +64,8 @@ pub struct RawLimits {
     pub max_headers: Option<Spanned<i64>>,
     #[serde(default)]
     pub max_body_bytes: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub max_connections: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +143,8 @@ pub struct RawSticky {
     #[serde(default)]
     pub secure: Option<bool>,
     #[serde(default)]
+    pub host_prefix: Option<Spanned<bool>>,
+    #[serde(default)]
     pub bucket_by: Option<Spanned<String>>,
 }
 
@@ -133,6 +157,14 @@ pub struct RawGroup {
     pub targets: Spanned<Vec<Spanned<RawTarget>>>,
     #[serde(default)]
     pub health_check: Option<Spanned<RawHealthCheck>>,
+    #[serde(default)]
+    pub tls: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub server_name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub protocol: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,4 +186,14 @@ pub struct RawTimeouts {
     pub client_header: Option<Spanned<String>>,
     #[serde(default)]
     pub upstream_idle: Option<Spanned<String>>,
+    #[serde(default)]
+    pub client_body: Option<Spanned<String>>,
+    #[serde(default)]
+    pub keepalive: Option<Spanned<String>>,
+    #[serde(default)]
+    pub upstream_body: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tunnel_idle: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tls_handshake: Option<Spanned<String>>,
 }

@@ -19,7 +19,9 @@ pub const MIN_KEY_LEN: usize = 32;
 /// The validated, typed config. Built only by [`super::validate`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    pub listen: SocketAddr,
+    /// Plain HTTP listener; `None` when only HTTPS is served.
+    pub listen: Option<SocketAddr>,
+    pub tls: Option<TlsListener>,
     pub admin: SocketAddr,
     pub sticky: Sticky,
     pub groups: Vec<GroupSpec>,
@@ -33,6 +35,26 @@ pub struct Config {
 }
 
 impl Config {
+    /// Files besides proxy.yaml whose content the config depends on (cookie
+    /// keys, certificates, CA bundles): a reload notices when one is rewritten.
+    pub fn material_files(&self) -> Vec<String> {
+        let mut files = self.sticky.key_files.clone();
+        if let Some(tls) = &self.tls {
+            for c in &tls.certs {
+                files.push(c.cert_file.clone());
+                files.push(c.key_file.clone());
+            }
+        }
+        for g in &self.groups {
+            if let Some(ca) = g.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+                files.push(ca.clone());
+            }
+        }
+        files.sort();
+        files.dedup();
+        files
+    }
+
     /// The share (0 to 1) of new clients `group` receives: its weight over the
     /// weights of all groups that take new clients. Draining groups get none.
     pub fn share(&self, group: &GroupSpec) -> f64 {
@@ -61,6 +83,9 @@ pub struct Sticky {
     pub same_site: SameSite,
     /// `None`: automatic (set on TLS listeners only).
     pub secure: Option<bool>,
+    /// The cookie name carries the `__Host-` prefix: `Secure`, `Path=/` and no
+    /// `Domain` always, so no subdomain can set or shadow it.
+    pub host_prefix: bool,
     pub bucket_by: Option<BucketBy>,
     /// True when the key was generated at start-up (demo only): cookies will not
     /// survive a restart and replicas will not agree.
@@ -72,9 +97,59 @@ pub struct Sticky {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     pub connect: Duration,
+    /// Until the upstream's response head arrives.
     pub upstream_response: Duration,
+    /// Until a client's request head is complete (slowloris).
     pub client_header: Duration,
+    /// Idle pooled upstream connections close after this.
     pub upstream_idle: Duration,
+    /// Longest silence inside a client's request body: 408 beyond.
+    pub client_body: Duration,
+    /// An idle client connection between requests closes after this.
+    pub keepalive: Duration,
+    /// Longest silence inside an upstream's response body: the response is cut.
+    pub upstream_body: Duration,
+    /// An upgraded connection (WebSocket) with no byte either way closes after this.
+    pub tunnel_idle: Duration,
+    /// A TLS handshake must finish within this.
+    pub tls_handshake: Duration,
+}
+
+/// The HTTPS listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsListener {
+    pub listen: SocketAddr,
+    /// Chosen by SNI; the first also answers clients no certificate names.
+    pub certs: Vec<ServerCert>,
+    /// Answer the plain listener with a redirect to HTTPS.
+    pub redirect_http: bool,
+}
+
+/// One certificate chain and key of the HTTPS listener, as loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerCert {
+    pub cert_file: String,
+    pub key_file: String,
+    pub material: crate::tls::CertMaterial,
+}
+
+/// How a group's upstreams are reached over TLS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTls {
+    /// `None`: the system's trust store.
+    pub ca_file: Option<String>,
+    pub ca: Option<crate::tls::CaBundle>,
+    /// SNI and the name the certificate must carry; default the target's host.
+    pub server_name: Option<String>,
+}
+
+/// The HTTP version spoken to a group's upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    /// HTTP/2: by ALPN over TLS, by prior knowledge (h2c) in cleartext.
+    Http2,
 }
 
 /// What happens around failing targets.
@@ -134,6 +209,8 @@ pub struct Limits {
     pub max_headers: u32,
     /// Request body size, 0 for no limit: 413 beyond.
     pub max_body_bytes: u64,
+    /// Open client connections, 0 for no limit: more are accepted and closed at once.
+    pub max_connections: u32,
 }
 
 impl Default for Limits {
@@ -143,6 +220,7 @@ impl Default for Limits {
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             max_body_bytes: 0,
+            max_connections: 10_000,
         }
     }
 }
@@ -206,6 +284,11 @@ impl Default for Timeouts {
             upstream_response: Duration::from_secs(60),
             client_header: Duration::from_secs(10),
             upstream_idle: Duration::from_secs(90),
+            client_body: Duration::from_secs(30),
+            keepalive: Duration::from_secs(75),
+            upstream_body: Duration::from_secs(60),
+            tunnel_idle: Duration::from_secs(300),
+            tls_handshake: Duration::from_secs(10),
         }
     }
 }
@@ -241,6 +324,9 @@ pub struct GroupSpec {
     pub drain: bool,
     pub targets: Vec<TargetSpec>,
     pub health_check: Option<HealthCheck>,
+    /// `Some`: upstreams are reached over TLS.
+    pub tls: Option<UpstreamTls>,
+    pub protocol: UpstreamProtocol,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -68,10 +68,15 @@ pub(super) fn line(loc: &Location) -> Option<u64> {
     }
 }
 
-struct Errors(Vec<ConfigError>);
+pub(super) struct Errors(pub(super) Vec<ConfigError>);
 
 impl Errors {
-    fn at<T>(&mut self, path: impl Into<String>, spanned: &Spanned<T>, msg: impl Into<String>) {
+    pub(super) fn at<T>(
+        &mut self,
+        path: impl Into<String>,
+        spanned: &Spanned<T>,
+        msg: impl Into<String>,
+    ) {
         self.0
             .push(ConfigError::new(path, line(&spanned.referenced), msg));
     }
@@ -84,13 +89,20 @@ pub fn validate(
     opts: ValidateOptions,
 ) -> Result<Config, Vec<ConfigError>> {
     let mut errs = Errors(Vec::new());
-    let listen = socket_addr(&mut errs, "listen", &raw.listen);
+    let listen = raw
+        .listen
+        .as_ref()
+        .map(|l| socket_addr(&mut errs, "listen", l));
+    let tls = raw
+        .tls
+        .as_ref()
+        .map(|t| super::tls::listener(&mut errs, t, keys));
     let admin = match &raw.admin {
         Some(a) => socket_addr(&mut errs, "admin", a),
         None => Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
     };
     let sticky = sticky(&mut errs, &raw.sticky, keys, opts);
-    let groups = groups(&mut errs, raw);
+    let groups = groups(&mut errs, raw, keys);
     let override_header = raw.override_header.as_ref().and_then(|h| {
         header_name(&h.value)
             .map_err(|m| errs.at("override_header", h, m))
@@ -111,20 +123,14 @@ pub fn validate(
     let health = health_settings(&mut errs, &raw.health);
     let retries = retries(&mut errs, &raw.retries);
     let limits = limits(&mut errs, &raw.limits);
-    if let (Some(l), Some(a)) = (listen, admin) {
-        if l == a && l.port() != 0 {
-            errs.at(
-                "admin",
-                raw.admin.as_ref().unwrap_or(&raw.listen),
-                "must differ from `listen`",
-            );
-        }
-    }
+    super::tls::cross_checks(&mut errs, raw, listen.flatten(), admin, tls.as_ref());
 
     errs.0.sort_by_key(|e| e.line.unwrap_or(0));
-    match (listen, admin, sticky, errs.0.is_empty()) {
-        (Some(listen), Some(admin), Some(sticky), true) => Ok(Config {
-            listen,
+    match (listen, tls, admin, sticky, errs.0.is_empty()) {
+        (Some(None), _, _, _, _) | (_, Some(None), _, _, _) => Err(errs.0),
+        (listen, tls, Some(admin), Some(sticky), true) => Ok(Config {
+            listen: listen.flatten(),
+            tls: tls.flatten(),
             admin,
             sticky,
             groups,
@@ -140,7 +146,11 @@ pub fn validate(
     }
 }
 
-fn socket_addr(errs: &mut Errors, path: &str, s: &Spanned<String>) -> Option<SocketAddr> {
+pub(super) fn socket_addr(
+    errs: &mut Errors,
+    path: &str,
+    s: &Spanned<String>,
+) -> Option<SocketAddr> {
     s.value
         .parse()
         .map_err(|_| {
@@ -206,6 +216,31 @@ fn timeouts(errs: &mut Errors, raw: &RawTimeouts) -> Timeouts {
             "timeouts.upstream_idle",
             &raw.upstream_idle,
             d.upstream_idle,
+        ),
+        client_body: duration_field(
+            errs,
+            "timeouts.client_body",
+            &raw.client_body,
+            d.client_body,
+        ),
+        keepalive: duration_field(errs, "timeouts.keepalive", &raw.keepalive, d.keepalive),
+        upstream_body: duration_field(
+            errs,
+            "timeouts.upstream_body",
+            &raw.upstream_body,
+            d.upstream_body,
+        ),
+        tunnel_idle: duration_field(
+            errs,
+            "timeouts.tunnel_idle",
+            &raw.tunnel_idle,
+            d.tunnel_idle,
+        ),
+        tls_handshake: duration_field(
+            errs,
+            "timeouts.tls_handshake",
+            &raw.tls_handshake,
+            d.tls_handshake,
         ),
     }
 }
@@ -339,6 +374,13 @@ fn limits(errs: &mut Errors, raw: &RawLimits) -> Limits {
             d.max_headers,
         ),
         max_body_bytes: body,
+        max_connections: int_field(
+            errs,
+            "limits.max_connections",
+            &raw.max_connections,
+            0..=1_000_000,
+            d.max_connections,
+        ),
     }
 }
 
@@ -492,12 +534,13 @@ fn sticky(
             }
         },
     };
-    if same_site == Some(SameSite::None) && raw.secure != Some(true) {
+    let forced_secure = raw.host_prefix.as_ref().is_some_and(|h| h.value);
+    if same_site == Some(SameSite::None) && raw.secure != Some(true) && !forced_secure {
         if let Some(s) = &raw.same_site {
             errs.at(
                 "sticky.same_site",
                 s,
-                "`none` requires `secure: true` (browsers drop SameSite=None cookies without Secure)",
+                "`none` requires `secure: true` or `host_prefix: true` (browsers drop SameSite=None cookies without Secure)",
             );
         }
     }
@@ -519,6 +562,29 @@ fn sticky(
             None
         }
     });
+    let host_prefix = raw.host_prefix.as_ref().is_some_and(|h| h.value);
+    if let Some(h) = raw.host_prefix.as_ref().filter(|h| h.value) {
+        if path.as_deref().is_some_and(|p| p != "/") || raw.domain.is_some() {
+            errs.at(
+                "sticky.host_prefix",
+                h,
+                "a `__Host-` cookie needs `path: /` and no `domain` (browsers refuse it otherwise)",
+            );
+        }
+        if raw.secure == Some(false) {
+            errs.at(
+                "sticky.host_prefix",
+                h,
+                "a `__Host-` cookie is always `Secure`; remove `secure: false`",
+            );
+        }
+    }
+    let cookie_name = match (cookie_name, host_prefix) {
+        (Some(n), true) => CookieName::try_new(&format!("__Host-{}", n.as_str()))
+            .map_err(|m| errs.at("sticky.cookie", &raw.ttl, m))
+            .ok(),
+        (n, _) => n,
+    };
     let key_files = raw
         .keys
         .value
@@ -534,7 +600,8 @@ fn sticky(
         path: path?,
         domain: domain?,
         same_site: same_site?,
-        secure: raw.secure,
+        secure: if host_prefix { Some(true) } else { raw.secure },
+        host_prefix,
         bucket_by,
         ephemeral_key,
         key_files,
@@ -632,7 +699,7 @@ pub fn decode_key(text: &str) -> Result<Vec<u8>, String> {
         .map_err(|_| "key is not base64 (`switchyard keygen` prints one)".to_owned())
 }
 
-fn groups(errs: &mut Errors, raw: &RawConfig) -> Vec<GroupSpec> {
+fn groups(errs: &mut Errors, raw: &RawConfig, keys: &dyn KeySource) -> Vec<GroupSpec> {
     let mut out = Vec::new();
     if raw.groups.value.is_empty() {
         errs.at("groups", &raw.groups, "at least one group is required");
@@ -642,7 +709,7 @@ fn groups(errs: &mut Errors, raw: &RawConfig) -> Vec<GroupSpec> {
         let gname = GroupName::try_new(name)
             .map_err(|m| errs.at(&path, g, m))
             .ok();
-        if let Some(spec) = group(errs, &path, gname, &g.value) {
+        if let Some(spec) = group(errs, &path, gname, &g.value, keys) {
             out.push(spec);
         }
     }
@@ -666,6 +733,7 @@ fn group(
     path: &str,
     name: Option<GroupName>,
     g: &RawGroup,
+    keys: &dyn KeySource,
 ) -> Option<GroupSpec> {
     let weight = Weight::try_new(g.weight.value)
         .map_err(|m| errs.at(format!("{path}.weight"), &g.weight, m))
@@ -711,12 +779,15 @@ fn group(
         );
     }
     let health_check = g.health_check.as_ref().map(|h| health_check(errs, path, h));
+    let (tls, protocol) = super::tls::upstream(errs, path, g, keys);
     Some(GroupSpec {
         name: name?,
         weight: weight?,
         drain: g.drain,
         targets,
         health_check,
+        tls,
+        protocol,
     })
 }
 

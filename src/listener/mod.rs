@@ -1,8 +1,14 @@
-//! Client connections: the accept loop, per-connection HTTP/1.1 and cleartext
-//! HTTP/2 (prior knowledge) serving, and graceful shutdown.
+//! Client connections: the accept loops (HTTP and HTTPS), the TLS handshake,
+//! the connection limit, per-connection HTTP/1.1 and HTTP/2 serving (by ALPN
+//! over TLS, by prior knowledge in cleartext), upgrades, and graceful shutdown.
 //!
-//! The connection's byte stream is generic (`serve_io`), so a TLS acceptor
-//! slots in between `accept` and serving without touching the request path.
+//! ```text
+//! accept -> limit check -> [TLS handshake, certificate by SNI, ALPN] -> serve_io
+//!        -> hyper (h1 | h2, upgrades on) -> proxy::Proxy per connection
+//! ```
+//! The TLS config and the connection builder are read from the snapshot current
+//! at accept time, so reloaded certificates and timeouts reach new connections
+//! while open ones finish on what they started with.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,9 +17,10 @@ use std::time::Duration;
 use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Limits, Timeouts};
 use crate::proxy::Proxy;
@@ -47,19 +54,22 @@ pub fn conn_builder(t: &Timeouts, limits: &Limits) -> auto::Builder<TokioExecuto
         .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
         .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+        // RFC 8441: WebSocket over HTTP/2 arrives as an extended CONNECT.
+        .enable_connect_protocol();
     b
 }
 
-/// Everything the accept loop needs. The connection builder comes from the
-/// snapshot current at accept time, so reloaded timeouts reach new connections.
+/// Everything the accept loop needs.
 #[derive(Debug, Clone)]
 pub struct Serving {
     pub shared: Arc<Shared>,
+    /// This is the HTTPS listener.
     pub tls: bool,
 }
 
 /// Decrements the open-connections gauge when a connection task ends.
+#[derive(Debug)]
 struct OpenConn(prometheus::IntGauge);
 
 impl Drop for OpenConn {
@@ -81,10 +91,7 @@ pub async fn accept_loop(
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    serve_io(&serving, &graceful, TokioIo::new(stream), peer);
-                }
+                Ok((stream, peer)) => accepted_one(&serving, &graceful, stream, peer),
                 Err(e) => {
                     // Out of file descriptors and the like: back off, don't spin.
                     tracing::warn!(error = %e, "accept failed");
@@ -105,18 +112,75 @@ pub async fn accept_loop(
     }
 }
 
-/// Serves one client connection on any byte stream.
-pub fn serve_io<I>(serving: &Serving, graceful: &GracefulShutdown, io: I, peer: SocketAddr)
-where
-    I: Read + Write + Unpin + Send + 'static,
-{
-    let metrics = &serving.shared.metrics;
+/// One accepted socket: over the limit it is closed at once (counted); else it
+/// is served, after a TLS handshake on the HTTPS listener.
+fn accepted_one(
+    serving: &Serving,
+    graceful: &GracefulShutdown,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let shared = &serving.shared;
+    let metrics = &shared.metrics;
+    let snap = shared.snapshot();
+    let max = snap.config.limits.max_connections;
+    if max > 0 && metrics.open_connections.get() >= i64::from(max) {
+        // Accepting and closing (rather than leaving it in the backlog) tells
+        // the client at once, and keeps the kernel queue for the next ones.
+        metrics.connections_refused.inc();
+        tracing::debug!(%peer, max, "connection limit reached; closing a new connection");
+        return;
+    }
+    let _ = stream.set_nodelay(true);
     metrics.connections.inc();
     metrics.open_connections.inc();
     let open = OpenConn(metrics.open_connections.clone());
+    if !serving.tls {
+        serve_io(
+            serving,
+            graceful.watcher(),
+            TokioIo::new(stream),
+            peer,
+            open,
+        );
+        return;
+    }
+    let Some(config) = snap.tls.clone() else {
+        return;
+    };
+    let timeout = snap.config.timeouts.tls_handshake;
+    let serving = serving.clone();
+    let watcher = graceful.watcher();
+    tokio::spawn(async move {
+        let counts = &serving.shared.metrics.tls_handshakes;
+        match tokio::time::timeout(timeout, TlsAcceptor::from(config).accept(stream)).await {
+            Ok(Ok(tls)) => {
+                counts[0].inc();
+                serve_io(&serving, watcher, TokioIo::new(tls), peer, open);
+            }
+            Ok(Err(e)) => {
+                counts[1].inc();
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                counts[2].inc();
+                tracing::debug!(%peer, "TLS handshake timed out");
+            }
+        }
+    });
+}
+
+/// Serves one client connection on any byte stream.
+fn serve_io<I>(serving: &Serving, graceful: Watcher, io: I, peer: SocketAddr, open: OpenConn)
+where
+    I: Read + Write + Unpin + Send + 'static,
+{
     let service = Proxy::new(Arc::clone(&serving.shared), peer, serving.tls);
     let snap = serving.shared.snapshot();
-    let conn = snap.conn_builder.serve_connection(io, service).into_owned();
+    let conn = snap
+        .conn_builder
+        .serve_connection_with_upgrades(io, service)
+        .into_owned();
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
         let _open = open;

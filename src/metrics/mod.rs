@@ -30,14 +30,20 @@ pub enum UpstreamErrorKind {
     ConnectTimeout,
     ResponseTimeout,
     Protocol,
+    /// The TLS handshake failed: untrusted certificate, wrong name, no common protocol.
+    Tls,
+    /// The upstream went silent inside its response body.
+    BodyTimeout,
 }
 
 impl UpstreamErrorKind {
-    pub const ALL: [UpstreamErrorKind; 4] = [
+    pub const ALL: [UpstreamErrorKind; 6] = [
         UpstreamErrorKind::Connect,
         UpstreamErrorKind::ConnectTimeout,
         UpstreamErrorKind::ResponseTimeout,
         UpstreamErrorKind::Protocol,
+        UpstreamErrorKind::Tls,
+        UpstreamErrorKind::BodyTimeout,
     ];
 
     pub fn label(self) -> &'static str {
@@ -46,6 +52,8 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::ConnectTimeout => "connect_timeout",
             UpstreamErrorKind::ResponseTimeout => "response_timeout",
             UpstreamErrorKind::Protocol => "protocol",
+            UpstreamErrorKind::Tls => "tls",
+            UpstreamErrorKind::BodyTimeout => "body_timeout",
         }
     }
 }
@@ -55,18 +63,26 @@ impl UpstreamErrorKind {
 pub enum DownstreamErrorKind {
     BadRequest,
     NoTarget,
+    /// Plain HTTP answered with a redirect to HTTPS (`tls.redirect_http`).
+    Redirect,
+    /// The client was too slow sending its request body.
+    ClientTimeout,
 }
 
 impl DownstreamErrorKind {
-    pub const ALL: [DownstreamErrorKind; 2] = [
+    pub const ALL: [DownstreamErrorKind; 4] = [
         DownstreamErrorKind::BadRequest,
         DownstreamErrorKind::NoTarget,
+        DownstreamErrorKind::Redirect,
+        DownstreamErrorKind::ClientTimeout,
     ];
 
     pub fn label(self) -> &'static str {
         match self {
             DownstreamErrorKind::BadRequest => "bad_request",
             DownstreamErrorKind::NoTarget => "no_target",
+            DownstreamErrorKind::Redirect => "redirect",
+            DownstreamErrorKind::ClientTimeout => "client_timeout",
         }
     }
 }
@@ -82,6 +98,14 @@ pub struct Metrics {
     pub downstream_errors: IntCounterVec,
     pub open_connections: IntGauge,
     pub connections: IntCounter,
+    /// Connections accepted and closed at once because `limits.max_connections` was reached.
+    pub connections_refused: IntCounter,
+    /// TLS handshakes by result: `ok`, `failed`, `timeout`.
+    pub tls_handshakes: [IntCounter; 3],
+    pub upgraded: IntGaugeVec,
+    pub upgrades: IntCounterVec,
+    /// Client requests cut for being too slow: `header`, `body`.
+    pub client_timeouts: [IntCounter; 2],
     pub group_weight: IntGaugeVec,
     pub group_share: prometheus::GaugeVec,
     pub group_draining: IntGaugeVec,
@@ -131,7 +155,36 @@ impl Metrics {
             "Requests refused by the proxy before reaching an upstream, by kind.",
             &["kind"],
         )?;
+        let handshakes = c(
+            "switchyard_tls_handshakes_total",
+            "TLS handshakes on the HTTPS listener, by result (ok, failed, timeout).",
+            &["result"],
+        )?;
+        let client_timeouts = c(
+            "switchyard_client_timeouts_total",
+            "Client connections cut for being too slow, by phase (header, body).",
+            &["phase"],
+        )?;
         let m = Self {
+            tls_handshakes: ["ok", "failed", "timeout"].map(|r| handshakes.with_label_values(&[r])),
+            client_timeouts: ["header", "body"].map(|p| client_timeouts.with_label_values(&[p])),
+            connections_refused: reg(
+                r,
+                IntCounter::new(
+                    "switchyard_connections_refused_total",
+                    "Client connections accepted and closed at once because limits.max_connections was reached.",
+                ),
+            )?,
+            upgraded: g(
+                "switchyard_upgraded_connections",
+                "Upgraded connections (WebSocket tunnels) open now, by group.",
+                &["group"],
+            )?,
+            upgrades: c(
+                "switchyard_upgrades_total",
+                "Connections upgraded (WebSocket over HTTP/1.1 or HTTP/2), by group.",
+                &["group"],
+            )?,
             rejected_by: Rejection::ALL.map(|r| cookie_rejected.with_label_values(&[r.label()])),
             downstream_by: DownstreamErrorKind::ALL
                 .map(|k| downstream_errors.with_label_values(&[k.label()])),
@@ -288,6 +341,16 @@ impl Metrics {
         for r in ["retried", "budget_exhausted"] {
             let _ = self.retries.remove_label_values(&[group, r]);
         }
+        let _ = self.upgrades.remove_label_values(&[group]);
+        // An open tunnel keeps its gauge handle; the series goes when the
+        // config names the group again or the tunnels end, whichever is first.
+        if self
+            .upgraded
+            .get_metric_with_label_values(&[group])
+            .is_ok_and(|g| g.get() == 0)
+        {
+            let _ = self.upgraded.remove_label_values(&[group]);
+        }
     }
 
     /// Drops every series of a target that left `group` (pod IPs churn: keeping
@@ -322,6 +385,8 @@ impl Metrics {
                 .map(|r| self.assignments.with_label_values(&[group, r.label()])),
             retries: ["retried", "budget_exhausted"]
                 .map(|r| self.retries.with_label_values(&[group, r])),
+            upgraded: self.upgraded.with_label_values(&[group]),
+            upgrades: self.upgrades.with_label_values(&[group]),
         }
     }
 
@@ -354,6 +419,8 @@ pub struct GroupMetrics {
     pub assignments: [IntCounter; Reason::ALL.len()],
     /// `retried`, `budget_exhausted`.
     pub retries: [IntCounter; 2],
+    pub upgraded: IntGauge,
+    pub upgrades: IntCounter,
 }
 
 /// Cached per-target handles.

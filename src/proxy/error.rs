@@ -29,6 +29,18 @@ pub enum ProxyError {
     ResponseTimeout,
     #[error("bad gateway: upstream sent an invalid or incomplete response")]
     UpstreamProtocol,
+    #[error("bad gateway: upstream TLS handshake failed")]
+    UpstreamTls,
+    #[error("method not allowed: CONNECT is not proxied")]
+    ConnectNotAllowed,
+    #[error("not implemented: only the websocket protocol can be upgraded to")]
+    UpgradeNotSupported,
+    #[error(
+        "bad gateway: this group's upstreams speak HTTP/2, which cannot carry an HTTP/1.1 upgrade"
+    )]
+    UpgradeToH2Upstream,
+    #[error("moved to HTTPS")]
+    RedirectToHttps,
 }
 
 /// Which side a failure is blamed on.
@@ -47,7 +59,13 @@ impl ProxyError {
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::UpstreamConnect | ProxyError::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamConnect
+            | ProxyError::UpstreamProtocol
+            | ProxyError::UpstreamTls
+            | ProxyError::UpgradeToH2Upstream => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::UpgradeNotSupported => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::RedirectToHttps => StatusCode::PERMANENT_REDIRECT,
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -58,13 +76,31 @@ impl ProxyError {
             | ProxyError::UnsupportedTransferCoding
             | ProxyError::UriTooLong
             | ProxyError::HeadersTooLarge
-            | ProxyError::BodyTooLarge => Side::Downstream(DownstreamErrorKind::BadRequest),
+            | ProxyError::BodyTooLarge
+            | ProxyError::ConnectNotAllowed
+            | ProxyError::UpgradeNotSupported => Side::Downstream(DownstreamErrorKind::BadRequest),
+            ProxyError::RedirectToHttps => Side::Downstream(DownstreamErrorKind::Redirect),
             ProxyError::NoTarget => Side::Downstream(DownstreamErrorKind::NoTarget),
             ProxyError::UpstreamConnect => Side::Upstream(UpstreamErrorKind::Connect),
             ProxyError::ConnectTimeout => Side::Upstream(UpstreamErrorKind::ConnectTimeout),
             ProxyError::ResponseTimeout => Side::Upstream(UpstreamErrorKind::ResponseTimeout),
-            ProxyError::UpstreamProtocol => Side::Upstream(UpstreamErrorKind::Protocol),
+            ProxyError::UpstreamProtocol | ProxyError::UpgradeToH2Upstream => {
+                Side::Upstream(UpstreamErrorKind::Protocol)
+            }
+            ProxyError::UpstreamTls => Side::Upstream(UpstreamErrorKind::Tls),
         }
+    }
+
+    /// The text of the most specific cause, for the log line of a failure
+    /// (e.g. which certificate check failed).
+    pub fn root_cause(e: &hyper_util::client::legacy::Error) -> String {
+        let mut last = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            last = s.to_string();
+            source = s.source();
+        }
+        last
     }
 
     /// Classifies an error of the upstream client, and says whether the
@@ -73,17 +109,25 @@ impl ProxyError {
     pub fn classify(e: &hyper_util::client::legacy::Error) -> (Self, bool) {
         let mut timed_out = false;
         let mut closed_early = false;
+        let mut tls = false;
         let mut source = e.source();
         while let Some(s) = source {
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
                 timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+                // tokio-rustls reports handshake failures as io errors
+                // wrapping the rustls error.
+                tls |= io
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<rustls::Error>());
             }
+            tls |= s.is::<rustls::Error>();
             if let Some(h) = s.downcast_ref::<hyper::Error>() {
                 closed_early |= h.is_incomplete_message() || h.is_canceled();
             }
             source = s.source();
         }
         let kind = match (e.is_connect(), timed_out) {
+            (true, _) if tls => ProxyError::UpstreamTls,
             (true, true) => ProxyError::ConnectTimeout,
             (true, false) => ProxyError::UpstreamConnect,
             (false, _) => ProxyError::UpstreamProtocol,

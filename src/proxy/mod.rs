@@ -13,6 +13,7 @@ mod error;
 pub mod headers;
 mod replay;
 mod retry;
+pub mod upgrade;
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -23,55 +24,119 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper_rustls::{
+    DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, ResolveServerName,
+};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls_pki_types::ServerName;
 
 use crate::assign::{Pin, RequestView, decide, read_cookie};
-use crate::config::{BucketBy, Timeouts};
+use crate::config::{BucketBy, GroupSpec, Timeouts, UpstreamProtocol};
 use crate::metrics::TargetMetrics;
 use crate::state::{Shared, Snapshot};
 pub use body::ProxyBody;
 pub use error::{ProxyError, Side};
 pub use replay::UpstreamBody;
 pub use retry::RetryBudget;
+pub use upgrade::Tunnels;
 
-/// A pooled HTTP/1.1 client to upstreams. Each target has its own (see
-/// `state::TargetLive`), so removing a target can close exactly its connections.
-pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+/// A pooled client to upstreams, cleartext or TLS, HTTP/1.1 or HTTP/2. Each
+/// target has its own (see `state::TargetLive`), so removing a target can close
+/// exactly its connections.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// What a connection pool is made with; a change makes new pools.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PoolSettings {
     pub connect: Duration,
     pub idle: Duration,
+    pub h2: bool,
+    /// The TLS config: the group's when it uses TLS, else one never used.
+    pub tls_config: Arc<rustls::ClientConfig>,
+    /// SNI and certificate name, when not the target's host.
+    pub server_name: Option<String>,
+    /// What the TLS config was made from (CA digest, SNI name): configs are
+    /// compared by where they came from, not by pointer.
+    tls_ident: Option<(Option<[u8; 32]>, Option<String>)>,
 }
 
-impl From<&Timeouts> for PoolSettings {
-    fn from(t: &Timeouts) -> Self {
+impl PartialEq for PoolSettings {
+    fn eq(&self, o: &Self) -> bool {
+        (self.connect, self.idle, self.h2) == (o.connect, o.idle, o.h2)
+            && self.tls_ident == o.tls_ident
+    }
+}
+
+impl PoolSettings {
+    /// The settings for one group's targets.
+    pub fn new(t: &Timeouts, g: &GroupSpec) -> Self {
+        let h2 = g.protocol == UpstreamProtocol::Http2;
+        let (tls_config, tls_ident) = match &g.tls {
+            None => (crate::tls::placeholder_client_config(), None),
+            Some(u) => (
+                crate::tls::client_config(u.ca.as_ref()),
+                Some((
+                    u.ca.as_ref().map(crate::tls::CaBundle::digest),
+                    u.server_name.clone(),
+                )),
+            ),
+        };
         Self {
             connect: t.connect,
             idle: t.upstream_idle,
+            h2,
+            server_name: g.tls.as_ref().and_then(|u| u.server_name.clone()),
+            tls_config,
+            tls_ident,
         }
     }
 }
 
 /// Builds an upstream client: keep-alive pool with a timer (without one the
-/// idle timeout does nothing), `TCP_NODELAY`, and a connect timeout.
-pub fn upstream_client(s: PoolSettings) -> UpstreamClient {
+/// idle timeout does nothing), `TCP_NODELAY`, a connect timeout, and TLS and
+/// HTTP/2 as the group asks.
+pub fn upstream_client(s: &PoolSettings) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(s.connect));
     connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
+    connector.enforce_http(false);
+    // Cleartext groups send `http://` URIs, which the connector passes
+    // through untouched; their (placeholder) TLS config is never used.
+    let mut tls = (*s.tls_config).clone();
+    tls.alpn_protocols = vec![if s.h2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
+    let names: Arc<dyn ResolveServerName + Send + Sync> = match s
+        .server_name
+        .as_deref()
+        .and_then(|n| ServerName::try_from(n.to_owned()).ok())
+    {
+        Some(name) => Arc::new(FixedServerNameResolver::new(name)),
+        None => Arc::new(DefaultServerNameResolver::default()),
+    };
+    let https = HttpsConnector::new(connector, tls, false, names);
+    let mut client = Client::builder(TokioExecutor::new());
+    client
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .pool_idle_timeout(s.idle)
-        .pool_max_idle_per_host(1024)
-        .build(connector)
+        .pool_max_idle_per_host(1024);
+    if s.h2 {
+        client
+            .http2_only(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_timeout(Duration::from_secs(10))
+            .http2_keep_alive_while_idle(true);
+    }
+    client.build(https)
 }
 
 /// What every request on one client connection shares.
@@ -121,6 +186,13 @@ impl ConnContext {
             Ok(h) => h,
             Err(e) => return self.refuse(&snap, e),
         };
+        let upgrade = match upgrade::detect(&req) {
+            Ok(u) => u,
+            Err(e) => return self.refuse(&snap, e),
+        };
+        if !self.tls && snap.config.tls.as_ref().is_some_and(|t| t.redirect_http) {
+            return self.redirect(&snap, &req, &host);
+        }
         let sticky = &snap.config.sticky;
         let now = unix_now();
         let peer_ip = self.peer.ip().to_canonical();
@@ -162,6 +234,9 @@ impl ConnContext {
             return self.refuse(&snap, ProxyError::NoTarget);
         };
         let group = &snap.groups[decision.group];
+        if upgrade.is_some() && group.h2 {
+            return self.refuse(&snap, ProxyError::UpgradeToH2Upstream);
+        }
         group.metrics.assignments[decision.reason as usize].inc();
 
         let set_cookie = if decision.issue_cookie {
@@ -189,17 +264,29 @@ impl ConnContext {
                 }
             }
         }
-        *req.version_mut() = Version::HTTP_11;
+        *req.version_mut() = if group.h2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        let client_upgrade = upgrade.as_ref().map(|u| {
+            upgrade::prepare_request(u, &mut req);
+            hyper::upgrade::on(&mut req)
+        });
         let response = match self
             .forward(&snap, decision.group, first, req, now_ms)
             .await
         {
-            Ok(resp) => {
-                let (mut parts, body) = resp.into_parts();
-                if let Some(c) = set_cookie {
-                    parts.headers.append(header::SET_COOKIE, c);
+            Ok(mut resp) => {
+                if let (Some(u), Some(on_client)) = (&upgrade, client_upgrade) {
+                    if upgrade::prepare_response(u, &mut resp) {
+                        self.start_tunnel(&snap, decision.group, on_client, &mut resp);
+                    }
                 }
-                Response::from_parts(parts, body)
+                if let Some(c) = set_cookie {
+                    resp.headers_mut().append(header::SET_COOKIE, c);
+                }
+                resp
             }
             Err(e) => error_response(e),
         };
@@ -255,7 +342,7 @@ impl ConnContext {
             tried[attempt - 1] = t;
             let target = &group.targets[t];
             let mut uri = http::uri::Parts::default();
-            uri.scheme = Some(Scheme::HTTP);
+            uri.scheme = Some(group.scheme.clone());
             uri.authority = Some(target.address.clone());
             uri.path_and_query = Some(path.clone());
             let last = attempt == max;
@@ -283,15 +370,28 @@ impl ConnContext {
                     }
                     target.metrics.count_status(status);
                     let (mut head, body) = resp.into_parts();
+                    // A 101's `Upgrade` names the protocol the tunnel carries.
+                    let upgrade = (status == 101)
+                        .then(|| head.headers.remove(header::UPGRADE))
+                        .flatten();
                     headers::strip_hop_by_hop(&mut head.headers);
+                    if let Some(p) = upgrade {
+                        head.headers.insert(header::UPGRADE, p);
+                    }
                     return Ok(Response::from_parts(
                         head,
                         ProxyBody::upstream(body, in_flight),
                     ));
                 }
                 Ok(Err(e)) => {
-                    tracing::debug!(target = %target.address, error = %e, "upstream request failed");
-                    ProxyError::classify(&e)
+                    let (kind, early) = ProxyError::classify(&e);
+                    if kind == ProxyError::UpstreamTls {
+                        // An operator's mistake (CA, name) more than a blip: say why.
+                        tracing::warn!(group = %group.name, target = %target.address, cause = %ProxyError::root_cause(&e), "upstream TLS handshake failed");
+                    } else {
+                        tracing::debug!(target = %target.address, error = %e, "upstream request failed");
+                    }
+                    (kind, early)
                 }
                 Err(_) => (ProxyError::ResponseTimeout, false),
             };
@@ -332,6 +432,51 @@ impl ConnContext {
             t = next;
         }
         Err(ProxyError::NoTarget)
+    }
+
+    /// Spawns the tunnel of an accepted upgrade; it starts copying once the
+    /// client has the 101 (or 200) and both sides have handed over their bytes.
+    fn start_tunnel(
+        &self,
+        snap: &Snapshot,
+        g: usize,
+        client: hyper::upgrade::OnUpgrade,
+        resp: &mut Response<ProxyBody>,
+    ) {
+        let group = &snap.groups[g];
+        group.metrics.upgrades.inc();
+        let spec = upgrade::TunnelSpec {
+            client,
+            upstream: hyper::upgrade::on(resp),
+            idle: snap.config.timeouts.tunnel_idle,
+            gauge: group.metrics.upgraded.clone(),
+            tunnels: Arc::clone(&self.shared.tunnels),
+            group: group.name.to_string(),
+        };
+        tokio::spawn(upgrade::run(spec));
+    }
+
+    /// Answers the plain listener with a permanent redirect to the same URL on
+    /// the HTTPS listener (`tls.redirect_http`). 308 keeps method and body.
+    fn redirect(
+        &self,
+        snap: &Snapshot,
+        req: &Request<Incoming>,
+        host: &http::uri::Authority,
+    ) -> Response<ProxyBody> {
+        let port = snap.config.tls.as_ref().map_or(443, |t| t.listen.port());
+        let mut location = String::with_capacity(128);
+        location.push_str("https://");
+        location.push_str(host.host());
+        if port != 443 {
+            let _ = write!(location, ":{port}");
+        }
+        location.push_str(req.uri().path_and_query().map_or("/", PathAndQuery::as_str));
+        let mut resp = self.refuse(snap, ProxyError::RedirectToHttps);
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        resp
     }
 
     /// Counts a failed exchange against a target's passive health.

@@ -142,8 +142,15 @@ pub fn changes(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
     let restart = "needs a restart";
     if old.listen != new.listen {
-        was(&mut out, "listen", old.listen, new.listen, restart);
+        was(
+            &mut out,
+            "listen",
+            opt(old.listen),
+            opt(new.listen),
+            restart,
+        );
     }
+    tls_changes(old, new, &mut out);
     if old.admin != new.admin {
         was(&mut out, "admin", old.admin, new.admin, restart);
     }
@@ -312,6 +319,13 @@ fn group_changes(old: &Config, new: &Config, out: &mut Vec<String>) {
             )),
             _ => {}
         }
+        if o.tls != g.tls || o.protocol != g.protocol {
+            out.push(format!(
+                "{} upstream connection changed to {} (new connections; pooled ones are closed when idle)",
+                g.name,
+                upstream_kind(g)
+            ));
+        }
         for t in &g.targets {
             match o.targets.iter().find(|x| x.address == t.address) {
                 None => out.push(format!(
@@ -360,6 +374,61 @@ fn group_changes(old: &Config, new: &Config, out: &mut Vec<String>) {
             order(old).join(", "),
             order(new).join(", ")
         ));
+    }
+}
+
+/// The HTTPS listener: address, redirect, and each certificate by file and by
+/// content fingerprint (a digest, never key material).
+fn tls_changes(old: &Config, new: &Config, out: &mut Vec<String>) {
+    let addr = |c: &Config| opt(c.tls.as_ref().map(|t| t.listen));
+    if addr(old) != addr(new) {
+        was(out, "tls.listen", addr(old), addr(new), "needs a restart");
+    }
+    let (Some(a), Some(b)) = (&old.tls, &new.tls) else {
+        return;
+    };
+    if a.redirect_http != b.redirect_http {
+        was(
+            out,
+            "tls.redirect_http",
+            a.redirect_http,
+            b.redirect_http,
+            "",
+        );
+    }
+    let certs = |t: &crate::config::TlsListener| {
+        t.certs
+            .iter()
+            .map(|c| format!("{} ({})", c.cert_file, c.material.fingerprint()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if a.certs != b.certs || certs(a) != certs(b) {
+        was(
+            out,
+            "tls.certificates",
+            format!("[{}]", certs(a)),
+            format!("[{}]", certs(b)),
+            "",
+        );
+    }
+}
+
+fn upstream_kind(g: &crate::config::GroupSpec) -> String {
+    let proto = match g.protocol {
+        crate::config::UpstreamProtocol::Http1 => "HTTP/1.1",
+        crate::config::UpstreamProtocol::Http2 => "HTTP/2",
+    };
+    match &g.tls {
+        None => format!("{proto} in cleartext"),
+        Some(t) => format!(
+            "{proto} over TLS (CA {}{})",
+            t.ca_file.as_deref().unwrap_or("system"),
+            t.server_name
+                .as_ref()
+                .map(|n| format!(", name {n}"))
+                .unwrap_or_default()
+        ),
     }
 }
 

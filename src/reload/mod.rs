@@ -308,18 +308,27 @@ fn restart_only(old: &Config, new: &Config, name: &str, text: &str) -> Option<Co
     let raw = config::parse(text).ok();
     let line = |what: &str| {
         let raw = raw.as_ref()?;
-        let spanned = match what {
-            "listen" => Some(&raw.listen),
-            _ => raw.admin.as_ref(),
-        }?;
-        config::line_of(spanned)
+        match what {
+            "listen" => raw.listen.as_ref().and_then(config::line_of),
+            "tls.listen" => raw
+                .tls
+                .as_ref()
+                .map(|t| &t.value.listen)
+                .and_then(config::line_of),
+            _ => raw.admin.as_ref().and_then(config::line_of),
+        }
     };
+    let show =
+        |a: Option<std::net::SocketAddr>| a.map_or_else(|| "none".to_owned(), |a| a.to_string());
+    let tls = |c: &Config| c.tls.as_ref().map(|t| t.listen);
     let mut errors = Vec::new();
     for (what, a, b) in [
         ("listen", old.listen, new.listen),
-        ("admin", old.admin, new.admin),
+        ("tls.listen", tls(old), tls(new)),
+        ("admin", Some(old.admin), Some(new.admin)),
     ] {
         if a != b {
+            let (a, b) = (show(a), show(b));
             errors.push(ConfigError::new(
                 what,
                 line(what),

@@ -39,12 +39,13 @@ pub struct TargetLive {
 impl TargetLive {
     /// The pool for `settings`: the existing one when it was made with the same
     /// settings, else a new one (the old pool closes once nothing uses it).
-    fn client(&self, settings: PoolSettings) -> UpstreamClient {
+    fn client(&self, settings: &PoolSettings) -> UpstreamClient {
         let mut slot = lock(&self.pool);
         match &*slot {
-            Some((s, c)) if *s == settings => c.clone(),
+            Some((s, c)) if s == settings => c.clone(),
             _ => {
                 let c = upstream_client(settings);
+                let settings = settings.clone();
                 *slot = Some((settings, c.clone()));
                 c
             }
@@ -134,6 +135,10 @@ pub struct Group {
     /// Running sums of target weights, for weighted random choice.
     pub cumulative: Vec<u64>,
     pub health_check: Option<crate::config::HealthCheck>,
+    /// `https` when the group's upstreams are reached over TLS.
+    pub scheme: http::uri::Scheme,
+    /// The group's upstreams speak HTTP/2 (no HTTP/1.1 upgrades to them).
+    pub h2: bool,
     pub metrics: GroupMetrics,
 }
 
@@ -157,6 +162,8 @@ pub struct Snapshot {
     /// How client connections accepted under this snapshot are served (its
     /// timeouts apply to connections accepted after it is installed).
     pub conn_builder: auto::Builder<TokioExecutor>,
+    /// The HTTPS listener's TLS config (certificates by SNI), when it has one.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub loaded_at: SystemTime,
     /// SHA-256 of the file's bytes, hex.
     pub content_hash: String,
@@ -181,12 +188,12 @@ impl Snapshot {
         live: &LiveState,
         metrics: &Metrics,
     ) -> Self {
-        let pool = PoolSettings::from(&config.timeouts);
         let groups: Vec<Group> = config
             .groups
             .iter()
             .map(|g| {
                 let name = g.name.as_str();
+                let pool = PoolSettings::new(&config.timeouts, g);
                 let targets: Vec<Target> = g
                     .targets
                     .iter()
@@ -201,7 +208,7 @@ impl Snapshot {
                             address: t.address.clone(),
                             id: target_id(addr),
                             weight: t.weight.get(),
-                            client: live.client(pool),
+                            client: live.client(&pool),
                             live,
                             metrics: metrics.target_handles(name, addr),
                         }
@@ -224,6 +231,12 @@ impl Snapshot {
                     targets,
                     cumulative,
                     health_check: g.health_check.clone(),
+                    scheme: if g.tls.is_some() {
+                        http::uri::Scheme::HTTPS
+                    } else {
+                        http::uri::Scheme::HTTP
+                    },
+                    h2: g.protocol == crate::config::UpstreamProtocol::Http2,
                     metrics: metrics.group_handles(name),
                 }
             })
@@ -245,6 +258,9 @@ impl Snapshot {
             cookie_attrs,
             unrouted: metrics.unrouted_handles(),
             conn_builder: crate::listener::conn_builder(&config.timeouts, &config.limits),
+            tls: config.tls.as_ref().and_then(|t| {
+                crate::tls::server_config(&t.certs.iter().map(|c| &c.material).collect::<Vec<_>>())
+            }),
             loaded_at: SystemTime::now(),
             content_hash,
             config,
@@ -339,6 +355,8 @@ pub struct Shared {
     /// Written by the reloader, read by `/status`; never touched by requests.
     reload: Mutex<ReloadStatus>,
     pub retry_budget: crate::proxy::RetryBudget,
+    /// Upgraded connections (WebSocket tunnels), for shutdown to wait on.
+    pub tunnels: Arc<crate::proxy::Tunnels>,
 }
 
 /// The outcome of the latest reload attempts, as `/status` shows them.
@@ -380,6 +398,7 @@ impl Shared {
             ready: AtomicBool::new(false),
             reload: Mutex::new(ReloadStatus::default()),
             retry_budget: crate::proxy::RetryBudget::default(),
+            tunnels: Arc::default(),
         }))
     }
 
