@@ -70,6 +70,9 @@ pub async fn start(
     let shared = Shared::new(config, content_hash)?;
     let (tx, rx) = watch::channel(false);
     let tls_addr = tls.as_ref().map(|(_, a)| *a);
+    if let Some(a) = tls_addr {
+        shared.https_port.store(a.port(), Ordering::Relaxed);
+    }
     let proxy_addr = match (&plain, tls_addr) {
         (Some((_, a)), _) => *a,
         (None, Some(a)) => a,

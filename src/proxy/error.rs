@@ -97,7 +97,10 @@ impl ProxyError {
         let mut last = e.to_string();
         let mut source = e.source();
         while let Some(s) = source {
-            last = s.to_string();
+            last = match s.downcast_ref::<std::io::Error>().and_then(rustls_inside) {
+                Some(tls) => return tls.to_string(),
+                None => s.to_string(),
+            };
             source = s.source();
         }
         last
@@ -116,9 +119,7 @@ impl ProxyError {
                 timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
                 // tokio-rustls reports handshake failures as io errors
                 // wrapping the rustls error.
-                tls |= io
-                    .get_ref()
-                    .is_some_and(|inner| inner.is::<rustls::Error>());
+                tls |= rustls_inside(io).is_some();
             }
             tls |= s.is::<rustls::Error>();
             if let Some(h) = s.downcast_ref::<hyper::Error>() {
@@ -134,4 +135,15 @@ impl ProxyError {
         };
         (kind, closed_early)
     }
+}
+
+/// The rustls error an io error wraps, however deep: tokio-rustls and
+/// hyper-rustls each wrap the handshake's error in an io error of their own.
+fn rustls_inside(io: &std::io::Error) -> Option<&rustls::Error> {
+    let inner = io.get_ref()?;
+    inner.downcast_ref::<rustls::Error>().or_else(|| {
+        inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(rustls_inside)
+    })
 }

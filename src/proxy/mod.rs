@@ -464,7 +464,15 @@ impl ConnContext {
         req: &Request<Incoming>,
         host: &http::uri::Authority,
     ) -> Response<ProxyBody> {
-        let port = snap.config.tls.as_ref().map_or(443, |t| t.listen.port());
+        let _ = snap;
+        let port = match self
+            .shared
+            .https_port
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => 443,
+            p => p,
+        };
         let mut location = String::with_capacity(128);
         location.push_str("https://");
         location.push_str(host.host());

@@ -92,20 +92,21 @@ pub struct Reloader {
     shared: Arc<Shared>,
     /// Fingerprint of what was last read, applied or not.
     seen: [u8; 32],
-    /// Key files named by the last config that parsed.
-    key_files: Vec<String>,
+    /// Files besides the config that the last valid config was made from
+    /// (cookie keys, certificates and their keys, CA bundles).
+    files: Vec<String>,
 }
 
-/// SHA-256 over the config text and the bytes of each key file (or why it
-/// could not be read). Key bytes only ever enter the hash.
-fn fingerprint(text: Result<&str, &str>, key_files: &[String]) -> [u8; 32] {
+/// SHA-256 over the config text and the bytes of each file it names (or why
+/// one could not be read). Key bytes only ever enter the hash.
+fn fingerprint(text: Result<&str, &str>, files: &[String]) -> [u8; 32] {
     let mut h = Sha256::new();
     match text {
         Ok(t) => h.update(t.as_bytes()),
         Err(e) => h.update(e.as_bytes()),
     }
-    for f in key_files {
-        h.update(b"\0key file\0");
+    for f in files {
+        h.update(b"\0file\0");
         h.update(f.as_bytes());
         h.update(b"\0");
         match std::fs::read(f) {
@@ -128,14 +129,14 @@ impl Reloader {
     /// A reloader for a proxy whose config was just loaded from `source`.
     pub fn new(source: ConfigSource, shared: Arc<Shared>) -> Self {
         let snap = shared.snapshot();
-        let key_files = snap.config.sticky.key_files.clone();
+        let files = snap.config.material_files();
         let text = config::read_text(&source.path);
-        let seen = fingerprint(text.as_deref().map_err(String::as_str), &key_files);
+        let seen = fingerprint(text.as_deref().map_err(String::as_str), &files);
         Self {
             source,
             shared,
             seen,
-            key_files,
+            files,
         }
     }
 
@@ -144,7 +145,8 @@ impl Reloader {
     }
 
     /// What to watch: the directories of the file, of the file its symlinks
-    /// resolve to, and of the key files (and of their targets); and the names
+    /// resolve to, and of the key, certificate and CA files (and of their
+    /// targets); and the names
     /// in them whose events matter.
     fn watch_set(&self) -> WatchSet {
         let mut set = WatchSet::default();
@@ -162,8 +164,8 @@ impl Reloader {
                 }
             }
         };
-        let key_files = self.key_files.iter().map(Path::new);
-        for p in std::iter::once(self.source.path.as_path()).chain(key_files) {
+        let files = self.files.iter().map(Path::new);
+        for p in std::iter::once(self.source.path.as_path()).chain(files) {
             add(p);
             if let Ok(real) = std::fs::canonicalize(p) {
                 add(&real);
@@ -177,7 +179,7 @@ impl Reloader {
     pub fn reload(&mut self, trigger: Trigger) -> Outcome {
         let name = self.source.path.display().to_string();
         let text = config::read_text(&self.source.path);
-        let fp = fingerprint(text.as_deref().map_err(String::as_str), &self.key_files);
+        let fp = fingerprint(text.as_deref().map_err(String::as_str), &self.files);
         if fp == self.seen && trigger != Trigger::Signal {
             return Outcome::Unchanged;
         }
@@ -237,9 +239,10 @@ impl Reloader {
             Ok(c) => c,
             Err(e) => return Outcome::Invalid(e),
         };
-        if cfg.sticky.key_files != self.key_files {
-            self.key_files = cfg.sticky.key_files.clone();
-            self.seen = fingerprint(Ok(text), &self.key_files);
+        let files = cfg.material_files();
+        if files != self.files {
+            self.files = files;
+            self.seen = fingerprint(Ok(text), &self.files);
         }
         let old = &current.config;
         if cfg.sticky.ephemeral_key && old.sticky.ephemeral_key {

@@ -355,6 +355,8 @@ pub struct Shared {
     /// Written by the reloader, read by `/status`; never touched by requests.
     reload: Mutex<ReloadStatus>,
     pub retry_budget: crate::proxy::RetryBudget,
+    /// The HTTPS listener's bound port (0 until bound), for redirects.
+    pub https_port: std::sync::atomic::AtomicU16,
     /// Upgraded connections (WebSocket tunnels), for shutdown to wait on.
     pub tunnels: Arc<crate::proxy::Tunnels>,
 }
@@ -399,6 +401,7 @@ impl Shared {
             reload: Mutex::new(ReloadStatus::default()),
             retry_budget: crate::proxy::RetryBudget::default(),
             tunnels: Arc::default(),
+            https_port: std::sync::atomic::AtomicU16::new(0),
         }))
     }
 

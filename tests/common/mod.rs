@@ -25,6 +25,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod pki;
+
 use switchyard::app::{self, Running};
 use switchyard::config::{self, StaticKeys, ValidateOptions};
 
@@ -39,12 +41,26 @@ pub fn ok<T, E: std::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
     }
 }
 
-/// The keys test configs name: `env:TEST_KEY` and `env:OTHER_KEY`.
-pub fn test_keys() -> StaticKeys {
-    StaticKeys(vec![
+/// The keys test configs name (`env:TEST_KEY` and `env:OTHER_KEY`) from a
+/// fixed table, and files (certificates, CA bundles, `file:` keys) from disk.
+pub fn test_keys() -> TestKeys {
+    TestKeys(StaticKeys(vec![
         ("TEST_KEY", TEST_KEY),
         ("OTHER_KEY", "b3RoZXIta2V5LXRoYXQtaXMtbG9uZy1lbm91Z2gtMzJi"),
-    ])
+    ]))
+}
+
+/// See [`test_keys`].
+#[derive(Debug, Clone)]
+pub struct TestKeys(StaticKeys);
+
+impl config::KeySource for TestKeys {
+    fn env(&self, name: &str) -> Option<String> {
+        self.0.env(name)
+    }
+    fn file(&self, path: &str) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
 }
 
 /// What an upstream saw of one request.
@@ -459,6 +475,8 @@ pub struct BinProxy {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// Every line it wrote to stderr after start-up.
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl BinProxy {
@@ -510,19 +528,49 @@ impl BinProxy {
         for line in lines.by_ref() {
             let line = ok(line, "read stderr");
             if let (Some(p), Some(a)) = (field(&line, "proxy_addr="), field(&line, "admin_addr=")) {
-                // Keep draining stderr so the child never blocks on a full pipe.
-                std::thread::spawn(move || for _ in lines {});
+                // Keep draining stderr so the child never blocks on a full
+                // pipe, and keep what it says for `wait_log`.
+                let log = Arc::new(Mutex::new(Vec::new()));
+                let sink = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    for l in lines.map_while(Result::ok) {
+                        if let Ok(mut v) = sink.lock() {
+                            v.push(l);
+                        }
+                    }
+                });
                 return BinProxy {
                     child,
                     proxy_addr: p,
                     admin_addr: a,
                     dir,
+                    log,
                 };
             }
         }
         let _ = child.kill();
         let _ = child.wait();
         panic!("switchyard exited before listening");
+    }
+
+    /// Waits (up to `within`) for a log line containing `needle`, and returns
+    /// it; empty when none came.
+    pub async fn wait_log(&self, needle: &str, within: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let found = self
+                .log
+                .lock()
+                .ok()
+                .and_then(|v| v.iter().find(|l| l.contains(needle)).cloned());
+            if let Some(l) = found {
+                return l;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return String::new();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Resident and peak resident memory of the process, in KiB.
