@@ -262,3 +262,43 @@ fn check_against_prints_what_a_reload_would_change() {
     ok(std::fs::write(&old, "groups: ["), "write bad old");
     assert!(!against(&new, &old, "--against").status.success());
 }
+
+#[test]
+fn same_site_none_without_secure_is_refused_by_check() {
+    let yaml = GOOD.replace("  ttl: 12h\n", "  ttl: 12h\n  same_site: none\n");
+    let (passed, text) = check_text(&yaml);
+    assert!(!passed, "{text}");
+    assert!(
+        text.contains("sticky.same_site") && text.contains("line 4"),
+        "{text}"
+    );
+    assert!(text.contains("Secure"), "the reason is given: {text}");
+    let fixed = yaml.replace("  same_site: none\n", "  same_site: none\n  secure: true\n");
+    let (passed, text) = check_text(&fixed);
+    assert!(passed, "with secure: true it passes: {text}");
+}
+
+#[test]
+fn tls_config_errors_name_the_field_and_line() {
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    let bad = dir.path().join("bad.pem");
+    ok(std::fs::write(&bad, "not a certificate\n"), "write");
+    let yaml = GOOD.replace(
+        "sticky:",
+        &format!(
+            "tls:\n  listen: 127.0.0.1:8443\n  certificates:\n    - cert: {b}\n      key: {b}\n    - cert: /nonexistent/x.crt\n      key: /nonexistent/x.key\nsticky:",
+            b = bad.display()
+        ),
+    ) + "    ca_file: /nonexistent/ca.pem\n";
+    let (passed, text) = check_text(&yaml);
+    assert!(!passed, "{text}");
+    for want in [
+        "tls.certificates[0].cert",
+        "tls.certificates[1].cert",
+        "tls.certificates[1].key",
+        "groups.green.ca_file",
+        "only applies with `tls: true`",
+    ] {
+        assert!(text.contains(want), "missing {want}: {text}");
+    }
+}

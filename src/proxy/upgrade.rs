@@ -26,6 +26,9 @@ use tokio::sync::watch;
 
 use super::ProxyError;
 
+/// How long a tunnel stays half-open after one side has closed.
+const FIN_GRACE: Duration = Duration::from_secs(2);
+
 /// The one protocol an HTTP/2 extended CONNECT may ask for.
 const WEBSOCKET: &str = "websocket";
 
@@ -194,10 +197,15 @@ pub async fn run(spec: TunnelSpec) {
     let start = Instant::now();
     let last = AtomicU64::new(0);
     let copy = async {
-        tokio::join!(
-            pump(&mut cr, &mut uw, &last, start),
-            pump(&mut ur, &mut cw, &last, start)
-        )
+        let up = pump(&mut cr, &mut uw, &last, start);
+        let down = pump(&mut ur, &mut cw, &last, start);
+        tokio::pin!(up, down);
+        // One side done: the other may finish what it is sending (a
+        // WebSocket close handshake), briefly; a half-open tunnel is not kept.
+        tokio::select! {
+            () = &mut up => { let _ = tokio::time::timeout(FIN_GRACE, down).await; }
+            () = &mut down => { let _ = tokio::time::timeout(FIN_GRACE, up).await; }
+        }
     };
     tokio::select! {
         _ = copy => {}

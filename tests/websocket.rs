@@ -1,0 +1,317 @@
+//! WebSocket through the proxy: a real tungstenite client and a real echo
+//! upstream, over HTTP/1.1 Upgrade and over HTTP/2 extended CONNECT (RFC 8441).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::Empty;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::server::{
+    Request as WsRequest, Response as WsResponse,
+};
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A WebSocket echo server that names itself in the handshake (`x-upstream`).
+struct Echo {
+    addr: SocketAddr,
+    /// Handshakes completed.
+    sessions: Arc<AtomicUsize>,
+}
+
+impl Echo {
+    async fn start(name: &'static str) -> Self {
+        let listener = ok(TcpListener::bind("127.0.0.1:0").await, "bind echo");
+        let addr = ok(listener.local_addr(), "addr");
+        let sessions = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&sessions);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let count = Arc::clone(&count);
+                tokio::spawn(async move {
+                    // The callback's type is tungstenite's, large error and all.
+                    #[allow(clippy::result_large_err)]
+                    let named = |_: &WsRequest, mut resp: WsResponse| {
+                        resp.headers_mut()
+                            .insert("x-upstream", http::HeaderValue::from_static(name));
+                        Ok(resp)
+                    };
+                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, named).await else {
+                        return;
+                    };
+                    count.fetch_add(1, Ordering::SeqCst);
+                    while let Some(Ok(msg)) = ws.next().await {
+                        if msg.is_close() {
+                            break;
+                        }
+                        if (msg.is_binary() || msg.is_text()) && ws.send(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Echo { addr, sessions }
+    }
+}
+
+fn yaml(groups: &[(&str, u32, SocketAddr)], extra: &str) -> String {
+    let mut y = String::from(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:TEST_KEY]\n",
+    );
+    y.push_str(extra);
+    y.push_str("groups:\n");
+    for (name, w, addr) in groups {
+        y.push_str(&format!(
+            "  {name}:\n    weight: {w}\n    targets:\n      - address: {addr}\n"
+        ));
+    }
+    y
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Opens a WebSocket through the proxy; returns it, the upstream that took it,
+/// and the sticky cookie set on the 101 (if any).
+async fn open(proxy: SocketAddr, cookie: Option<&str>) -> (Ws, String, Option<String>) {
+    let mut req = ok(
+        format!("ws://{proxy}/chat").into_client_request(),
+        "ws request",
+    );
+    if let Some(c) = cookie {
+        req.headers_mut()
+            .insert("cookie", ok(format!("switchyard={c}").parse(), "cookie"));
+    }
+    let (ws, resp) = ok(
+        tokio_tungstenite::connect_async(req).await,
+        "ws handshake via the proxy",
+    );
+    let header = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let cookie = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.split(';')
+                .next()?
+                .strip_prefix("switchyard=")
+                .map(str::to_owned)
+        });
+    (ws, header("x-upstream").unwrap_or_default(), cookie)
+}
+
+/// Sends `n` binary messages totalling `total` bytes, each answered by its echo.
+async fn exchange<S>(ws: &mut WebSocketStream<S>, n: usize, total: usize)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (base, extra) = (total / n, total % n);
+    let mut sent = 0;
+    for i in 0..n {
+        let len = base + usize::from(i < extra);
+        let payload = Bytes::from(pattern_chunk(sent, len));
+        sent += len;
+        ok(ws.send(Message::Binary(payload.clone())).await, "send");
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+        match back {
+            Ok(Some(Ok(Message::Binary(b)))) => {
+                assert_eq!(b, payload, "message {i} came back altered")
+            }
+            other => panic!("message {i}: no echo: {other:?}"),
+        }
+    }
+    assert_eq!(sent, total);
+}
+
+#[tokio::test]
+async fn a_thousand_messages_cross_intact_and_the_cookie_keeps_the_group() {
+    let (blue, green) = (Echo::start("blue").await, Echo::start("green").await);
+    let proxy = start_proxy(&yaml(
+        &[("blue", 1, blue.addr), ("green", 1, green.addr)],
+        "",
+    ))
+    .await;
+    let (mut ws, group, cookie) = open(proxy.proxy_addr, None).await;
+    let cookie = cookie.unwrap_or_else(|| panic!("the 101 carries the sticky cookie"));
+    assert!(group == "blue" || group == "green", "{group}");
+    exchange(&mut ws, 1000, 1 << 20).await;
+    assert_eq!(
+        metric(
+            &proxy,
+            &format!("switchyard_upgraded_connections{{group=\"{group}\"}}")
+        )
+        .await,
+        1.0
+    );
+    ok(ws.close(None).await, "close");
+
+    for i in 0..10 {
+        let (mut ws, again, new_cookie) = open(proxy.proxy_addr, Some(&cookie)).await;
+        assert_eq!(again, group, "reconnect {i} left its group");
+        assert!(new_cookie.is_none(), "no new cookie for a pinned client");
+        exchange(&mut ws, 3, 300).await;
+        ok(ws.close(None).await, "close");
+    }
+    let (b, g) = (
+        blue.sessions.load(Ordering::SeqCst),
+        green.sessions.load(Ordering::SeqCst),
+    );
+    assert_eq!(b + g, 11);
+    assert_eq!(
+        if group == "blue" { b } else { g },
+        11,
+        "all sessions on one group"
+    );
+    assert_eq!(
+        metric(
+            &proxy,
+            &format!("switchyard_upgrades_total{{group=\"{group}\"}}")
+        )
+        .await,
+        11.0
+    );
+    let mut gauge = 1.0;
+    // The first socket is still open on our side after its close frame: the
+    // proxy ends a half-closed tunnel on its own, shortly.
+    for _ in 0..250 {
+        gauge = metric(
+            &proxy,
+            &format!("switchyard_upgraded_connections{{group=\"{group}\"}}"),
+        )
+        .await;
+        if gauge == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gauge, 0.0, "closed tunnels leave the gauge");
+}
+
+#[tokio::test]
+async fn an_open_websocket_keeps_working_across_a_config_reload() {
+    let (blue, green) = (Echo::start("blue").await, Echo::start("green").await);
+    let w = Watched::start(&yaml(
+        &[("blue", 1, blue.addr), ("green", 0, green.addr)],
+        "",
+    ))
+    .await;
+    let (mut ws, group, _) = open(w.running.proxy_addr, None).await;
+    assert_eq!(group, "blue");
+    exchange(&mut ws, 10, 10_000).await;
+    write_by_rename(
+        &w.path,
+        &yaml(&[("blue", 0, blue.addr), ("green", 1, green.addr)], ""),
+    );
+    assert!(wait_generation(w.running.admin_addr, 2, Duration::from_secs(5)).await);
+    exchange(&mut ws, 10, 10_000).await;
+    let (_, fresh, _) = open(w.running.proxy_addr, None).await;
+    assert_eq!(fresh, "green", "new clients follow the new weights");
+    exchange(&mut ws, 10, 10_000).await;
+    ok(ws.close(None).await, "close");
+}
+
+#[tokio::test]
+async fn an_idle_tunnel_is_closed_after_its_idle_timeout() {
+    let blue = Echo::start("blue").await;
+    let proxy = start_proxy(&yaml(
+        &[("blue", 1, blue.addr)],
+        "timeouts:\n  tunnel_idle: 700ms\n",
+    ))
+    .await;
+    let (mut ws, _, _) = open(proxy.proxy_addr, None).await;
+    // Traffic keeps it open past the timeout...
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        exchange(&mut ws, 1, 10).await;
+    }
+    // ...silence closes it.
+    let started = tokio::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+    let waited = started.elapsed();
+    assert!(
+        matches!(
+            end,
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_))))
+        ),
+        "the tunnel must close: {end:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(500),
+        "not before the timeout ({waited:?})"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "soon after it ({waited:?})"
+    );
+}
+
+#[tokio::test]
+async fn websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
+    let blue = Echo::start("blue").await;
+    let proxy = start_proxy(&yaml(&[("blue", 1, blue.addr)], "")).await;
+    let tcp = ok(TcpStream::connect(proxy.proxy_addr).await, "connect");
+    let (mut send, conn) = ok(
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await,
+        "h2 handshake",
+    );
+    tokio::spawn(conn);
+    let mut req = ok(
+        http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("http://{}/chat", proxy.proxy_addr))
+            .header("sec-websocket-version", "13")
+            .body(Empty::<Bytes>::new()),
+        "request",
+    );
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    ok(send.ready().await, "ready");
+    let mut resp = ok(send.send_request(req).await, "extended CONNECT");
+    assert_eq!(resp.status(), 200, "RFC 8441: success is a 200");
+    assert!(
+        resp.headers().get("set-cookie").is_some(),
+        "the sticky cookie rides on the 200"
+    );
+    assert!(resp.headers().get("sec-websocket-accept").is_none());
+    let upgraded = ok(hyper::upgrade::on(&mut resp).await, "upgrade");
+    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    exchange(&mut ws, 100, 100_000).await;
+    ok(ws.close(None).await, "close");
+    assert_eq!(blue.sessions.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_upgrade_to_a_group_that_speaks_http2_upstream_is_a_502() {
+    let blue = Echo::start("blue").await;
+    let proxy = start_proxy(
+        &yaml(&[("blue", 1, blue.addr)], "")
+            .replace("    targets:", "    protocol: h2\n    targets:"),
+    )
+    .await;
+    let req = ok(
+        format!("ws://{}/chat", proxy.proxy_addr).into_client_request(),
+        "req",
+    );
+    let err = tokio_tungstenite::connect_async(req).await;
+    match err {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 502),
+        other => panic!("expected a 502, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    assert_eq!(blue.sessions.load(Ordering::SeqCst), 0);
+}
