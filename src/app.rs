@@ -15,9 +15,6 @@ use crate::metrics::admin;
 use crate::reload::{self, ConfigSource, Outcome, Reloader, Trigger};
 use crate::state::Shared;
 
-/// How long in-flight requests may run on after a shutdown signal.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("cannot listen on {addr} ({what}): {source}")]
@@ -87,12 +84,7 @@ pub async fn start(
             shared: Arc::clone(&shared),
             tls: is_tls,
         };
-        tasks.push(tokio::spawn(listener::accept_loop(
-            l,
-            serving,
-            rx.clone(),
-            SHUTDOWN_GRACE,
-        )));
+        tasks.push(tokio::spawn(listener::accept_loop(l, serving, rx.clone())));
     }
     tasks.extend([
         tokio::spawn(admin::serve(
@@ -134,13 +126,37 @@ impl Running {
         Some(r.reload(Trigger::Signal))
     }
 
-    /// Stops accepting, lets open requests finish (up to the grace period), and returns.
+    /// Shuts down as `shutdown:` says: readiness off at once, new connections
+    /// still accepted for `drain_delay` (so load balancers can notice), then
+    /// the listeners close (HTTP/2 clients get GOAWAY) and requests and tunnels
+    /// in flight have until `grace` to finish; tunnels still open then are cut.
     pub async fn shutdown(self) {
+        let settings = self.shared.snapshot().config.shutdown;
         self.shared.ready.store(false, Ordering::Relaxed);
+        tracing::info!(
+            drain_delay = ?settings.drain_delay,
+            grace = ?settings.grace,
+            "shutting down: readiness is off"
+        );
+        tokio::time::sleep(settings.drain_delay).await;
+        let deadline = tokio::time::Instant::now() + settings.grace;
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
         }
+        let tunnels = &self.shared.tunnels;
+        if tokio::time::timeout_at(deadline, tunnels.all_closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = tunnels.open(),
+                "upgraded connections still open after the grace period; closing them"
+            );
+            tunnels.cut_all();
+            let _ = tokio::time::timeout(Duration::from_secs(1), tunnels.all_closed()).await;
+        }
+        tracing::info!("shutdown complete");
     }
 }
 

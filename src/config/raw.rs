@@ -35,6 +35,17 @@ pub struct RawConfig {
     pub retries: RawRetries,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub shutdown: RawShutdown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    #[serde(default)]
+    pub grace: Option<Spanned<String>>,
+    #[serde(default)]
+    pub drain_delay: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

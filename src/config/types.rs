@@ -32,6 +32,25 @@ pub struct Config {
     pub health: HealthSettings,
     pub retries: Retries,
     pub limits: Limits,
+    pub shutdown: ShutdownSettings,
+}
+
+/// What SIGTERM/SIGINT does: readiness off, `drain_delay` of still accepting
+/// (load balancers see the readiness change), then no new connections and up
+/// to `grace` for requests and tunnels in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownSettings {
+    pub grace: Duration,
+    pub drain_delay: Duration,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
+        }
+    }
 }
 
 impl Config {

@@ -123,6 +123,16 @@ pub fn validate(
     let health = health_settings(&mut errs, &raw.health);
     let retries = retries(&mut errs, &raw.retries);
     let limits = limits(&mut errs, &raw.limits);
+    let d = ShutdownSettings::default();
+    let shutdown = ShutdownSettings {
+        grace: duration_or_zero(&mut errs, "shutdown.grace", &raw.shutdown.grace, d.grace),
+        drain_delay: duration_or_zero(
+            &mut errs,
+            "shutdown.drain_delay",
+            &raw.shutdown.drain_delay,
+            d.drain_delay,
+        ),
+    };
     super::tls::cross_checks(&mut errs, raw, listen.flatten(), admin, tls.as_ref());
 
     errs.0.sort_by_key(|e| e.line.unwrap_or(0));
@@ -141,6 +151,7 @@ pub fn validate(
             health,
             retries,
             limits,
+            shutdown,
         }),
         _ => Err(errs.0),
     }

@@ -78,13 +78,12 @@ impl Drop for OpenConn {
     }
 }
 
-/// Accepts until `shutdown` turns true, then waits up to `grace` for open
-/// connections to finish their requests.
+/// Accepts until `shutdown` turns true, then waits up to `shutdown.grace` for
+/// open connections to finish their requests (HTTP/2 ones are sent GOAWAY).
 pub async fn accept_loop(
     listener: TcpListener,
     serving: Serving,
     mut shutdown: watch::Receiver<bool>,
-    grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
     loop {
@@ -101,6 +100,7 @@ pub async fn accept_loop(
         }
     }
     drop(listener);
+    let grace = serving.shared.snapshot().config.shutdown.grace;
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()

@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub mod pki;
+pub mod ws;
 
 use switchyard::app::{self, Running};
 use switchyard::config::{self, StaticKeys, ValidateOptions};
