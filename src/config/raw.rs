@@ -200,8 +200,6 @@ pub struct RawTimeouts {
     #[serde(default)]
     pub client_body: Option<Spanned<String>>,
     #[serde(default)]
-    pub keepalive: Option<Spanned<String>>,
-    #[serde(default)]
     pub upstream_body: Option<Spanned<String>>,
     #[serde(default)]
     pub tunnel_idle: Option<Spanned<String>>,

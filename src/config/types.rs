@@ -118,14 +118,14 @@ pub struct Timeouts {
     pub connect: Duration,
     /// Until the upstream's response head arrives.
     pub upstream_response: Duration,
-    /// Until a client's request head is complete (slowloris).
+    /// Until a client's request head is complete (slowloris). HTTP/1.1 starts
+    /// this clock when it begins waiting for a head, so it also bounds how long
+    /// an idle keep-alive connection waits for its next request.
     pub client_header: Duration,
     /// Idle pooled upstream connections close after this.
     pub upstream_idle: Duration,
     /// Longest silence inside a client's request body: 408 beyond.
     pub client_body: Duration,
-    /// An idle client connection between requests closes after this.
-    pub keepalive: Duration,
     /// Longest silence inside an upstream's response body: the response is cut.
     pub upstream_body: Duration,
     /// An upgraded connection (WebSocket) with no byte either way closes after this.
@@ -304,7 +304,6 @@ impl Default for Timeouts {
             client_header: Duration::from_secs(10),
             upstream_idle: Duration::from_secs(90),
             client_body: Duration::from_secs(30),
-            keepalive: Duration::from_secs(75),
             upstream_body: Duration::from_secs(60),
             tunnel_idle: Duration::from_secs(300),
             tls_handshake: Duration::from_secs(10),

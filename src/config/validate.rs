@@ -234,7 +234,6 @@ fn timeouts(errs: &mut Errors, raw: &RawTimeouts) -> Timeouts {
             &raw.client_body,
             d.client_body,
         ),
-        keepalive: duration_field(errs, "timeouts.keepalive", &raw.keepalive, d.keepalive),
         upstream_body: duration_field(
             errs,
             "timeouts.upstream_body",

@@ -182,9 +182,17 @@ where
         .serve_connection_with_upgrades(io, service)
         .into_owned();
     let conn = graceful.watch(conn);
+    let header_timeouts = serving.shared.metrics.client_timeouts[0].clone();
     tokio::spawn(async move {
         let _open = open;
         if let Err(e) = conn.await {
+            // hyper closes a connection whose request head is not complete
+            // within `timeouts.client_header` without an answer, as nginx does.
+            if e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout)
+            {
+                header_timeouts.inc();
+            }
             tracing::debug!(%peer, error = %e, "client connection ended with an error");
         }
     });

@@ -8,11 +8,14 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::idle::{BodyCut, IdleTimer};
 use crate::state::InFlight;
 
 #[derive(Debug)]
 enum Inner {
-    Upstream(Incoming),
+    /// With the idle timer of `timeouts.upstream_body` and the counter of
+    /// `kind="body_timeout"` errors for when it fires.
+    Upstream(Incoming, IdleTimer, prometheus::IntCounter),
     Full(Option<Bytes>),
 }
 
@@ -25,9 +28,14 @@ pub struct ProxyBody {
 }
 
 impl ProxyBody {
-    pub fn upstream(body: Incoming, in_flight: InFlight) -> Self {
+    pub fn upstream(
+        body: Incoming,
+        in_flight: InFlight,
+        idle: std::time::Duration,
+        timeouts: prometheus::IntCounter,
+    ) -> Self {
         Self {
-            inner: Inner::Upstream(body),
+            inner: Inner::Upstream(body, IdleTimer::new(idle), timeouts),
             in_flight: Some(in_flight),
         }
     }
@@ -47,17 +55,34 @@ impl ProxyBody {
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
-            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Inner::Upstream(b, timer, timeouts) => match Pin::new(b).poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => {
+                    timer.progress();
+                    Poll::Ready(Some(Ok(f)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => Poll::Ready(None),
+                // A stalled upstream: the client's response is cut (the
+                // connection closed, or the HTTP/2 stream reset) rather than
+                // left hanging.
+                Poll::Pending if timer.poll_expired(cx) => {
+                    timeouts.inc();
+                    Poll::Ready(Some(Err(BodyCut::UpstreamIdle(timer.idle()).into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
             Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         };
         if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = polled {
@@ -68,14 +93,14 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Upstream(b, ..) => b.is_end_stream(),
             Inner::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Upstream(b) => b.size_hint(),
+            Inner::Upstream(b, ..) => b.size_hint(),
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
         }

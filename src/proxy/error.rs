@@ -41,6 +41,8 @@ pub enum ProxyError {
     UpgradeToH2Upstream,
     #[error("moved to HTTPS")]
     RedirectToHttps,
+    #[error("request timeout: the request body stalled")]
+    ClientBodyTimeout,
 }
 
 /// Which side a failure is blamed on.
@@ -66,6 +68,7 @@ impl ProxyError {
             ProxyError::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpgradeNotSupported => StatusCode::NOT_IMPLEMENTED,
             ProxyError::RedirectToHttps => StatusCode::PERMANENT_REDIRECT,
+            ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -80,6 +83,7 @@ impl ProxyError {
             | ProxyError::ConnectNotAllowed
             | ProxyError::UpgradeNotSupported => Side::Downstream(DownstreamErrorKind::BadRequest),
             ProxyError::RedirectToHttps => Side::Downstream(DownstreamErrorKind::Redirect),
+            ProxyError::ClientBodyTimeout => Side::Downstream(DownstreamErrorKind::ClientTimeout),
             ProxyError::NoTarget => Side::Downstream(DownstreamErrorKind::NoTarget),
             ProxyError::UpstreamConnect => Side::Upstream(UpstreamErrorKind::Connect),
             ProxyError::ConnectTimeout => Side::Upstream(UpstreamErrorKind::ConnectTimeout),

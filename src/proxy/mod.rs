@@ -11,6 +11,7 @@
 mod body;
 mod error;
 pub mod headers;
+mod idle;
 mod replay;
 mod retry;
 pub mod upgrade;
@@ -332,6 +333,17 @@ impl ConnContext {
         } else {
             cfg.retries.attempts.max(1) as usize
         };
+        let verdict = if http_body::Body::is_end_stream(&body) {
+            idle::Verdict::none()
+        } else {
+            idle::Verdict::new()
+        };
+        let body = idle::ClientBody::new(
+            body,
+            cfg.timeouts.client_body,
+            cfg.limits.max_body_bytes,
+            verdict.clone(),
+        );
         let (body, replay) = UpstreamBody::new(body, max > 1);
         let mut body = Some(body);
         let mut tried = [usize::MAX; 5];
@@ -378,9 +390,17 @@ impl ConnContext {
                     if let Some(p) = upgrade {
                         head.headers.insert(header::UPGRADE, p);
                     }
+                    let body_timeouts = target.metrics.errors
+                        [crate::metrics::UpstreamErrorKind::BodyTimeout as usize]
+                        .clone();
                     return Ok(Response::from_parts(
                         head,
-                        ProxyBody::upstream(body, in_flight),
+                        ProxyBody::upstream(
+                            body,
+                            in_flight,
+                            cfg.timeouts.upstream_body,
+                            body_timeouts,
+                        ),
                     ));
                 }
                 Ok(Err(e)) => {
@@ -396,6 +416,23 @@ impl ConnContext {
                 Err(_) => (ProxyError::ResponseTimeout, false),
             };
             drop(in_flight);
+            // The client's body, not the upstream, ended the exchange: the
+            // client is told, and the target is not blamed.
+            let cut = match verdict.get() {
+                idle::BodyVerdict::Fine => None,
+                idle::BodyVerdict::TimedOut => {
+                    self.shared.metrics.client_timeouts[1].inc();
+                    Some(ProxyError::ClientBodyTimeout)
+                }
+                idle::BodyVerdict::TooLarge => Some(ProxyError::BodyTooLarge),
+            };
+            if let Some(e) = cut {
+                target.metrics.count_status(e.status().as_u16());
+                if let Side::Downstream(kind) = e.side() {
+                    self.shared.metrics.downstream_by[kind as usize].inc();
+                }
+                return Err(e);
+            }
             if let Side::Upstream(kind) = err.side() {
                 target.metrics.count_error(kind);
             }
@@ -551,6 +588,7 @@ pub fn error_response(e: ProxyError) -> Response<ProxyBody> {
             | ProxyError::UriTooLong
             | ProxyError::HeadersTooLarge
             | ProxyError::BodyTooLarge
+            | ProxyError::ClientBodyTimeout
     ) {
         // The framing of a bad request cannot be trusted for the next one.
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -12,9 +12,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
-type Slot = Arc<Mutex<Option<Incoming>>>;
+use super::idle::ClientBody;
+
+type Slot = Arc<Mutex<Option<ClientBody>>>;
 
 #[derive(Debug)]
 enum State {
@@ -23,7 +24,7 @@ enum State {
     /// Parked; the first poll takes it out of the slot.
     Parked(Slot),
     /// Being sent.
-    Streaming(Incoming),
+    Streaming(ClientBody),
 }
 
 /// The body of a request to an upstream.
@@ -58,7 +59,7 @@ impl UpstreamBody {
 
     /// Wraps a client's body. With `replayable` false it streams straight
     /// through (no slot, no lock) and [`Replay::again`] always says no.
-    pub fn new(body: Incoming, replayable: bool) -> (Self, Replay) {
+    pub fn new(body: ClientBody, replayable: bool) -> (Self, Replay) {
         let hint = body.size_hint();
         let (state, source) = if body.is_end_stream() {
             (State::Empty, Source::Empty)
@@ -98,12 +99,12 @@ impl Replay {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         if let State::Parked(slot) = &this.state {
             let taken = match slot.lock() {

@@ -215,6 +215,13 @@ impl Upstream {
                 let n = query.get("bytes").and_then(|b| b.parse().ok()).unwrap_or(0);
                 TestBody::pattern(n)
             }
+            "/stall" => {
+                let n = query
+                    .get("bytes")
+                    .and_then(|b| b.parse().ok())
+                    .unwrap_or(10);
+                TestBody::Stall(Some(Bytes::from(vec![b's'; n])))
+            }
             "/slow" => {
                 let ms = query.get("ms").and_then(|b| b.parse().ok()).unwrap_or(1000);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -244,6 +251,7 @@ pub fn pattern_chunk(offset: usize, len: usize) -> Vec<u8> {
 pub enum TestBody {
     Full(Option<Bytes>),
     Pattern { sent: usize, total: usize },
+    Stall(Option<Bytes>),
 }
 
 impl TestBody {
@@ -267,6 +275,11 @@ impl Body for TestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             TestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            // Its first chunk, then silence: a hung upstream mid-body.
+            TestBody::Stall(first) => match first.take() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => Poll::Pending,
+            },
             TestBody::Pattern { sent, total } => {
                 if *sent >= *total {
                     return Poll::Ready(None);

@@ -1,0 +1,178 @@
+//! Body guards: the longest silence allowed inside a streaming body (client
+//! request bodies and upstream response bodies alike), and the size limit of a
+//! request body that has no `Content-Length` to check up front.
+//!
+//! The timer is lazy: a frame only records when it came; the one `Sleep` is
+//! made at the first wait and, when it fires early because data came since,
+//! moved to the new deadline. So a fast stream pays one clock read per frame.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+/// Fires when a stream has made no progress for `idle`.
+#[derive(Debug)]
+pub struct IdleTimer {
+    idle: Duration,
+    last: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl IdleTimer {
+    pub fn new(idle: Duration) -> Self {
+        Self {
+            idle,
+            last: Instant::now(),
+            sleep: None,
+        }
+    }
+
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
+    /// Data arrived.
+    pub fn progress(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// Call when the stream is pending: true once `idle` has passed since the
+    /// last progress (and then the caller gives up on the stream).
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.last + self.idle;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// Why a client's request body was cut, as seen by the request path after the
+/// upstream exchange failed because of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BodyVerdict {
+    Fine = 0,
+    /// Silent for longer than `timeouts.client_body`: 408.
+    TimedOut = 1,
+    /// Longer than `limits.max_body_bytes` (no Content-Length said so): 413.
+    TooLarge = 2,
+}
+
+/// Shared between the body (which sets it) and the request path (which reads
+/// it). Requests without a body get `none()`, which allocates nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Verdict(Option<Arc<AtomicU8>>);
+
+impl Verdict {
+    pub fn new() -> Self {
+        Self(Some(Arc::default()))
+    }
+
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    pub fn set(&self, v: BodyVerdict) {
+        if let Some(a) = &self.0 {
+            a.store(v as u8, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self) -> BodyVerdict {
+        let Some(a) = &self.0 else {
+            return BodyVerdict::Fine;
+        };
+        match a.load(Ordering::Relaxed) {
+            1 => BodyVerdict::TimedOut,
+            2 => BodyVerdict::TooLarge,
+            _ => BodyVerdict::Fine,
+        }
+    }
+}
+
+/// The error a guarded body ends with; the request path maps it to a status
+/// through the [`Verdict`], the upstream sees the request aborted.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyCut {
+    #[error("the client sent no body data for {0:?}")]
+    ClientIdle(Duration),
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("the upstream sent no body data for {0:?}")]
+    UpstreamIdle(Duration),
+}
+
+/// A client's request body on its way upstream, with the idle timeout and
+/// (when the size was not declared) the size limit applied as it streams.
+#[derive(Debug)]
+pub struct ClientBody {
+    inner: hyper::body::Incoming,
+    timer: IdleTimer,
+    /// 0: no limit.
+    limit: u64,
+    seen: u64,
+    verdict: Verdict,
+}
+
+impl ClientBody {
+    pub fn new(inner: hyper::body::Incoming, idle: Duration, limit: u64, verdict: Verdict) -> Self {
+        Self {
+            inner,
+            timer: IdleTimer::new(idle),
+            limit,
+            seen: 0,
+            verdict,
+        }
+    }
+}
+
+impl http_body::Body for ClientBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.timer.progress();
+                if let Some(d) = frame.data_ref() {
+                    this.seen += d.len() as u64;
+                    if this.limit > 0 && this.seen > this.limit {
+                        this.verdict.set(BodyVerdict::TooLarge);
+                        return Poll::Ready(Some(Err(BodyCut::TooLarge(this.limit).into())));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if this.timer.poll_expired(cx) {
+                    this.verdict.set(BodyVerdict::TimedOut);
+                    return Poll::Ready(Some(Err(BodyCut::ClientIdle(this.timer.idle()).into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

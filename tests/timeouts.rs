@@ -1,0 +1,257 @@
+//! Slow and hostile clients, stalled upstreams, and the connection limit:
+//! 408 for a stalled request body, 413 for a chunked body over the limit, a
+//! cut response for a stalled upstream body, `Expect: 100-continue` without a
+//! stall, slowloris connections closed while normal clients are served, and
+//! connections over `limits.max_connections` accepted and closed at once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn status_of(resp: &str) -> &str {
+    resp.split(' ').nth(1).unwrap_or("")
+}
+
+/// Reads what the server sends until it closes or `within` passes.
+async fn read_until_close(s: &mut TcpStream, within: Duration) -> (String, bool) {
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(within, s.read_to_end(&mut out))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_gets_408_and_the_target_is_not_blamed() {
+    let (blue, _g, proxy) = blue_green(100, 0, "timeouts:\n  client_body: 400ms\n").await;
+    let mut s = ok(TcpStream::connect(proxy.proxy_addr).await, "connect");
+    let head = "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789";
+    ok(s.write_all(head.as_bytes()).await, "write");
+    let started = Instant::now();
+    let (resp, closed) = read_until_close(&mut s, Duration::from_secs(5)).await;
+    assert_eq!(status_of(&resp), "408", "{resp}");
+    assert!(closed, "the connection is closed after a 408");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert_eq!(
+        metric(
+            &proxy,
+            "switchyard_downstream_errors_total{kind=\"client_timeout\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(&proxy, "switchyard_client_timeouts_total{phase=\"body\"}").await,
+        1.0
+    );
+    let target = format!(
+        "switchyard_target_healthy{{group=\"blue\",target=\"{}\"}}",
+        blue.addr
+    );
+    assert_eq!(
+        metric(&proxy, &target).await,
+        1.0,
+        "a slow client does not eject the target"
+    );
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_gets_413_as_it_streams() {
+    let (blue, _g, proxy) = blue_green(100, 0, "limits:\n  max_body_bytes: 1000\n").await;
+    let mut req =
+        String::from("POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for _ in 0..3 {
+        req.push_str(&format!("1f4\r\n{}\r\n", "d".repeat(500)));
+    }
+    req.push_str("0\r\n\r\n");
+    let resp = raw(proxy.proxy_addr, req.as_bytes()).await;
+    assert_eq!(status_of(&resp), "413", "{resp}");
+    assert!(
+        !resp.contains("1500 "),
+        "the upstream never answered a whole 1 500-byte body: {resp}"
+    );
+    let _ = &blue;
+    let small = "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1f4\r\n"
+        .to_owned()
+        + &"e".repeat(500)
+        + "\r\n0\r\n\r\n";
+    let resp = raw(proxy.proxy_addr, small.as_bytes()).await;
+    assert_eq!(status_of(&resp), "200", "under the limit passes: {resp}");
+    assert!(
+        resp.contains("500 "),
+        "the upstream got all 500 bytes: {resp}"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_upstream_body_is_cut_and_counted() {
+    let (blue, _g, proxy) = blue_green(100, 0, "timeouts:\n  upstream_body: 400ms\n").await;
+    let mut s = ok(TcpStream::connect(proxy.proxy_addr).await, "connect");
+    ok(
+        s.write_all(b"GET /stall?bytes=5 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await,
+        "write",
+    );
+    let started = Instant::now();
+    let (resp, closed) = read_until_close(&mut s, Duration::from_secs(5)).await;
+    assert!(closed, "the client is not left hanging: {resp}");
+    assert_eq!(status_of(&resp), "200", "the head had been sent: {resp}");
+    assert!(resp.contains("sssss"), "what arrived was relayed: {resp}");
+    assert!(
+        !resp.ends_with("0\r\n\r\n"),
+        "the response is visibly cut, not ended cleanly: {resp:?}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    let kind = format!(
+        "switchyard_upstream_errors_total{{group=\"blue\",kind=\"body_timeout\",target=\"{}\"}}",
+        blue.addr
+    );
+    assert_eq!(metric(&proxy, &kind).await, 1.0);
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_without_a_stall() {
+    let (_b, _g, proxy) = blue_green(100, 0, "").await;
+    let mut s = ok(TcpStream::connect(proxy.proxy_addr).await, "connect");
+    let head =
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n";
+    ok(s.write_all(head.as_bytes()).await, "write head");
+    let mut buf = [0u8; 64];
+    let n = ok(
+        ok(
+            tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await,
+            "100 Continue in time",
+        ),
+        "read",
+    );
+    let interim = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(interim.starts_with("HTTP/1.1 100 Continue"), "{interim}");
+    ok(s.write_all(b"hello world").await, "write body");
+    let mut out = Vec::new();
+    loop {
+        let n = ok(
+            ok(
+                tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await,
+                "response in time",
+            ),
+            "read",
+        );
+        out.extend_from_slice(&buf[..n]);
+        if n == 0 || String::from_utf8_lossy(&out).ends_with("\r\n0\r\n\r\n") {
+            break;
+        }
+    }
+    let resp = String::from_utf8_lossy(&out);
+    assert_eq!(status_of(&resp), "200", "{resp}");
+    assert!(
+        resp.contains("11 b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"),
+        "{resp}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_connections_are_closed_and_normal_clients_are_served() {
+    let (blue, green) = blue_and_green().await;
+    let yaml = config_yaml(
+        &[("blue", 1, &[&blue]), ("green", 1, &[&green])],
+        "timeouts:\n  client_header: 2s\n",
+    );
+    let proxy = BinProxy::start(&yaml);
+    let addr = proxy.proxy_addr;
+    // 500 connections, each sending its request head one byte per second.
+    let mut slow = Vec::new();
+    for _ in 0..500 {
+        slow.push(ok(TcpStream::connect(addr).await, "slow connect"));
+    }
+    let started = Instant::now();
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut served = 0;
+    let mut i = 0;
+    while started.elapsed() < Duration::from_millis(3500) {
+        for s in &mut slow {
+            let _ = s.write_all(&head[i % head.len()..i % head.len() + 1]).await;
+        }
+        i += 1;
+        // Normal clients meanwhile: each answered, promptly.
+        for _ in 0..5 {
+            let t = Instant::now();
+            let got = get(&h1_client(), &format!("http://{addr}/"), None).await;
+            assert_eq!(got.status, 200);
+            assert!(
+                t.elapsed() < Duration::from_secs(1),
+                "a normal client waited {:?}",
+                t.elapsed()
+            );
+            served += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    assert!(served >= 15, "{served}");
+    // Past the header timeout, every slow connection has been closed.
+    let mut closed = 0;
+    for s in &mut slow {
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+            Ok(Ok(_)) | Ok(Err(_)) => closed += 1,
+            Err(_) => {}
+        }
+    }
+    assert_eq!(
+        closed, 500,
+        "every slowloris connection is closed after client_header"
+    );
+    let timeouts = metric_at(
+        proxy.admin_addr,
+        "switchyard_client_timeouts_total{phase=\"header\"}",
+    )
+    .await;
+    assert_eq!(timeouts, 500.0, "each is counted as a header timeout");
+    let open = metric_at(proxy.admin_addr, "switchyard_open_connections").await;
+    assert!(
+        open <= 2.0,
+        "slow connections are gone from the gauge: {open}"
+    );
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_accepted_and_closed_at_once() {
+    let (_b, _g, proxy) = blue_green(100, 0, "limits:\n  max_connections: 5\n").await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let mut s = ok(TcpStream::connect(proxy.proxy_addr).await, "connect");
+        ok(
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await,
+            "write",
+        );
+        let mut buf = [0u8; 512];
+        let n = ok(s.read(&mut buf).await, "read");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    let mut extra = ok(TcpStream::connect(proxy.proxy_addr).await, "connect 6th");
+    let (resp, closed) = read_until_close(&mut extra, Duration::from_secs(2)).await;
+    assert!(
+        closed && resp.is_empty(),
+        "the 6th connection is closed unanswered: {resp:?}"
+    );
+    assert_eq!(
+        metric(&proxy, "switchyard_connections_refused_total").await,
+        1.0
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let got = get(&h1_client(), &format!("http://{}/", proxy.proxy_addr), None).await;
+    assert_eq!(got.status, 200, "room again once connections close");
+}
