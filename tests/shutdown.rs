@@ -74,6 +74,27 @@ async fn sigterm_lets_requests_and_a_websocket_finish_refuses_new_connections_an
             })
         })
         .collect();
+    // And one HTTP/2 connection with a slow request in flight.
+    let tcp = ok(tokio::net::TcpStream::connect(addr).await, "h2 connect");
+    let (mut h2, conn) = ok(
+        hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await,
+        "h2 handshake",
+    );
+    tokio::spawn(conn);
+    let h2_slow = {
+        let req = ok(
+            http::Request::get(format!("http://{addr}/slow?ms=1500"))
+                .body(http_body_util::Empty::<bytes::Bytes>::new()),
+            "req",
+        );
+        ok(h2.ready().await, "h2 ready");
+        let fut = h2.send_request(req);
+        tokio::spawn(async move { ok(fut.await, "h2 in-flight request").status() })
+    };
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     proxy.signal("TERM");
@@ -106,7 +127,23 @@ async fn sigterm_lets_requests_and_a_websocket_finish_refuses_new_connections_an
             "in-flight requests complete"
         );
     }
-    assert_eq!(app.hits(), 8);
+    assert_eq!(
+        ok(h2_slow.await, "h2 task"),
+        200,
+        "the HTTP/2 stream in flight completes"
+    );
+    assert_eq!(app.hits(), 9);
+    // The proxy sent GOAWAY: the connection takes no new stream.
+    let after = ok(
+        http::Request::get(format!("http://{addr}/"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new()),
+        "req",
+    );
+    let refused = match h2.ready().await {
+        Err(_) => true,
+        Ok(()) => h2.send_request(after).await.is_err(),
+    };
+    assert!(refused, "a new stream after GOAWAY is refused");
     echo_once(&mut ws, "still here").await;
     ok(ws.close(None).await, "close");
     drop(ws);
