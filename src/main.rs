@@ -107,10 +107,11 @@ fn source(path: &Path, opts: ValidateOptions) -> ConfigSource {
 async fn run(path: &Path) -> Result<()> {
     let opts = ValidateOptions::default();
     let (config, text) = config::load_file(path, &SystemKeys, opts)?;
+    let stop = app::shutdown_signal();
     let running = app::start(config, content_hash(&text), Some(source(path, opts)))
         .await
         .context("cannot start the proxy")?;
-    app::shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
@@ -261,11 +262,12 @@ async fn run_demo(path: Option<&Path>) -> Result<()> {
         }
     }
     let cookie = config.sticky.cookie_name.as_str().to_owned();
+    let stop = app::shutdown_signal();
     let running = app::start(config, content_hash(&text), path.map(|p| source(p, opts)))
         .await
         .context("cannot start the proxy")?;
     print_demo_help(&running, &cookie, ca_file.as_deref());
-    app::shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     running.shutdown().await;
     let _ = tx.send(true);
