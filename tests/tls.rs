@@ -32,6 +32,34 @@ fn tls_yaml(
     config_yaml(groups, &tls)
 }
 
+/// A test CA and one certificate for `app.test` from it, written to a temp dir.
+struct AppCert {
+    ca: Ca,
+    certs: [(std::path::PathBuf, std::path::PathBuf); 1],
+    _dir: tempfile::TempDir,
+}
+
+fn app_cert() -> AppCert {
+    let ca = Ca::new("test CA");
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    let certs = [ca.leaf(&["app.test"]).write(dir.path(), "app")];
+    AppCert {
+        ca,
+        certs,
+        _dir: dir,
+    }
+}
+
+/// Blue and green upstreams, 50/50, behind a proxy serving `certs` over HTTPS.
+async fn blue_green_over_tls(
+    certs: &[(std::path::PathBuf, std::path::PathBuf)],
+) -> (Upstream, Upstream, switchyard::app::Running) {
+    let (blue, green) = blue_and_green().await;
+    let yaml = tls_yaml(certs, &[("blue", 1, &[&blue]), ("green", 1, &[&green])], "");
+    let proxy = start_proxy(&yaml).await;
+    (blue, green, proxy)
+}
+
 fn tls_addr(r: &switchyard::app::Running) -> std::net::SocketAddr {
     r.tls_addr.unwrap_or_else(|| panic!("no HTTPS listener"))
 }
@@ -43,13 +71,7 @@ async fn sni_chooses_the_certificate_and_alpn_negotiates_h2() {
     let b = ca.leaf(&["b.test", "*.b.test"]);
     let dir = ok(tempfile::tempdir(), "tempdir");
     let certs = [a.write(dir.path(), "a"), b.write(dir.path(), "b")];
-    let (blue, green) = blue_and_green().await;
-    let proxy = start_proxy(&tls_yaml(
-        &certs,
-        &[("blue", 1, &[&blue]), ("green", 1, &[&green])],
-        "",
-    ))
-    .await;
+    let (_blue, _green, proxy) = blue_green_over_tls(&certs).await;
     let addr = tls_addr(&proxy);
 
     let both: &[&[u8]] = &[b"h2", b"http/1.1"];
@@ -96,16 +118,8 @@ async fn sni_chooses_the_certificate_and_alpn_negotiates_h2() {
 
 #[tokio::test]
 async fn a_sticky_client_over_http2_keeps_its_group_and_split_cookies_are_joined() {
-    let ca = Ca::new("test CA");
-    let dir = ok(tempfile::tempdir(), "tempdir");
-    let certs = [ca.leaf(&["app.test"]).write(dir.path(), "app")];
-    let (blue, green) = blue_and_green().await;
-    let proxy = start_proxy(&tls_yaml(
-        &certs,
-        &[("blue", 1, &[&blue]), ("green", 1, &[&green])],
-        "",
-    ))
-    .await;
+    let AppCert { ca, certs, _dir } = app_cert();
+    let (blue, green, proxy) = blue_green_over_tls(&certs).await;
     let s = pki::connect(tls_addr(&proxy), "app.test", &ca, &[b"h2", b"http/1.1"]).await;
     let mut h2 = pki::h2_over(s).await;
     let req = |cookies: &[&str]| {
@@ -267,9 +281,7 @@ fn write_renamed(path: &std::path::Path, text: &str) {
 
 #[tokio::test]
 async fn plain_http_is_redirected_to_https_when_asked() {
-    let ca = Ca::new("test CA");
-    let dir = ok(tempfile::tempdir(), "tempdir");
-    let certs = [ca.leaf(&["app.test"]).write(dir.path(), "app")];
+    let AppCert { ca, certs, _dir } = app_cert();
     let blue = Upstream::start("blue").await;
     let proxy = start_proxy(&tls_yaml(
         &certs,
@@ -303,9 +315,7 @@ async fn plain_http_is_redirected_to_https_when_asked() {
 
 #[tokio::test]
 async fn host_prefixed_cookie_is_secure_with_path_root_and_no_domain() {
-    let ca = Ca::new("test CA");
-    let dir = ok(tempfile::tempdir(), "tempdir");
-    let certs = [ca.leaf(&["app.test"]).write(dir.path(), "app")];
+    let AppCert { ca, certs, _dir } = app_cert();
     let blue = Upstream::start("blue").await;
     let yaml = tls_yaml(&certs, &[("blue", 1, &[&blue])], "").replace(
         "  ttl: 1h\n",
@@ -340,9 +350,7 @@ async fn host_prefixed_cookie_is_secure_with_path_root_and_no_domain() {
 
 #[tokio::test]
 async fn a_stalled_handshake_is_closed_after_the_handshake_timeout() {
-    let ca = Ca::new("test CA");
-    let dir = ok(tempfile::tempdir(), "tempdir");
-    let certs = [ca.leaf(&["app.test"]).write(dir.path(), "app")];
+    let AppCert { certs, _dir, .. } = app_cert();
     let blue = Upstream::start("blue").await;
     let yaml = tls_yaml(&certs, &[("blue", 1, &[&blue])], "")
         .replace("groups:\n", "timeouts:\n  tls_handshake: 300ms\ngroups:\n");
