@@ -2,9 +2,10 @@
 //! request bodies and upstream response bodies alike), and the size limit of a
 //! request body that has no `Content-Length` to check up front.
 //!
-//! The timer is lazy: a frame only records when it came; the one `Sleep` is
-//! made at the first wait and, when it fires early because data came since,
-//! moved to the new deadline. So a fast stream pays one clock read per frame.
+//! The timer is lazy: nothing is read or armed until the stream first has to
+//! wait (an empty or already-buffered body costs nothing); after that a frame
+//! only records when it came, and the one `Sleep` is moved to the new deadline
+//! when it is next polled.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +20,8 @@ use tokio::time::{Instant, Sleep};
 #[derive(Debug)]
 pub struct IdleTimer {
     idle: Duration,
-    last: Instant,
+    /// Last progress; `None` until the stream first waits.
+    last: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
@@ -27,7 +29,7 @@ impl IdleTimer {
     pub fn new(idle: Duration) -> Self {
         Self {
             idle,
-            last: Instant::now(),
+            last: None,
             sleep: None,
         }
     }
@@ -36,15 +38,18 @@ impl IdleTimer {
         self.idle
     }
 
-    /// Data arrived.
+    /// Data arrived. Before the first wait there is no silence to measure.
     pub fn progress(&mut self) {
-        self.last = Instant::now();
+        if self.last.is_some() {
+            self.last = Some(Instant::now());
+        }
     }
 
     /// Call when the stream is pending: true once `idle` has passed since the
     /// last progress (and then the caller gives up on the stream).
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadline = self.last + self.idle;
+        let last = *self.last.get_or_insert_with(Instant::now);
+        let deadline = last + self.idle;
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));

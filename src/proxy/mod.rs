@@ -501,7 +501,6 @@ impl ConnContext {
         req: &Request<Incoming>,
         host: &http::uri::Authority,
     ) -> Response<ProxyBody> {
-        let _ = snap;
         let port = match self
             .shared
             .https_port
