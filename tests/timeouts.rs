@@ -1,8 +1,10 @@
 //! Slow and hostile clients, stalled upstreams, and the connection limit:
 //! 408 for a stalled request body, 413 for a chunked body over the limit, a
 //! cut response for a stalled upstream body, `Expect: 100-continue` without a
-//! stall, slowloris connections closed while normal clients are served, and
-//! connections over `limits.max_connections` accepted and closed at once.
+//! stall, slowloris connections closed while normal clients are served,
+//! connections over `limits.max_connections` accepted and closed at once, the
+//! keep-alive idle timeout apart from the head timeout (408 for a slow head),
+//! and a client that stops reading cut after `timeouts.client_write`.
 
 mod common;
 
@@ -254,4 +256,276 @@ async fn connections_over_the_limit_are_accepted_and_closed_at_once() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let got = get(&h1_client(), &format!("http://{}/", proxy.proxy_addr), None).await;
     assert_eq!(got.status, 200, "room again once connections close");
+}
+
+/// Reads one response to `GET /` from the blue upstream (its body is "blue",
+/// sent chunked or with a length).
+async fn read_blue_response(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !(out.ends_with(b"\r\n\r\nblue") || out.ends_with(b"blue\r\n0\r\n\r\n")) {
+        let n = ok(
+            tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await,
+            "a response in time",
+        );
+        let n = ok(n, "read");
+        assert!(
+            n > 0,
+            "closed mid-response: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn an_idle_keepalive_connection_waits_keepalive_not_client_header() {
+    let (_b, _g, proxy) = blue_green(
+        100,
+        0,
+        "timeouts:\n  client_header: 400ms\n  keepalive: 1500ms\n",
+    )
+    .await;
+    let mut s = ok(TcpStream::connect(proxy.proxy_addr).await, "connect");
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    ok(s.write_all(req).await, "write");
+    assert!(read_blue_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    // Idle for well past client_header: still open, and it serves again.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    ok(
+        s.write_all(req).await,
+        "second request on the same connection",
+    );
+    assert!(read_blue_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    // Then idle: closed after keepalive, with nothing sent.
+    let started = Instant::now();
+    let (resp, closed) = read_until_close(&mut s, Duration::from_secs(5)).await;
+    let waited = started.elapsed();
+    assert!(closed && resp.is_empty(), "closed quietly: {resp:?}");
+    assert!(
+        waited >= Duration::from_millis(1300) && waited < Duration::from_secs(3),
+        "closed after keepalive: {waited:?}"
+    );
+    assert_eq!(
+        metric(
+            &proxy,
+            "switchyard_client_timeouts_total{phase=\"keepalive\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(&proxy, "switchyard_client_timeouts_total{phase=\"header\"}").await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_short_keepalive_closes_idle_connections_before_client_header() {
+    let (_b, _g, proxy) = blue_green(
+        100,
+        0,
+        "timeouts:\n  client_header: 5s\n  keepalive: 300ms\n",
+    )
+    .await;
+    let mut s = ok(TcpStream::connect(proxy.proxy_addr).await, "connect");
+    ok(
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await,
+        "write",
+    );
+    read_blue_response(&mut s).await;
+    let started = Instant::now();
+    let (resp, closed) = read_until_close(&mut s, Duration::from_secs(4)).await;
+    let waited = started.elapsed();
+    assert!(closed && resp.is_empty(), "closed quietly: {resp:?}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(2000),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_head_gets_408_and_a_silent_connection_is_closed_unanswered() {
+    let (blue, _g, proxy) = blue_green(
+        100,
+        0,
+        "timeouts:\n  client_header: 500ms\n  keepalive: 10s\n",
+    )
+    .await;
+    // A head that starts and never ends.
+    let mut partial = ok(TcpStream::connect(proxy.proxy_addr).await, "connect");
+    ok(
+        partial
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow:")
+            .await,
+        "write",
+    );
+    // A connection that sends nothing at all (first request: client_header
+    // applies, not keepalive).
+    let mut silent = ok(TcpStream::connect(proxy.proxy_addr).await, "connect");
+    // A keep-alive connection whose second head stalls: client_header again,
+    // from its first byte.
+    let mut second = ok(TcpStream::connect(proxy.proxy_addr).await, "connect");
+    ok(
+        second.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await,
+        "write",
+    );
+    read_blue_response(&mut second).await;
+    ok(second.write_all(b"GET / HT").await, "write");
+
+    let started = Instant::now();
+    let (resp, closed) = read_until_close(&mut partial, Duration::from_secs(5)).await;
+    assert!(closed, "closed after the header timeout");
+    assert_eq!(status_of(&resp), "408", "{resp}");
+    assert!(resp.contains("connection: close"), "{resp}");
+    let (resp, closed) = read_until_close(&mut silent, Duration::from_secs(5)).await;
+    assert!(
+        closed && resp.is_empty(),
+        "a silent connection gets no answer: {resp:?}"
+    );
+    let (resp, closed) = read_until_close(&mut second, Duration::from_secs(5)).await;
+    assert!(closed, "the stalled second head is cut");
+    assert_eq!(status_of(&resp), "408", "{resp}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(
+        metric(&proxy, "switchyard_client_timeouts_total{phase=\"header\"}").await,
+        3.0
+    );
+    assert_eq!(blue.hits(), 1, "only the complete request was forwarded");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_after_client_write() {
+    let (_b, _g, proxy) = blue_green(100, 0, "timeouts:\n  client_write: 500ms\n").await;
+    let socket = ok(tokio::net::TcpSocket::new_v4(), "socket");
+    ok(socket.set_recv_buffer_size(4096), "small receive buffer");
+    let mut s = ok(socket.connect(proxy.proxy_addr).await, "connect");
+    ok(
+        s.write_all(b"GET /download?bytes=200000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await,
+        "write",
+    );
+    // Read nothing: the proxy's writes block once the socket buffers fill.
+    let gauge = "switchyard_client_timeouts_total{phase=\"write\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&proxy, gauge).await < 1.0 {
+        assert!(Instant::now() < deadline, "the blocked write was never cut");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The connection is gone: draining what was buffered ends in a close.
+    let mut sink = vec![0u8; 1 << 20];
+    let mut total = 0usize;
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "closed by the proxy");
+    assert!(total < 200_000_000, "the response was cut ({total} bytes)");
+    let open = metric(&proxy, "switchyard_open_connections").await;
+    assert!(open <= 1.0, "{open}");
+}
+
+/// Frame types an HTTP/2 client saw until the server closed, answering PINGs.
+async fn h2_frames_until_close(s: &mut TcpStream, within: Duration) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let result = tokio::time::timeout(within, async {
+        loop {
+            let mut head = [0u8; 9];
+            if s.read_exact(&mut head).await.is_err() {
+                return;
+            }
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let mut payload = vec![0u8; len];
+            if s.read_exact(&mut payload).await.is_err() {
+                return;
+            }
+            seen.push(head[3]);
+            // PING without ACK: answer it, as a live client does.
+            if head[3] == 6 && head[4] & 1 == 0 {
+                let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                ack.extend_from_slice(&payload);
+                let _ = s.write_all(&ack).await;
+            }
+        }
+    })
+    .await;
+    assert!(result.is_ok(), "the server did not close; frames: {seen:?}");
+    seen
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_gets_goaway_after_keepalive() {
+    let (_b, _g, proxy) = blue_green(100, 0, "timeouts:\n  keepalive: 600ms\n").await;
+    let mut s = ok(TcpStream::connect(proxy.proxy_addr).await, "connect");
+    // Preface and an empty SETTINGS frame; no stream is ever opened.
+    ok(
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await,
+        "preface",
+    );
+    ok(s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await, "settings");
+    let started = Instant::now();
+    let frames = h2_frames_until_close(&mut s, Duration::from_secs(5)).await;
+    let waited = started.elapsed();
+    const GOAWAY: u8 = 7;
+    assert!(frames.contains(&GOAWAY), "closed with GOAWAY: {frames:?}");
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    assert_eq!(
+        metric(
+            &proxy,
+            "switchyard_client_timeouts_total{phase=\"keepalive\"}"
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn an_http2_connection_with_a_stream_open_is_not_idle() {
+    let (_b, _g, proxy) = blue_green(100, 0, "timeouts:\n  keepalive: 500ms\n").await;
+    let tcp = ok(TcpStream::connect(proxy.proxy_addr).await, "connect");
+    let (mut send, conn) = ok(
+        hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await,
+        "h2 handshake",
+    );
+    let conn = tokio::spawn(conn);
+    // A response that takes three keepalive periods to start.
+    let req = ok(
+        http::Request::get(format!("http://{}/slow?ms=1500", proxy.proxy_addr))
+            .body(http_body_util::Empty::<bytes::Bytes>::new()),
+        "request",
+    );
+    ok(send.ready().await, "ready");
+    let resp = ok(send.send_request(req).await, "the slow request completes");
+    assert_eq!(resp.status(), 200);
+    let body = ok(
+        http_body_util::BodyExt::collect(resp.into_body()).await,
+        "body",
+    );
+    assert_eq!(&body.to_bytes()[..], b"slow blue");
+    // Then, with nothing in flight, the server ends the connection.
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "the connection closes once idle");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -269,3 +269,50 @@ async fn an_upgrade_to_a_group_that_speaks_http2_upstream_is_a_502() {
     }
     assert_eq!(blue.sessions.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn an_open_tunnel_outlives_the_connection_keepalive_timeout() {
+    let blue = Echo::start("blue").await;
+    let proxy = start_proxy(&yaml(
+        &[("blue", 1, blue.addr)],
+        "timeouts:\n  keepalive: 300ms\n  client_header: 300ms\n",
+    ))
+    .await;
+    // HTTP/1.1 Upgrade.
+    let (mut ws, _, _) = open(proxy.proxy_addr, None).await;
+    // HTTP/2 extended CONNECT on a connection that then carries nothing else.
+    let tcp = ok(TcpStream::connect(proxy.proxy_addr).await, "connect");
+    let (mut send, conn) = ok(
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await,
+        "h2 handshake",
+    );
+    tokio::spawn(conn);
+    let mut req = ok(
+        http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("http://{}/chat", proxy.proxy_addr))
+            .header("sec-websocket-version", "13")
+            .body(Empty::<Bytes>::new()),
+        "request",
+    );
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    ok(send.ready().await, "ready");
+    let mut resp = ok(send.send_request(req).await, "extended CONNECT");
+    assert_eq!(resp.status(), 200);
+    let upgraded = ok(hyper::upgrade::on(&mut resp).await, "upgrade");
+    let mut ws2 =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    // Silent for several keepalive periods: both tunnels are still there.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    exchange(&mut ws, 3, 300).await;
+    exchange(&mut ws2, 3, 300).await;
+    assert_eq!(
+        metric(
+            &proxy,
+            "switchyard_client_timeouts_total{phase=\"keepalive\"}"
+        )
+        .await,
+        0.0
+    );
+}

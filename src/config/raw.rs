@@ -205,4 +205,8 @@ pub struct RawTimeouts {
     pub tunnel_idle: Option<Spanned<String>>,
     #[serde(default)]
     pub tls_handshake: Option<Spanned<String>>,
+    #[serde(default)]
+    pub keepalive: Option<Spanned<String>>,
+    #[serde(default)]
+    pub client_write: Option<Spanned<String>>,
 }

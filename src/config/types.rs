@@ -118,10 +118,16 @@ pub struct Timeouts {
     pub connect: Duration,
     /// Until the upstream's response head arrives.
     pub upstream_response: Duration,
-    /// Until a client's request head is complete (slowloris). HTTP/1.1 starts
-    /// this clock when it begins waiting for a head, so it also bounds how long
-    /// an idle keep-alive connection waits for its next request.
+    /// Until a client's request head is complete (slowloris), counted from
+    /// the connection's start for its first request and from the first byte of
+    /// the head for later ones.
     pub client_header: Duration,
+    /// An open client connection with no request in flight and no byte of a
+    /// new one is closed after this (HTTP/2: `GOAWAY`).
+    pub keepalive: Duration,
+    /// Longest a write to the client may stay blocked (a client that stopped
+    /// reading); past it the connection is closed.
+    pub client_write: Duration,
     /// Idle pooled upstream connections close after this.
     pub upstream_idle: Duration,
     /// Longest silence inside a client's request body: 408 beyond.
@@ -307,6 +313,8 @@ impl Default for Timeouts {
             upstream_body: Duration::from_secs(60),
             tunnel_idle: Duration::from_secs(300),
             tls_handshake: Duration::from_secs(10),
+            keepalive: Duration::from_secs(75),
+            client_write: Duration::from_secs(60),
         }
     }
 }

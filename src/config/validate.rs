@@ -252,6 +252,13 @@ fn timeouts(errs: &mut Errors, raw: &RawTimeouts) -> Timeouts {
             &raw.tls_handshake,
             d.tls_handshake,
         ),
+        keepalive: duration_field(errs, "timeouts.keepalive", &raw.keepalive, d.keepalive),
+        client_write: duration_field(
+            errs,
+            "timeouts.client_write",
+            &raw.client_write,
+            d.client_write,
+        ),
     }
 }
 

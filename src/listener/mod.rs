@@ -6,6 +6,9 @@
 //! accept -> limit check -> [TLS handshake, certificate by SNI, ALPN] -> serve_io
 //!        -> hyper (h1 | h2, upgrades on) -> proxy::Proxy per connection
 //! ```
+//! Connection-level timeouts (head, keep-alive idle, blocked writes) live in
+//! [`conn_io`], under hyper.
+//!
 //! The TLS config and the connection builder are read from the snapshot current
 //! at accept time, so reloaded certificates and timeouts reach new connections
 //! while open ones finish on what they started with.
@@ -14,15 +17,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Limits, Timeouts};
+mod conn_io;
+pub use conn_io::{Activity, InFlightRequest};
+use conn_io::{ClientIo, ConnTimeouts};
+
+use crate::config::Limits;
+
 use crate::proxy::Proxy;
 use crate::state::Shared;
 
@@ -37,11 +44,13 @@ pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const H1_MAX_BUF: usize = 64 * 1024;
 
 /// The connection builder used for every client connection.
-pub fn conn_builder(t: &Timeouts, limits: &Limits) -> auto::Builder<TokioExecutor> {
+pub fn conn_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(t.client_header)
+        // The head deadline is enforced by `conn_io` instead, which can tell
+        // a slow head from an idle keep-alive connection.
+        .header_read_timeout(None)
         // Parse one more than allowed so the proxy, not the parser, answers 431
         // with its own reason (the parser's answer would be the same status).
         .max_headers(limits.max_headers as usize + 1)
@@ -68,6 +77,15 @@ pub struct Serving {
     pub tls: bool,
 }
 
+/// What each connection task holds of its listener: the shutdown signal, and
+/// a sender whose drop tells the listener the task is over.
+#[derive(Debug, Clone)]
+struct ConnTask {
+    serving: Serving,
+    shutdown: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+}
+
 /// Decrements the open-connections gauge when a connection task ends.
 #[derive(Debug)]
 struct OpenConn(prometheus::IntGauge);
@@ -85,12 +103,17 @@ pub async fn accept_loop(
     serving: Serving,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    let (alive, mut all_done) = mpsc::channel(1);
+    let task = ConnTask {
+        serving,
+        shutdown: shutdown.clone(),
+        _alive: alive,
+    };
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => accepted_one(&serving, &graceful, stream, peer),
+                Ok((stream, peer)) => accepted_one(&task, stream, peer),
                 Err(e) => {
                     // Out of file descriptors and the like: back off, don't spin.
                     tracing::warn!(error = %e, "accept failed");
@@ -100,11 +123,11 @@ pub async fn accept_loop(
         }
     }
     drop(listener);
-    let grace = serving.shared.snapshot().config.shutdown.grace;
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let grace = task.serving.shared.snapshot().config.shutdown.grace;
+    drop(task);
+    // Every connection task holds a sender; `recv` gives `None` once all
+    // have ended.
+    if tokio::time::timeout(grace, all_done.recv()).await.is_err() {
         tracing::warn!(
             grace_secs = grace.as_secs(),
             "connections still open after the grace period"
@@ -114,12 +137,8 @@ pub async fn accept_loop(
 
 /// One accepted socket: over the limit it is closed at once (counted); else it
 /// is served, after a TLS handshake on the HTTPS listener.
-fn accepted_one(
-    serving: &Serving,
-    graceful: &GracefulShutdown,
-    stream: TcpStream,
-    peer: SocketAddr,
-) {
+fn accepted_one(task: &ConnTask, stream: TcpStream, peer: SocketAddr) {
+    let serving = &task.serving;
     let shared = &serving.shared;
     let metrics = &shared.metrics;
     let snap = shared.snapshot();
@@ -136,27 +155,21 @@ fn accepted_one(
     metrics.open_connections.inc();
     let open = OpenConn(metrics.open_connections.clone());
     if !serving.tls {
-        serve_io(
-            serving,
-            graceful.watcher(),
-            TokioIo::new(stream),
-            peer,
-            open,
-        );
+        serve_io(task.clone(), stream, false, peer, open);
         return;
     }
     let Some(config) = snap.tls.clone() else {
         return;
     };
     let timeout = snap.config.timeouts.tls_handshake;
-    let serving = serving.clone();
-    let watcher = graceful.watcher();
+    let task = task.clone();
     tokio::spawn(async move {
-        let counts = &serving.shared.metrics.tls_handshakes;
+        let counts = &task.serving.shared.metrics.tls_handshakes;
         match tokio::time::timeout(timeout, TlsAcceptor::from(config).accept(stream)).await {
             Ok(Ok(tls)) => {
                 counts[0].inc();
-                serve_io(&serving, watcher, TokioIo::new(tls), peer, open);
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                serve_io(task, tls, h2, peer, open);
             }
             Ok(Err(e)) => {
                 counts[1].inc();
@@ -170,29 +183,62 @@ fn accepted_one(
     });
 }
 
-/// Serves one client connection on any byte stream.
-fn serve_io<I>(serving: &Serving, graceful: Watcher, io: I, peer: SocketAddr, open: OpenConn)
+/// Serves one client connection on any byte stream. `h2`: ALPN chose HTTP/2.
+fn serve_io<S>(task: ConnTask, io: S, h2: bool, peer: SocketAddr, open: OpenConn)
 where
-    I: Read + Write + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = Proxy::new(Arc::clone(&serving.shared), peer, serving.tls);
-    let snap = serving.shared.snapshot();
+    let shared = &task.serving.shared;
+    let snap = shared.snapshot();
+    let t = &snap.config.timeouts;
+    let timeouts = ConnTimeouts {
+        header: t.client_header,
+        keepalive: t.keepalive,
+        write: t.client_write,
+    };
+    let activity = Arc::new(Activity::default());
+    let io = ClientIo::new(io, Arc::clone(&activity), Arc::clone(shared), timeouts, h2);
+    let service = Proxy::new(
+        Arc::clone(shared),
+        peer,
+        task.serving.tls,
+        Arc::clone(&activity),
+    );
     let conn = snap
         .conn_builder
-        .serve_connection_with_upgrades(io, service)
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
-    let conn = graceful.watch(conn);
-    let header_timeouts = serving.shared.metrics.client_timeouts[0].clone();
+    drop(snap);
     tokio::spawn(async move {
         let _open = open;
-        if let Err(e) = conn.await {
-            // hyper closes a connection whose request head is not complete
-            // within `timeouts.client_header` without an answer, as nginx does.
-            if e.downcast_ref::<hyper::Error>()
-                .is_some_and(hyper::Error::is_timeout)
-            {
-                header_timeouts.inc();
+        let ConnTask {
+            mut shutdown,
+            _alive,
+            ..
+        } = task;
+        let mut conn = std::pin::pin!(conn);
+        // Shutdown, or an idle HTTP/2 connection: hyper closes gracefully
+        // (GOAWAY on HTTP/2, `connection: close` on a response in flight).
+        let close = async {
+            tokio::select! {
+                stopped = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => {
+                    if !stopped {
+                        // The signal's sender is gone without a shutdown.
+                        std::future::pending::<()>().await;
+                    }
+                }
+                () = activity.close_requested() => {}
             }
+        };
+        let ended = tokio::select! {
+            biased;
+            r = conn.as_mut() => r,
+            () = close => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = ended {
             tracing::debug!(%peer, error = %e, "client connection ended with an error");
         }
     });

@@ -104,8 +104,9 @@ pub struct Metrics {
     pub tls_handshakes: [IntCounter; 3],
     pub upgraded: IntGaugeVec,
     pub upgrades: IntCounterVec,
-    /// Client requests cut for being too slow: `header`, `body`.
-    pub client_timeouts: [IntCounter; 2],
+    /// Client connections closed by a client-side timeout: `header`, `body`,
+    /// `keepalive` (idle between requests), `write` (client not reading).
+    pub client_timeouts: [IntCounter; 4],
     pub group_weight: IntGaugeVec,
     pub group_share: prometheus::GaugeVec,
     pub group_draining: IntGaugeVec,
@@ -162,12 +163,13 @@ impl Metrics {
         )?;
         let client_timeouts = c(
             "switchyard_client_timeouts_total",
-            "Client connections cut for being too slow, by phase (header, body).",
+            "Client connections closed by a timeout, by phase (header, body, keepalive, write).",
             &["phase"],
         )?;
         let m = Self {
             tls_handshakes: ["ok", "failed", "timeout"].map(|r| handshakes.with_label_values(&[r])),
-            client_timeouts: ["header", "body"].map(|p| client_timeouts.with_label_values(&[p])),
+            client_timeouts: ["header", "body", "keepalive", "write"]
+                .map(|p| client_timeouts.with_label_values(&[p])),
             connections_refused: reg(
                 r,
                 IntCounter::new(

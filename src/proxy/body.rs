@@ -9,6 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::idle::{BodyCut, IdleTimer};
+use crate::listener::InFlightRequest;
 use crate::state::InFlight;
 
 #[derive(Debug)]
@@ -25,6 +26,8 @@ enum Inner {
 pub struct ProxyBody {
     inner: Inner,
     in_flight: Option<InFlight>,
+    /// The client connection's request count, released with `in_flight`.
+    request: Option<InFlightRequest>,
 }
 
 impl ProxyBody {
@@ -37,6 +40,7 @@ impl ProxyBody {
         Self {
             inner: Inner::Upstream(body, IdleTimer::new(idle), timeouts),
             in_flight: Some(in_flight),
+            request: None,
         }
     }
 
@@ -44,6 +48,7 @@ impl ProxyBody {
         Self {
             inner: Inner::Full(Some(bytes.into())),
             in_flight: None,
+            request: None,
         }
     }
 
@@ -51,7 +56,15 @@ impl ProxyBody {
         Self {
             inner: Inner::Full(None),
             in_flight: None,
+            request: None,
         }
+    }
+}
+
+impl ProxyBody {
+    /// Ties the client connection's in-flight count to this body.
+    pub fn hold(&mut self, request: InFlightRequest) {
+        self.request = Some(request);
     }
 }
 
@@ -87,6 +100,7 @@ impl Body for ProxyBody {
         };
         if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = polled {
             this.in_flight = None;
+            this.request = None;
         }
         polled
     }

@@ -38,6 +38,7 @@ use rustls_pki_types::ServerName;
 
 use crate::assign::{Pin, RequestView, decide, read_cookie};
 use crate::config::{BucketBy, GroupSpec, Timeouts, UpstreamProtocol};
+use crate::listener::Activity;
 use crate::metrics::TargetMetrics;
 use crate::state::{Shared, Snapshot};
 pub use body::ProxyBody;
@@ -146,6 +147,8 @@ struct ConnContext {
     shared: Arc<Shared>,
     peer: SocketAddr,
     tls: bool,
+    /// Requests in flight on this connection, for its idle timeout.
+    activity: Arc<Activity>,
 }
 
 /// The hyper `Service` for one client connection. Cloning is one atomic increment.
@@ -153,8 +156,13 @@ struct ConnContext {
 pub struct Proxy(Arc<ConnContext>);
 
 impl Proxy {
-    pub fn new(shared: Arc<Shared>, peer: SocketAddr, tls: bool) -> Self {
-        Self(Arc::new(ConnContext { shared, peer, tls }))
+    pub fn new(shared: Arc<Shared>, peer: SocketAddr, tls: bool, activity: Arc<Activity>) -> Self {
+        Self(Arc::new(ConnContext {
+            shared,
+            peer,
+            tls,
+            activity,
+        }))
     }
 }
 
@@ -165,7 +173,13 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let ctx = Arc::clone(&self.0);
-        Box::pin(async move { Ok(ctx.handle(req).await) })
+        let request = ctx.activity.enter();
+        Box::pin(async move {
+            let mut resp = ctx.handle(req).await;
+            // The connection counts as busy until the response body is done.
+            resp.body_mut().hold(request);
+            Ok(resp)
+        })
     }
 }
 
@@ -489,6 +503,9 @@ impl ConnContext {
             gauge: group.metrics.upgraded.clone(),
             tunnels: Arc::clone(&self.shared.tunnels),
             group: group.name.to_string(),
+            // The tunnel has its own idle timeout; the connection's must not
+            // close it while it is open.
+            request: self.activity.enter(),
         };
         tokio::spawn(upgrade::run(spec));
     }

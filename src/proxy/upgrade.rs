@@ -175,6 +175,8 @@ pub struct TunnelSpec {
     pub gauge: prometheus::IntGauge,
     pub tunnels: Arc<Tunnels>,
     pub group: String,
+    /// Keeps the client connection counted busy while the tunnel is open.
+    pub request: crate::listener::InFlightRequest,
 }
 
 /// Runs a tunnel to its end: both upgrades complete, then bytes are copied

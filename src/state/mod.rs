@@ -257,7 +257,7 @@ impl Snapshot {
             codec,
             cookie_attrs,
             unrouted: metrics.unrouted_handles(),
-            conn_builder: crate::listener::conn_builder(&config.timeouts, &config.limits),
+            conn_builder: crate::listener::conn_builder(&config.limits),
             tls: config.tls.as_ref().and_then(|t| {
                 crate::tls::server_config(&t.certs.iter().map(|c| &c.material).collect::<Vec<_>>())
             }),
