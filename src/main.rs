@@ -60,15 +60,24 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Run {
         config: PathBuf::from("proxy.yaml"),
     }) {
-        Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(&config))),
+        Command::Run { config: path } => {
+            let opts = ValidateOptions::default();
+            config::load_file(&path, &SystemKeys, opts)
+                .map_err(anyhow::Error::from)
+                .and_then(|(config, text)| {
+                    runtime(config.run.workers)
+                        .and_then(|rt| rt.block_on(run(&path, opts, config, text)))
+                })
+        }
         Command::Check { config, against } => return check(&config, against.as_deref()),
         Command::Keygen => {
             keygen();
             Ok(())
         }
-        Command::Demo { config } => {
-            runtime().and_then(|rt| rt.block_on(run_demo(config.as_deref())))
-        }
+        Command::Demo { config: path } => load_demo(path.as_deref()).and_then(|(config, text)| {
+            runtime(config.run.workers)
+                .and_then(|rt| rt.block_on(run_demo(path.as_deref(), config, text)))
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,8 +98,21 @@ fn init_tracing() {
         .init();
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// The runtime, sized by `run.workers` (default: one worker per core this
+/// process may run on). One worker is a current-thread runtime: no work
+/// stealing and no cross-thread wake-ups, which is what a proxy pinned to one
+/// core wants.
+fn runtime(workers: Option<u32>) -> Result<tokio::runtime::Runtime> {
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n as usize);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")
@@ -104,9 +126,7 @@ fn source(path: &Path, opts: ValidateOptions) -> ConfigSource {
     }
 }
 
-async fn run(path: &Path) -> Result<()> {
-    let opts = ValidateOptions::default();
-    let (config, text) = config::load_file(path, &SystemKeys, opts)?;
+async fn run(path: &Path, opts: ValidateOptions, config: Config, text: String) -> Result<()> {
     let stop = app::shutdown_signal();
     let running = app::start(config, content_hash(&text), Some(source(path, opts)))
         .await
@@ -218,11 +238,13 @@ fn keygen() {
     println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
 }
 
-async fn run_demo(path: Option<&Path>) -> Result<()> {
-    let opts = ValidateOptions {
-        ephemeral_key_if_missing: true,
-    };
-    let (mut config, text) = match path {
+const DEMO_OPTS: ValidateOptions = ValidateOptions {
+    ephemeral_key_if_missing: true,
+};
+
+fn load_demo(path: Option<&Path>) -> Result<(Config, String)> {
+    let opts = DEMO_OPTS;
+    Ok(match path {
         Some(p) => config::load_file(p, &SystemKeys, opts)?,
         None => (
             config::load_str(
@@ -233,7 +255,11 @@ async fn run_demo(path: Option<&Path>) -> Result<()> {
             )?,
             demo::EMBEDDED_CONFIG.to_owned(),
         ),
-    };
+    })
+}
+
+async fn run_demo(path: Option<&Path>, mut config: Config, text: String) -> Result<()> {
+    let opts = DEMO_OPTS;
     if config.sticky.ephemeral_key {
         tracing::warn!("no cookie key configured: signing with a random key made for this run");
     }

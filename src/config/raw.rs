@@ -37,6 +37,15 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub shutdown: RawShutdown,
+    #[serde(default)]
+    pub run: RawRun,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRun {
+    #[serde(default)]
+    pub workers: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

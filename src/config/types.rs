@@ -33,6 +33,14 @@ pub struct Config {
     pub retries: Retries,
     pub limits: Limits,
     pub shutdown: ShutdownSettings,
+    pub run: RunSettings,
+}
+
+/// How the process runs; read once at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunSettings {
+    /// Runtime worker threads; `None`: one per available core.
+    pub workers: Option<u32>,
 }
 
 /// What SIGTERM/SIGINT does: readiness off, `drain_delay` of still accepting

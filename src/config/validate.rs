@@ -133,6 +133,13 @@ pub fn validate(
             d.drain_delay,
         ),
     };
+    let run = RunSettings {
+        workers: raw
+            .run
+            .workers
+            .as_ref()
+            .map(|_| int_field(&mut errs, "run.workers", &raw.run.workers, 1..=1024, 1)),
+    };
     super::tls::cross_checks(&mut errs, raw, listen.flatten(), admin, tls.as_ref());
 
     errs.0.sort_by_key(|e| e.line.unwrap_or(0));
@@ -152,6 +159,7 @@ pub fn validate(
             retries,
             limits,
             shutdown,
+            run,
         }),
         _ => Err(errs.0),
     }

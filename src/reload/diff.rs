@@ -177,6 +177,12 @@ pub fn changes(old: &Config, new: &Config) -> Vec<String> {
         ),
         ("timeouts.client_header", a.client_header, b.client_header),
         ("timeouts.upstream_idle", a.upstream_idle, b.upstream_idle),
+        ("timeouts.client_body", a.client_body, b.client_body),
+        ("timeouts.upstream_body", a.upstream_body, b.upstream_body),
+        ("timeouts.tunnel_idle", a.tunnel_idle, b.tunnel_idle),
+        ("timeouts.tls_handshake", a.tls_handshake, b.tls_handshake),
+        ("timeouts.keepalive", a.keepalive, b.keepalive),
+        ("timeouts.client_write", a.client_write, b.client_write),
         (
             "reload.check_interval",
             old.reload.check_interval,
@@ -186,6 +192,13 @@ pub fn changes(old: &Config, new: &Config) -> Vec<String> {
         if x != y {
             was(&mut out, name, dur(x), dur(y), "");
         }
+    }
+    if old.run.workers != new.run.workers {
+        let w = |r: &crate::config::RunSettings| {
+            r.workers
+                .map_or_else(|| "one per core".to_owned(), |n| n.to_string())
+        };
+        was(&mut out, "run.workers", w(&old.run), w(&new.run), restart);
     }
     out
 }
