@@ -25,6 +25,8 @@ pub enum AppError {
     },
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Shared(#[from] crate::state::SharedError),
 }
 
 /// A running proxy: its bound addresses and the handle to stop it.

@@ -7,7 +7,8 @@
 //!            |             |-> assign::decide   (pure: cookie, bucket, group)
 //!            |             |-> balance::pick    (target in the group)
 //!            |             '-> upstream (pooled HTTP/1.1) -> response + Set-Cookie
-//!            '-> metrics (label handles cached in the snapshot)  <- admin: /metrics /status
+//!            |             '-> store (sticky.store: memory | redis; session id in the cookie)
+//!            '-> metrics (label handles cached in the snapshot)  <- admin: /metrics /status /sessions
 //! ```
 //!
 //! Glossary: a **group** is a named set of upstream **targets** running one version
@@ -26,4 +27,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod state;
+pub mod store;
 pub mod tls;

@@ -53,6 +53,12 @@ enum Command {
     },
 }
 
+/// mimalloc instead of glibc malloc: the request path allocates small, short-
+/// lived objects (header maps, futures, buffers) from one thread at a time,
+/// which glibc serves at several times the cost (benches/README.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     switchyard::tls::install_default_provider();

@@ -42,10 +42,12 @@ pub enum Reason {
     /// Every target of the client's group is unhealthy: served by another group
     /// for now, its cookie unchanged.
     Failover,
+    /// The session store did not answer: bucketed by the session id.
+    StoreUnavailable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::New,
         Reason::Sticky,
         Reason::Override,
@@ -54,6 +56,7 @@ impl Reason {
         Reason::Expired,
         Reason::Invalid,
         Reason::Failover,
+        Reason::StoreUnavailable,
     ];
 
     pub fn label(self) -> &'static str {
@@ -66,6 +69,7 @@ impl Reason {
             Reason::Expired => "expired",
             Reason::Invalid => "invalid",
             Reason::Failover => "failover",
+            Reason::StoreUnavailable => "store_unavailable",
         }
     }
 }

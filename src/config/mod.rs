@@ -12,6 +12,7 @@
 pub mod duration;
 mod error;
 pub mod raw;
+mod store;
 pub mod tls;
 pub mod types;
 mod validate;

@@ -166,6 +166,27 @@ pub struct RawSticky {
     pub host_prefix: Option<Spanned<bool>>,
     #[serde(default)]
     pub bucket_by: Option<Spanned<String>>,
+    #[serde(default)]
+    pub store: Option<Spanned<RawStore>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub key_prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub cache_size: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub cache_ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    pub admin_token: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

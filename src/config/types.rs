@@ -114,6 +114,8 @@ pub struct Sticky {
     /// `Domain` always, so no subdomain can set or shadow it.
     pub host_prefix: bool,
     pub bucket_by: Option<BucketBy>,
+    /// Where assignments live: in the cookie (default) or server-side.
+    pub store: StoreSettings,
     /// True when the key was generated at start-up (demo only): cookies will not
     /// survive a restart and replicas will not agree.
     pub ephemeral_key: bool,
@@ -503,5 +505,74 @@ impl CookieKey {
 impl fmt::Debug for CookieKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "CookieKey(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+/// `sticky.store`: where a client's assignment is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreSettings {
+    pub kind: StoreKind,
+    /// Prefix of every Redis key written.
+    pub key_prefix: String,
+    /// Longest wait for Redis before the request falls back to bucketing.
+    pub timeout: Duration,
+    /// Records kept in the in-process cache (memory store: the store's size).
+    pub cache_size: u32,
+    /// How long a cached record is trusted before Redis is asked again; bounds
+    /// how long an admin change on another replica takes to be seen here.
+    pub cache_ttl: Duration,
+    /// Bearer token the admin `/sessions` API requires, when set.
+    pub admin_token: Option<Secret>,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Cookie,
+            key_prefix: "switchyard:session:".to_owned(),
+            timeout: Duration::from_millis(50),
+            cache_size: 100_000,
+            cache_ttl: Duration::from_secs(5),
+            admin_token: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreKind {
+    /// The signed cookie carries the assignment (no server-side state).
+    Cookie,
+    /// Records in this process only: one replica, or tests.
+    Memory,
+    /// Records in Redis, shared by every replica. The URL may hold a password.
+    Redis(Secret),
+}
+
+impl StoreKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            StoreKind::Cookie => "cookie",
+            StoreKind::Memory => "memory",
+            StoreKind::Redis(_) => "redis",
+        }
+    }
+}
+
+/// A string that must not reach logs: its `Debug` shows only its length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
     }
 }

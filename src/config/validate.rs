@@ -198,7 +198,7 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("`{s}` is not an IP address or CIDR range"))
 }
 
-fn duration_field(
+pub(super) fn duration_field(
     errs: &mut Errors,
     path: &str,
     s: &Option<Spanned<String>>,
@@ -271,7 +271,7 @@ fn timeouts(errs: &mut Errors, raw: &RawTimeouts) -> Timeouts {
 }
 
 /// An integer in `range`, or `default` when absent.
-fn int_field(
+pub(super) fn int_field(
     errs: &mut Errors,
     path: &str,
     s: &Option<Spanned<i64>>,
@@ -617,8 +617,13 @@ fn sticky(
         .filter_map(|k| k.value.trim().strip_prefix("file:"))
         .map(|f| f.trim().to_owned())
         .collect();
+    let store = match &raw.store {
+        Some(st) => super::store::settings(errs, st, keys),
+        None => Some(StoreSettings::default()),
+    };
     let (keys, ephemeral_key) = cookie_keys(errs, &raw.keys, keys, opts)?;
     Some(Sticky {
+        store: store?,
         cookie_name: cookie_name?,
         ttl: ttl?,
         keys,

@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/status`.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/status`, and in
+//! store mode `/sessions/{id}` (GET, PUT, DELETE; bearer token when configured).
 //! It binds loopback by default and never shows key material.
 
 use std::convert::Infallible;
@@ -42,7 +43,14 @@ pub async fn serve(
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(route(&shared, &req)) }
+                async move {
+                    let resp = if req.uri().path().starts_with("/sessions/") {
+                        super::sessions::handle(&shared, req).await
+                    } else {
+                        route(&shared, &req)
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -70,7 +78,7 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+pub(super) fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -104,7 +112,7 @@ fn metrics(shared: &Shared) -> Response<Full<Bytes>> {
     r
 }
 
-fn json(v: &serde_json::Value) -> Response<Full<Bytes>> {
+pub(super) fn json(v: &serde_json::Value) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec_pretty(v).unwrap_or_default();
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut().insert(

@@ -6,6 +6,7 @@
 //! request only touches atomics, never a label lookup.
 
 pub mod admin;
+mod sessions;
 
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -126,6 +127,14 @@ pub struct Metrics {
     pub rejected_by: [IntCounter; Rejection::ALL.len()],
     /// `downstream_errors` handles, indexed like [`DownstreamErrorKind::ALL`].
     pub downstream_by: [IntCounter; DownstreamErrorKind::ALL.len()],
+    /// Session cache lookups: `hit`, `miss`.
+    pub session_cache: [IntCounter; 2],
+    /// Redis round trips, by op: `get`, `set`.
+    pub store_duration: [prometheus::Histogram; 2],
+    /// Redis failures, by op (`get`, `set`) then kind (`timeout`, `error`).
+    pub store_errors: [[IntCounter; 2]; 2],
+    /// 1 while the session store answers (always 1 in memory mode).
+    pub store_up: IntGauge,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(
@@ -166,7 +175,41 @@ impl Metrics {
             "Client connections closed by a timeout, by phase (header, body, keepalive, write).",
             &["phase"],
         )?;
+        let session_cache = c(
+            "switchyard_session_cache_total",
+            "Session record lookups in the in-process cache, by result (hit, miss).",
+            &["result"],
+        )?;
+        let store_duration = reg(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "switchyard_store_duration_seconds",
+                    "Redis round trips of the session store, by op (get, set).",
+                )
+                .buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                ]),
+                &["op"],
+            ),
+        )?;
+        let store_errors = c(
+            "switchyard_store_errors_total",
+            "Session store operations that failed, by op (get, set) and kind (timeout, error).",
+            &["op", "kind"],
+        )?;
         let m = Self {
+            session_cache: ["hit", "miss"].map(|r| session_cache.with_label_values(&[r])),
+            store_duration: ["get", "set"].map(|o| store_duration.with_label_values(&[o])),
+            store_errors: ["get", "set"]
+                .map(|o| ["timeout", "error"].map(|k| store_errors.with_label_values(&[o, k]))),
+            store_up: reg(
+                r,
+                IntGauge::new(
+                    "switchyard_store_up",
+                    "1 while the session store answers; 0 while requests fall back to bucketing. Absent in cookie mode.",
+                ),
+            )?,
             tls_handshakes: ["ok", "failed", "timeout"].map(|r| handshakes.with_label_values(&[r])),
             client_timeouts: ["header", "body", "keepalive", "write"]
                 .map(|p| client_timeouts.with_label_values(&[p])),
@@ -213,7 +256,7 @@ impl Metrics {
             )?,
             assignments: c(
                 "switchyard_assignments_total",
-                "Routing decisions, by group and reason (new, sticky, override, reassigned, retargeted, expired, invalid, failover).",
+                "Routing decisions, by group and reason (new, sticky, override, reassigned, retargeted, expired, invalid, failover, store_unavailable).",
                 &["group", "reason"],
             )?,
             upstream_errors: c(

@@ -14,6 +14,7 @@ pub mod headers;
 mod idle;
 mod replay;
 mod retry;
+mod session;
 pub mod upgrade;
 
 use std::convert::Infallible;
@@ -45,6 +46,7 @@ pub use body::ProxyBody;
 pub use error::{ProxyError, Side};
 pub use replay::UpstreamBody;
 pub use retry::RetryBudget;
+use session::Session;
 pub use upgrade::Tunnels;
 
 /// A pooled client to upstreams, cleartext or TLS, HTTP/1.1 or HTTP/2. Each
@@ -183,7 +185,7 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
     }
 }
 
-fn unix_now() -> u32 {
+pub fn unix_now() -> u32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32)
@@ -215,9 +217,9 @@ impl ConnContext {
             std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
             std::net::IpAddr::V6(v6) => v6.octets(),
         };
-        let decision = {
+        let (decision, session) = {
             let h = req.headers();
-            let view = RequestView {
+            let mut view = RequestView {
                 cookie: read_cookie(
                     &snap.codec,
                     headers::sticky_cookies(h, sticky.cookie_name.as_str()),
@@ -234,7 +236,17 @@ impl ConnContext {
                     Some(BucketBy::Header(name)) => h.get(name).map(HeaderValue::as_bytes),
                 },
             };
-            decide(&snap, &view, now, &mut rand::random)
+            let session = match &self.shared.store {
+                Some(store) if view.override_group.is_none() => {
+                    session::resolve(store, &mut view, now).await
+                }
+                _ => Session::CookieMode,
+            };
+            let mut d = decide(&snap, &view, now, &mut rand::random);
+            if let Some(d) = d.as_mut() {
+                session.adjust(d);
+            }
+            (d, session)
         };
         let Some(mut decision) = decision else {
             return self.refuse(&snap, ProxyError::NoTarget);
@@ -254,12 +266,33 @@ impl ConnContext {
         }
         group.metrics.assignments[decision.reason as usize].inc();
 
-        let set_cookie = if decision.issue_cookie {
-            decision
-                .pin(group, &group.targets[first])
-                .and_then(|p| self.set_cookie(&snap, &p, now))
-        } else {
-            None
+        let (set_cookie, record) = match session {
+            Session::CookieMode if decision.issue_cookie => (
+                decision
+                    .pin(group, &group.targets[first])
+                    .and_then(|p| self.set_cookie(&snap, &p, now)),
+                None,
+            ),
+            Session::CookieMode | Session::Unavailable => (None, None),
+            Session::New if decision.reason != crate::assign::Reason::Override => (
+                // The cookie carries the session id alone: no group, no target.
+                Pin::new(
+                    decision.client_id,
+                    "",
+                    0,
+                    decision.issued_at,
+                    decision.expires_at,
+                )
+                .and_then(|p| self.set_cookie(&snap, &p, now)),
+                Some(session::record(&decision, group, &group.targets[first])),
+            ),
+            Session::New => (None, None),
+            Session::Stored | Session::Missing { .. } => (
+                None,
+                decision
+                    .issue_cookie
+                    .then(|| session::record(&decision, group, &group.targets[first])),
+            ),
         };
 
         let trusted = snap
@@ -288,10 +321,18 @@ impl ConnContext {
             upgrade::prepare_request(u, &mut req);
             hyper::upgrade::on(&mut req)
         });
-        let response = match self
-            .forward(&snap, decision.group, first, req, now_ms)
-            .await
-        {
+        let forwarded = self.forward(&snap, decision.group, first, req, now_ms);
+        let forwarded = match (&self.shared.store, record) {
+            (Some(store), Some(record)) => {
+                // The record is written while the request is on its way; a
+                // failed write is counted by the store and costs the client
+                // nothing (its session id buckets it to the same group).
+                let id = decision.client_id;
+                tokio::join!(forwarded, store.put(&id, record, now)).0
+            }
+            _ => forwarded.await,
+        };
+        let response = match forwarded {
             Ok(mut resp) => {
                 if let (Some(u), Some(on_client)) = (&upgrade, client_upgrade) {
                     if upgrade::prepare_response(u, &mut resp) {

@@ -341,6 +341,21 @@ fn restart_only(old: &Config, new: &Config, name: &str, text: &str) -> Option<Co
             ));
         }
     }
+    if old.sticky.store != new.sticky.store {
+        let at = raw
+            .as_ref()
+            .and_then(|r| r.sticky.store.as_ref())
+            .and_then(config::line_of);
+        errors.push(ConfigError::new(
+            "sticky.store",
+            at,
+            format!(
+                "the session store changed ({} -> {}), which needs a restart; nothing in this edit was applied",
+                old.sticky.store.kind.label(),
+                new.sticky.store.kind.label()
+            ),
+        ));
+    }
     (!errors.is_empty()).then(|| ConfigErrors {
         source_name: name.to_owned(),
         errors,

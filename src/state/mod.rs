@@ -359,6 +359,18 @@ pub struct Shared {
     pub https_port: std::sync::atomic::AtomicU16,
     /// Upgraded connections (WebSocket tunnels), for shutdown to wait on.
     pub tunnels: Arc<crate::proxy::Tunnels>,
+    /// Server-side session records; `None` in cookie mode. Built once at
+    /// start-up: changing `sticky.store` needs a restart.
+    pub store: Option<crate::store::SessionStore>,
+}
+
+/// Why the shared state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SharedError {
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot set up the session store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// The outcome of the latest reload attempts, as `/status` shows them.
@@ -385,9 +397,10 @@ pub struct ReloadFailure {
 }
 
 impl Shared {
-    pub fn new(config: Config, content_hash: String) -> prometheus::Result<Arc<Self>> {
+    pub fn new(config: Config, content_hash: String) -> Result<Arc<Self>, SharedError> {
         let registry = prometheus::Registry::new();
         let metrics = Metrics::new(&registry)?;
+        let store = crate::store::SessionStore::new(&config.sticky.store, &metrics)?;
         let live = LiveState::default();
         let snap = Snapshot::build(config, 1, content_hash, &live, &metrics);
         snap.publish(&metrics, None);
@@ -402,6 +415,7 @@ impl Shared {
             retry_budget: crate::proxy::RetryBudget::default(),
             tunnels: Arc::default(),
             https_port: std::sync::atomic::AtomicU16::new(0),
+            store,
         }))
     }
 

@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub mod pki;
+pub mod redis_server;
 pub mod ws;
 
 use switchyard::app::{self, Running};

@@ -1,0 +1,109 @@
+//! A real `redis-server` for tests: its own free port and temp dir, no
+//! persistence, stopped on drop. `restart` brings it back on the same port.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::ok;
+
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    let l = ok(
+        std::net::TcpListener::bind("127.0.0.1:0"),
+        "bind for a port",
+    );
+    ok(l.local_addr(), "addr").port()
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        let dir = ok(tempfile::tempdir(), "tempdir");
+        let mut s = Self {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        s.spawn().await;
+        s
+    }
+
+    async fn spawn(&mut self) {
+        let child = ok(
+            Command::new("redis-server")
+                .args([
+                    "--port",
+                    &self.port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                ])
+                .arg(self.dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn(),
+            "start redis-server (apt-get install redis-server)",
+        );
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            if let Ok(mut c) = self.client().get_multiplexed_async_connection().await {
+                if redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        ok(redis::Client::open(self.url()), "redis client")
+    }
+
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        ok(
+            self.client().get_multiplexed_async_connection().await,
+            "connect to redis",
+        )
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to clients).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port (empty: no persistence).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
