@@ -210,6 +210,20 @@ fn print_summary(path: &Path, cfg: &Config) {
     if s.ephemeral_key {
         println!("  note: no key source could be read here, so key material was not checked");
     }
+    let st = &s.store;
+    match st.kind {
+        config::StoreKind::Cookie => {}
+        config::StoreKind::Memory => println!(
+            "  sessions in memory (this process only), up to {} records",
+            st.cache_size
+        ),
+        config::StoreKind::Redis(_) => println!(
+            "  sessions in Redis, timeout {}, cache {} records for {}",
+            config::duration::format_duration(st.timeout),
+            st.cache_size,
+            config::duration::format_duration(st.cache_ttl)
+        ),
+    }
     for g in &cfg.groups {
         let share = 100.0 * cfg.share(g);
         let drain = if g.drain { "  (draining)" } else { "" };

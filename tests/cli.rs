@@ -113,6 +113,31 @@ fn bad_configs_fail_with_path_and_line() {
             "keys: [hunter2]",
             "sticky.keys[0]: a key must be given as",
         ),
+        (
+            "  ttl: 12h",
+            "  ttl: 12h\n  store:\n    type: postgres",
+            "sticky.store.type: expected one of cookie, memory, redis",
+        ),
+        (
+            "  ttl: 12h",
+            "  ttl: 12h\n  store:\n    type: redis\n    url: redis://:hunter2@10.0.0.5:6379/0",
+            "sticky.store.url: a URL with credentials must come from",
+        ),
+        (
+            "  ttl: 12h",
+            "  ttl: 12h\n  store:\n    type: redis\n    url: http://10.0.0.5:6379/",
+            "sticky.store.url: expected a redis:// or rediss:// URL",
+        ),
+        (
+            "  ttl: 12h",
+            "  ttl: 12h\n  store:\n    type: memory\n    timeout: 0s",
+            "sticky.store.timeout: must be greater than zero",
+        ),
+        (
+            "  ttl: 12h",
+            "  ttl: 12h\n  store:\n    type: redis",
+            "sticky.store.url: the redis store needs `url`",
+        ),
     ];
     for (from, to, expect) in cases {
         let yaml = GOOD.replacen(from, to, 1);
