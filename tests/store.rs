@@ -538,3 +538,53 @@ async fn the_admin_api_needs_its_token_and_is_absent_in_cookie_mode() {
         404
     );
 }
+
+#[tokio::test]
+async fn a_tls_redis_is_reached_with_rediss_and_a_ca_file() {
+    switchyard::tls::install_default_provider();
+    let ca = common::pki::Ca::new("redis test CA");
+    let r = RedisServer::start_tls(&ca.leaf(&["127.0.0.1"])).await;
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    ok(std::fs::write(&ca_file, ca.pem()), "write CA");
+    let (b, g) = blue_and_green().await;
+    let yaml = store_yaml(
+        &[("blue", 1, &[&b]), ("green", 1, &[&g])],
+        &format!(
+            "    type: redis\n    url: {}\n    ca_file: {}\n",
+            r.url(),
+            ca_file.display()
+        ),
+        "",
+    );
+    assert!(yaml.contains("rediss://"));
+    let cfg = switchyard::config::load_str(
+        &yaml,
+        "t.yaml",
+        &switchyard::config::SystemKeys,
+        switchyard::config::ValidateOptions {
+            ephemeral_key_if_missing: true,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let proxy = ok(
+        switchyard::app::start(cfg, String::new(), None).await,
+        "start",
+    );
+    let url = format!("http://{}/", proxy.proxy_addr);
+    let c = h1_client();
+    let first = get(&c, &url, None).await;
+    let session = session_of(&first);
+    // The record went over TLS: the admin API reads it back from Redis.
+    let rec = session_json(&proxy, &session).await;
+    assert_eq!(rec["group"], first.upstream());
+    assert_eq!(metric(&proxy, "switchyard_store_up").await, 1.0);
+    assert_eq!(
+        metric(
+            &proxy,
+            "switchyard_store_errors_total{kind=\"error\",op=\"set\"}"
+        )
+        .await,
+        0.0
+    );
+}

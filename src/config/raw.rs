@@ -187,6 +187,8 @@ pub struct RawStore {
     pub cache_ttl: Option<Spanned<String>>,
     #[serde(default)]
     pub admin_token: Option<Spanned<String>>,
+    #[serde(default)]
+    pub ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

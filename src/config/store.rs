@@ -71,7 +71,37 @@ pub(super) fn settings(
         None => Some(None),
         Some(t) => secret(errs, "sticky.store.admin_token", t, source).map(Some),
     };
+    let ca_pem = match &st.ca_file {
+        None => Some(None),
+        Some(f) => {
+            let tls =
+                matches!(&kind, Some(StoreKind::Redis(u)) if u.expose().starts_with("rediss://"));
+            if !tls {
+                errs.at(
+                    "sticky.store.ca_file",
+                    f,
+                    "only a rediss:// (TLS) store takes a ca_file",
+                );
+            }
+            match source.file(f.value.trim()) {
+                Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(Some(pem)),
+                Ok(_) => {
+                    errs.at("sticky.store.ca_file", f, "holds no PEM certificate");
+                    None
+                }
+                Err(e) => {
+                    errs.at(
+                        "sticky.store.ca_file",
+                        f,
+                        format!("cannot read {}: {e}", f.value.trim()),
+                    );
+                    None
+                }
+            }
+        }
+    };
     Some(StoreSettings {
+        ca_pem: ca_pem?,
         kind: kind?,
         key_prefix: key_prefix?,
         timeout,

@@ -523,6 +523,8 @@ pub struct StoreSettings {
     pub cache_ttl: Duration,
     /// Bearer token the admin `/sessions` API requires, when set.
     pub admin_token: Option<Secret>,
+    /// PEM roots that `rediss://` trusts instead of the system store.
+    pub ca_pem: Option<String>,
 }
 
 impl Default for StoreSettings {
@@ -534,6 +536,7 @@ impl Default for StoreSettings {
             cache_size: 100_000,
             cache_ttl: Duration::from_secs(5),
             admin_token: None,
+            ca_pem: None,
         }
     }
 }

@@ -147,7 +147,16 @@ impl SessionStore {
             StoreKind::Cookie => return Ok(None),
             StoreKind::Memory => None,
             StoreKind::Redis(url) => {
-                let client = redis::Client::open(url.expose())?;
+                let client = match &settings.ca_pem {
+                    None => redis::Client::open(url.expose())?,
+                    Some(pem) => redis::Client::build_with_tls(
+                        url.expose(),
+                        redis::TlsCertificates {
+                            client_tls: None,
+                            root_cert: Some(pem.as_bytes().to_vec()),
+                        },
+                    )?,
+                };
                 let conn = manager(&client, settings.timeout)?;
                 Some(RedisBackend {
                     client,

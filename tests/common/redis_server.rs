@@ -10,6 +10,8 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Serves TLS only, with this certificate and key.
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 fn free_port() -> u16 {
@@ -27,35 +29,65 @@ impl RedisServer {
             child: None,
             port: free_port(),
             dir,
+            tls: None,
+        };
+        s.spawn().await;
+        s
+    }
+
+    /// A server that speaks TLS only (`rediss://`), with `leaf`'s certificate.
+    pub async fn start_tls(leaf: &super::pki::Leaf) -> Self {
+        let dir = ok(tempfile::tempdir(), "tempdir");
+        let files = leaf.write(dir.path(), "redis");
+        let mut s = Self {
+            child: None,
+            port: free_port(),
+            dir,
+            tls: Some(files),
         };
         s.spawn().await;
         s
     }
 
     async fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        match &self.tls {
+            None => cmd.args(["--port", &self.port.to_string()]),
+            Some((cert, key)) => cmd
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .args(["--tls-auth-clients", "no"]),
+        };
         let child = ok(
-            Command::new("redis-server")
-                .args([
-                    "--port",
-                    &self.port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                ])
-                .arg(self.dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn(),
+            cmd.args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+            ])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn(),
             "start redis-server (apt-get install redis-server)",
         );
         self.child = Some(child);
         let started = Instant::now();
         loop {
-            if let Ok(mut c) = self.client().get_multiplexed_async_connection().await {
+            if self.tls.is_some() {
+                if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            } else if let Ok(mut c) = self.client().get_multiplexed_async_connection().await {
                 if redis::cmd("PING")
                     .query_async::<String>(&mut c)
                     .await
@@ -73,7 +105,12 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     pub fn client(&self) -> redis::Client {
