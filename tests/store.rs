@@ -43,6 +43,23 @@ async fn admin(proxy: &Running, method: &str, path: &str, body: Option<&str>) ->
     send(&h1_client(), req).await
 }
 
+/// A proxy whose config reads real files (tokens, CA): the system key source.
+async fn start_reading_files(yaml: &str) -> Running {
+    let cfg = switchyard::config::load_str(
+        yaml,
+        "t.yaml",
+        &switchyard::config::SystemKeys,
+        switchyard::config::ValidateOptions {
+            ephemeral_key_if_missing: true,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    ok(
+        switchyard::app::start(cfg, String::new(), None).await,
+        "start",
+    )
+}
+
 async fn session_json(proxy: &Running, cookie: &str) -> serde_json::Value {
     let got = admin(proxy, "GET", &format!("/sessions/{cookie}"), None).await;
     assert_eq!(got.status, 200, "{:?}", got.body);
@@ -469,19 +486,7 @@ async fn the_admin_api_needs_its_token_and_is_absent_in_cookie_mode() {
         ),
         "",
     );
-    let cfg = switchyard::config::load_str(
-        &cfg,
-        "t.yaml",
-        &switchyard::config::SystemKeys,
-        switchyard::config::ValidateOptions {
-            ephemeral_key_if_missing: true,
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let proxy = ok(
-        switchyard::app::start(cfg, String::new(), None).await,
-        "start",
-    );
+    let proxy = start_reading_files(&cfg).await;
     let session =
         session_of(&get(&h1_client(), &format!("http://{}/", proxy.proxy_addr), None).await);
     let path = format!("http://{}/sessions/{session}", proxy.admin_addr);
@@ -558,19 +563,7 @@ async fn a_tls_redis_is_reached_with_rediss_and_a_ca_file() {
         "",
     );
     assert!(yaml.contains("rediss://"));
-    let cfg = switchyard::config::load_str(
-        &yaml,
-        "t.yaml",
-        &switchyard::config::SystemKeys,
-        switchyard::config::ValidateOptions {
-            ephemeral_key_if_missing: true,
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let proxy = ok(
-        switchyard::app::start(cfg, String::new(), None).await,
-        "start",
-    );
+    let proxy = start_reading_files(&yaml).await;
     let url = format!("http://{}/", proxy.proxy_addr);
     let c = h1_client();
     let first = get(&c, &url, None).await;

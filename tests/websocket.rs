@@ -33,6 +33,29 @@ fn yaml(groups: &[(&str, u32, SocketAddr)], extra: &str) -> String {
     y
 }
 
+/// Opens an HTTP/2 connection and sends an RFC 8441 extended CONNECT for a
+/// WebSocket on it; returns the response.
+async fn h2_extended_connect(proxy: SocketAddr) -> http::Response<hyper::body::Incoming> {
+    let tcp = ok(TcpStream::connect(proxy).await, "connect");
+    let (mut send, conn) = ok(
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await,
+        "h2 handshake",
+    );
+    tokio::spawn(conn);
+    let mut req = ok(
+        http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("http://{proxy}/chat"))
+            .header("sec-websocket-version", "13")
+            .body(Empty::<Bytes>::new()),
+        "request",
+    );
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    ok(send.ready().await, "ready");
+    ok(send.send_request(req).await, "extended CONNECT")
+}
+
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Opens a WebSocket through the proxy; returns it, the upstream that took it,
@@ -219,24 +242,7 @@ async fn an_idle_tunnel_is_closed_after_its_idle_timeout() {
 async fn websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
     let blue = Echo::start("blue").await;
     let proxy = start_proxy(&yaml(&[("blue", 1, blue.addr)], "")).await;
-    let tcp = ok(TcpStream::connect(proxy.proxy_addr).await, "connect");
-    let (mut send, conn) = ok(
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await,
-        "h2 handshake",
-    );
-    tokio::spawn(conn);
-    let mut req = ok(
-        http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(format!("http://{}/chat", proxy.proxy_addr))
-            .header("sec-websocket-version", "13")
-            .body(Empty::<Bytes>::new()),
-        "request",
-    );
-    req.extensions_mut()
-        .insert(hyper::ext::Protocol::from_static("websocket"));
-    ok(send.ready().await, "ready");
-    let mut resp = ok(send.send_request(req).await, "extended CONNECT");
+    let mut resp = h2_extended_connect(proxy.proxy_addr).await;
     assert_eq!(resp.status(), 200, "RFC 8441: success is a 200");
     assert!(
         resp.headers().get("set-cookie").is_some(),
@@ -281,24 +287,7 @@ async fn an_open_tunnel_outlives_the_connection_keepalive_timeout() {
     // HTTP/1.1 Upgrade.
     let (mut ws, _, _) = open(proxy.proxy_addr, None).await;
     // HTTP/2 extended CONNECT on a connection that then carries nothing else.
-    let tcp = ok(TcpStream::connect(proxy.proxy_addr).await, "connect");
-    let (mut send, conn) = ok(
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await,
-        "h2 handshake",
-    );
-    tokio::spawn(conn);
-    let mut req = ok(
-        http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(format!("http://{}/chat", proxy.proxy_addr))
-            .header("sec-websocket-version", "13")
-            .body(Empty::<Bytes>::new()),
-        "request",
-    );
-    req.extensions_mut()
-        .insert(hyper::ext::Protocol::from_static("websocket"));
-    ok(send.ready().await, "ready");
-    let mut resp = ok(send.send_request(req).await, "extended CONNECT");
+    let mut resp = h2_extended_connect(proxy.proxy_addr).await;
     assert_eq!(resp.status(), 200);
     let upgraded = ok(hyper::upgrade::on(&mut resp).await, "upgrade");
     let mut ws2 =
