@@ -581,3 +581,48 @@ async fn a_tls_redis_is_reached_with_rediss_and_a_ca_file() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn an_expired_memory_record_is_reassigned() {
+    let (b, g) = blue_and_green().await;
+    let proxy = start_proxy(
+        &store_yaml(
+            &[("blue", 1, &[&b]), ("green", 1, &[&g])],
+            "    type: memory\n",
+            "",
+        )
+        .replace("  ttl: 1h\n", "  ttl: 2s\n"),
+    )
+    .await;
+    let url = format!("http://{}/", proxy.proxy_addr);
+    let c = h1_client();
+    let session = session_of(&get(&c, &url, None).await);
+    let cookie = format!("switchyard={session}");
+    assert!(
+        get(&c, &url, Some(&cookie))
+            .await
+            .set_cookie("switchyard")
+            .is_none()
+    );
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert_eq!(
+        admin(&proxy, "GET", &format!("/sessions/{session}"), None)
+            .await
+            .status,
+        404,
+        "the record is gone once expired"
+    );
+    let later = get(&c, &url, Some(&cookie)).await;
+    assert!(later.set_cookie("switchyard").is_some(), "a new session");
+    let expired = metric(
+        &proxy,
+        "switchyard_assignments_total{group=\"blue\",reason=\"expired\"}",
+    )
+    .await
+        + metric(
+            &proxy,
+            "switchyard_assignments_total{group=\"green\",reason=\"expired\"}",
+        )
+        .await;
+    assert_eq!(expired, 1.0);
+}
