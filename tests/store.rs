@@ -490,44 +490,19 @@ async fn the_admin_api_needs_its_token_and_is_absent_in_cookie_mode() {
     let session =
         session_of(&get(&h1_client(), &format!("http://{}/", proxy.proxy_addr), None).await);
     let path = format!("http://{}/sessions/{session}", proxy.admin_addr);
-    let without = send(
-        &h1_client(),
-        ok(http::Request::get(&path).body(Full::default()), "req"),
-    )
-    .await;
-    assert_eq!(without.status, 401);
-    let wrong = send(
-        &h1_client(),
-        ok(
-            http::Request::get(&path)
-                .header("authorization", "Bearer nope")
-                .body(Full::default()),
-            "req",
-        ),
-    )
-    .await;
-    assert_eq!(wrong.status, 401);
-    let right = send(
-        &h1_client(),
-        ok(
-            http::Request::get(&path)
-                .header("authorization", "Bearer s3cret-token")
-                .body(Full::default()),
-            "req",
-        ),
-    )
-    .await;
+    let call = |method: &'static str, token: Option<&'static str>, body: &'static str| {
+        let mut r = http::Request::builder().method(method).uri(&path);
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        let req = ok(r.body(Full::from(body)), "req");
+        async move { send(&h1_client(), req).await }
+    };
+    assert_eq!(call("GET", None, "").await.status, 401);
+    assert_eq!(call("GET", Some("nope"), "").await.status, 401);
+    let right = call("GET", Some("s3cret-token"), "").await;
     assert_eq!(right.status, 200, "{:?}", right.body);
-    let put_bad = send(
-        &h1_client(),
-        ok(
-            http::Request::put(&path)
-                .header("authorization", "Bearer s3cret-token")
-                .body(Full::from("{\"group\": \"purple\"}")),
-            "req",
-        ),
-    )
-    .await;
+    let put_bad = call("PUT", Some("s3cret-token"), "{\"group\": \"purple\"}").await;
     assert_eq!(put_bad.status, 422);
 
     let (_b, _g, cookie_mode) = blue_green(1, 1, "").await;

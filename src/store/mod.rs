@@ -63,6 +63,8 @@ pub enum Lookup {
 pub enum StoreError {
     #[error("the session store did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("the session store failed recently; asking again within a second")]
+    Down,
     #[error("the session store failed: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("a stored record is not readable: {0}")]
@@ -233,7 +235,7 @@ impl SessionStore {
         let ttl = u64::from(record.expires_at.saturating_sub(now).max(1));
         if let Some(redis) = &self.redis {
             if !self.may_ask(redis) {
-                return Err(StoreError::Timeout(Duration::ZERO));
+                return Err(StoreError::Down);
             }
             self.redis_set(redis, id, &record, ttl).await?;
         }
