@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use base64::Engine;
@@ -45,6 +46,16 @@ enum Command {
     },
     /// Print a fresh random cookie key (base64, 32 bytes).
     Keygen,
+    /// Probe a running proxy's admin endpoint; exit 0 on a 2xx answer, 1
+    /// otherwise. For container health checks in images with no curl.
+    Healthcheck {
+        /// The URL to GET (plain HTTP: the admin listener).
+        #[arg(default_value = "http://127.0.0.1:9901/healthz")]
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Run the proxy with built-in blue/green upstreams on the config's addresses.
     Demo {
         /// Config to run instead of the embedded copy of the repository's proxy.yaml.
@@ -80,6 +91,7 @@ fn main() -> ExitCode {
             keygen();
             Ok(())
         }
+        Command::Healthcheck { url, timeout } => healthcheck(&url, Duration::from_secs(timeout)),
         Command::Demo { config: path } => load_demo(path.as_deref()).and_then(|(config, text)| {
             runtime(config.run.workers)
                 .and_then(|rt| rt.block_on(run_demo(path.as_deref(), config, text)))
@@ -102,6 +114,43 @@ fn init_tracing() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+/// `GET url` over a plain TCP connection, by hand: the probe must work in a
+/// distroless image and needs no HTTP client beyond a status line.
+fn healthcheck(url: &str, timeout: Duration) -> Result<()> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url}: only http:// URLs can be probed"))?;
+    let (authority, path) = rest.find('/').map_or((rest, "/"), |i| rest.split_at(i));
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .with_context(|| format!("{url}: cannot resolve {authority}"))?
+        .next()
+        .with_context(|| format!("{url}: {authority} has no address"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("{url}: cannot connect"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\nuser-agent: switchyard-healthcheck\r\n\r\n"
+    )?;
+    let mut head = Vec::new();
+    stream
+        .take(4096)
+        .read_to_end(&mut head)
+        .with_context(|| format!("{url}: no answer"))?;
+    let head = String::from_utf8_lossy(&head);
+    let status_line = head.lines().next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .with_context(|| format!("{url}: not an HTTP answer: {status_line:?}"))?;
+    anyhow::ensure!((200..300).contains(&status), "{url}: {status_line}");
+    println!("{url}: {status_line}");
+    Ok(())
 }
 
 /// The runtime, sized by `run.workers` (default: one worker per core this

@@ -99,6 +99,35 @@ async fn metrics_count_requests_and_assignments_by_group_and_reason() {
         );
     }
     assert!(!text.contains(TEST_KEY), "key material in metrics");
+    // Requests refused before routing count under group "none", but no
+    // target gauge does: `target_healthy{group="none"} 0` would read as a
+    // group with no healthy target and page someone.
+    let unrouted = raw(
+        proxy.proxy_addr,
+        b"GET / HTTP/1.1\r\nhost: x\r\nhost: y\r\n\r\n",
+    )
+    .await;
+    assert!(unrouted.starts_with("HTTP/1.1 400"), "{unrouted}");
+    let text = scrape(&proxy).await;
+    assert!(
+        text.contains(r#"switchyard_requests_total{class="4xx",group="none",target="none"} 1"#)
+    );
+    for line in text.lines().filter(|l| l.contains(r#"group="none""#)) {
+        assert!(
+            line.starts_with("switchyard_requests_total"),
+            "placeholder series: {line}"
+        );
+    }
+    // Cookie mode has no store, so no store series (an alert on
+    // `switchyard_store_up == 0` must not fire on it).
+    assert!(
+        !text.contains("switchyard_store_"),
+        "store metrics in cookie mode"
+    );
+    assert!(
+        !text.contains("switchyard_session_cache"),
+        "store metrics in cookie mode"
+    );
     proxy.shutdown().await;
 }
 

@@ -135,6 +135,12 @@ pub struct Metrics {
     pub store_errors: [[IntCounter; 2]; 2],
     /// 1 while the session store answers (always 1 in memory mode).
     pub store_up: IntGauge,
+    /// The store's families, kept whole so cookie mode can unregister them.
+    store_families: (IntCounterVec, HistogramVec, IntCounterVec),
+    /// Handles for requests answered before any target was chosen: only the
+    /// `requests` series is registered (group and target `none`); the gauges
+    /// are detached so no `target_healthy{group="none"}` reads as a dead group.
+    unrouted: TargetMetrics,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(
@@ -144,6 +150,16 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(
     let m = m?;
     r.register(Box::new(m.clone()))?;
     Ok(m)
+}
+
+/// Counters registered nowhere: they count into the void.
+fn detached<const N: usize>() -> prometheus::Result<[IntCounter; N]> {
+    let mut out = Vec::with_capacity(N);
+    for _ in 0..N {
+        out.push(IntCounter::new("detached", "-")?);
+    }
+    out.try_into()
+        .map_err(|_| prometheus::Error::Msg("detached counters".into()))
 }
 
 impl Metrics {
@@ -198,7 +214,21 @@ impl Metrics {
             "Session store operations that failed, by op (get, set) and kind (timeout, error).",
             &["op", "kind"],
         )?;
+        let requests = c(
+            "switchyard_requests_total",
+            "Requests answered, by group, target and status class.",
+            &["group", "target", "class"],
+        )?;
+        let unrouted = TargetMetrics {
+            requests: CLASSES.map(|c| requests.with_label_values(&[NO_GROUP, NO_GROUP, c])),
+            errors: detached()?,
+            outstanding: IntGauge::new("detached", "-")?,
+            healthy: IntGauge::new("detached", "-")?,
+            ejections: IntCounter::new("detached", "-")?,
+            probes: detached()?,
+        };
         let m = Self {
+            unrouted,
             session_cache: ["hit", "miss"].map(|r| session_cache.with_label_values(&[r])),
             store_duration: ["get", "set"].map(|o| store_duration.with_label_values(&[o])),
             store_errors: ["get", "set"]
@@ -210,6 +240,7 @@ impl Metrics {
                     "1 while the session store answers; 0 while requests fall back to bucketing. Absent in cookie mode.",
                 ),
             )?,
+            store_families: (session_cache, store_duration, store_errors),
             tls_handshakes: ["ok", "failed", "timeout"].map(|r| handshakes.with_label_values(&[r])),
             client_timeouts: ["header", "body", "keepalive", "write"]
                 .map(|p| client_timeouts.with_label_values(&[p])),
@@ -235,11 +266,7 @@ impl Metrics {
                 .map(|k| downstream_errors.with_label_values(&[k.label()])),
             cookie_rejected,
             downstream_errors,
-            requests: c(
-                "switchyard_requests_total",
-                "Requests answered, by group, target and status class.",
-                &["group", "target", "class"],
-            )?,
+            requests,
             duration: reg(
                 r,
                 HistogramVec::new(
@@ -453,7 +480,17 @@ impl Metrics {
 
     /// Requests the proxy answered without choosing a target.
     pub fn unrouted_handles(&self) -> TargetMetrics {
-        self.target_handles(NO_GROUP, NO_GROUP)
+        self.unrouted.clone()
+    }
+
+    /// Removes the session store's families from `r`: in cookie mode there is
+    /// no store, and a `switchyard_store_up 0` would page someone for nothing.
+    pub fn unregister_store(&self, r: &Registry) {
+        let (cache, duration, errors) = &self.store_families;
+        let _ = r.unregister(Box::new(cache.clone()));
+        let _ = r.unregister(Box::new(duration.clone()));
+        let _ = r.unregister(Box::new(errors.clone()));
+        let _ = r.unregister(Box::new(self.store_up.clone()));
     }
 }
 

@@ -401,6 +401,9 @@ impl Shared {
         let registry = prometheus::Registry::new();
         let metrics = Metrics::new(&registry)?;
         let store = crate::store::SessionStore::new(&config.sticky.store, &metrics)?;
+        if store.is_none() {
+            metrics.unregister_store(&registry);
+        }
         let live = LiveState::default();
         let snap = Snapshot::build(config, 1, content_hash, &live, &metrics);
         snap.publish(&metrics, None);

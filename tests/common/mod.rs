@@ -489,6 +489,8 @@ pub struct BinProxy {
     pub child: std::process::Child,
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The HTTPS listener, when the config has one.
+    pub tls_addr: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     /// Every line it wrote to stderr after start-up.
     pub log: Arc<Mutex<Vec<String>>>,
@@ -522,10 +524,15 @@ impl BinProxy {
 
     /// Runs `switchyard run --config <path>`; `dir` is kept for the test's files.
     pub fn start_at(dir: tempfile::TempDir, path: &std::path::Path) -> Self {
+        Self::start_command(dir, "run", path)
+    }
+
+    /// Runs `switchyard <command> --config <path>` (`run` or `demo`).
+    pub fn start_command(dir: tempfile::TempDir, command: &str, path: &std::path::Path) -> Self {
         use std::io::BufRead;
         let mut child = ok(
             std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-                .args(["run", "--config"])
+                .args([command, "--config"])
                 .arg(path)
                 .env("TEST_KEY", TEST_KEY)
                 .env("SWITCHYARD_LOG", "info")
@@ -558,6 +565,7 @@ impl BinProxy {
                     child,
                     proxy_addr: p,
                     admin_addr: a,
+                    tls_addr: field(&line, "tls_addr="),
                     dir,
                     log,
                 };
