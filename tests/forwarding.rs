@@ -285,3 +285,84 @@ async fn override_header_reaches_a_group_at_weight_zero() {
     assert_eq!(get(&h1_client(), &url, None).await.upstream(), "blue");
     proxy.shutdown().await;
 }
+
+/// Cleartext HTTP/1.1 upstream connections are pooled per target and driven by
+/// the requests themselves: a connection comes back after a sized body and
+/// after a chunked one, is never reused while a response on it was abandoned
+/// half-read, and one the upstream closed while idle is replaced, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_and_replaced_when_they_cannot_be() {
+    let (up, proxy) = one_group("").await;
+    let p = proxy.proxy_addr;
+    let client = h1_client();
+    for i in 0..10 {
+        assert_eq!(
+            get(&client, &format!("http://{p}/"), None).await.status,
+            200
+        );
+        let got = get(
+            &client,
+            &format!("http://{p}/download?bytes={}", 50_000 + i),
+            None,
+        )
+        .await;
+        assert_eq!(got.body.len(), 50_000 + i);
+        assert_eq!(&got.body[..], &pattern_chunk(0, 50_000 + i)[..]);
+    }
+    assert_eq!(
+        up.accepted_connections(),
+        1,
+        "sequential requests share one connection"
+    );
+    // The request target is sent in origin form.
+    let seen = up.last_seen().unwrap_or_else(|| panic!("nothing seen"));
+    assert_eq!(seen.uri, "/download?bytes=50009");
+
+    // A client that walks away mid-body: its upstream connection has bytes in
+    // flight and must be closed, not handed to the next request.
+    let stalled = raw_partial(p, b"GET /stall?bytes=5 HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(stalled.starts_with("HTTP/1.1 200"), "{stalled}");
+    let got = get(&client, &format!("http://{p}/"), None).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(&got.body[..], b"blue");
+    assert_eq!(
+        up.accepted_connections(),
+        2,
+        "the abandoned connection was not replaced"
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while up.open_connections() > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        up.open_connections(),
+        1,
+        "the abandoned connection stayed open"
+    );
+
+    // The upstream restarts: the pooled connection is dead, and the next
+    // request (even a POST, which is never retried once sent) gets through.
+    up.kill();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let up = up.revive().await;
+    let req =
+        Request::post(format!("http://{p}/upload")).body(Full::new(Bytes::from_static(b"abc")));
+    let got = send(&client, ok(req, "request")).await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+    assert!(String::from_utf8_lossy(&got.body).starts_with("3 "));
+    assert_eq!(up.accepted_connections(), 3);
+    proxy.shutdown().await;
+}
+
+/// Sends `request`, reads the first bytes of the answer and closes.
+async fn raw_partial(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = ok(tokio::net::TcpStream::connect(addr).await, "connect");
+    ok(s.write_all(request).await, "write");
+    let mut buf = vec![0u8; 4096];
+    let n = ok(
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await,
+        "read in time",
+    );
+    String::from_utf8_lossy(&buf[..ok(n, "read")]).into_owned()
+}

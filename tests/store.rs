@@ -531,7 +531,9 @@ async fn a_tls_redis_is_reached_with_rediss_and_a_ca_file() {
     let yaml = store_yaml(
         &[("blue", 1, &[&b]), ("green", 1, &[&g])],
         &format!(
-            "    type: redis\n    url: {}\n    ca_file: {}\n",
+            // The first write also makes the TLS connection: on a loaded
+            // two-core CI box that can take longer than the 50 ms default.
+            "    type: redis\n    url: {}\n    ca_file: {}\n    timeout: 2s\n",
             r.url(),
             ca_file.display()
         ),

@@ -9,6 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::idle::{BodyCut, IdleTimer};
+use super::upstream::InlineBody;
 use crate::listener::InFlightRequest;
 use crate::state::InFlight;
 
@@ -16,8 +17,45 @@ use crate::state::InFlight;
 enum Inner {
     /// With the idle timer of `timeouts.upstream_body` and the counter of
     /// `kind="body_timeout"` errors for when it fires.
-    Upstream(Incoming, IdleTimer, prometheus::IntCounter),
+    Upstream(UpstreamIncoming, IdleTimer, prometheus::IntCounter),
     Full(Option<Bytes>),
+}
+
+/// An upstream response body: from the hyper-util client (TLS, HTTP/2,
+/// upgrades) or from an inline HTTP/1.1 connection.
+#[derive(Debug)]
+pub enum UpstreamIncoming {
+    Pooled(Incoming),
+    Inline(InlineBody),
+}
+
+impl Body for UpstreamIncoming {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamIncoming::Pooled(b) => Pin::new(b).poll_frame(cx),
+            UpstreamIncoming::Inline(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamIncoming::Pooled(b) => b.is_end_stream(),
+            UpstreamIncoming::Inline(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamIncoming::Pooled(b) => b.size_hint(),
+            UpstreamIncoming::Inline(b) => b.size_hint(),
+        }
+    }
 }
 
 /// A response body. Holds the target's in-flight guard until the body ends, so
@@ -32,7 +70,7 @@ pub struct ProxyBody {
 
 impl ProxyBody {
     pub fn upstream(
-        body: Incoming,
+        body: UpstreamIncoming,
         in_flight: InFlight,
         idle: std::time::Duration,
         timeouts: prometheus::IntCounter,

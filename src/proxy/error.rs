@@ -113,6 +113,22 @@ impl ProxyError {
     /// Classifies an error of the upstream client, and says whether the
     /// upstream closed the connection before sending any of a response (which
     /// an idempotent request may be retried after).
+    /// [`Self::classify`] for an inline connection's error.
+    pub fn classify_inline(e: &super::upstream::InlineError) -> (Self, bool) {
+        use super::upstream::InlineError;
+        match e {
+            InlineError::ConnectTimeout => (ProxyError::ConnectTimeout, false),
+            InlineError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                (ProxyError::ConnectTimeout, false)
+            }
+            InlineError::Connect(_) => (ProxyError::UpstreamConnect, false),
+            InlineError::Http(h) => (
+                ProxyError::UpstreamProtocol,
+                h.is_incomplete_message() || h.is_canceled(),
+            ),
+        }
+    }
+
     pub fn classify(e: &hyper_util::client::legacy::Error) -> (Self, bool) {
         let mut timed_out = false;
         let mut closed_early = false;

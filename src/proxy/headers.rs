@@ -169,6 +169,12 @@ fn sticky_cookie_in(header: &[u8], name: &str) -> Option<usize> {
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // A request or response carries a handful of headers and, as a rule, none
+    // of these: one pass over the names present costs less than eight hashed
+    // removals, and is all a clean message pays.
+    if !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
+        return;
+    }
     if let Some(conn) = headers.get(header::CONNECTION) {
         // Small and rare: a Connection header naming other headers.
         let named: Vec<HeaderName> = conn
@@ -185,43 +191,58 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The peer's address as an `X-Forwarded-For` value: made once per client
+/// connection, then shared by every request on it.
+pub fn peer_value(peer: IpAddr) -> HeaderValue {
+    let mut ip = [0u8; 64];
+    HeaderValue::from_bytes(fmt_ip(peer, &mut ip)).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
 /// Sets X-Forwarded-For/-Proto/-Host. A client's own values are kept (and
-/// appended to) only when the peer is a trusted proxy.
+/// appended to) only when the peer is a trusted proxy. `peer` comes from
+/// [`peer_value`].
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &HeaderValue,
     trusted: bool,
     host: &Authority,
     proto: &'static str,
 ) {
-    let mut ip = [0u8; 64];
-    let ip_text = fmt_ip(peer, &mut ip);
-    let xff = if trusted {
+    // Three inserts at most: grow the table once, not once per insert.
+    headers.reserve(3);
+    if trusted {
         let prior: Vec<&[u8]> = headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
             .map(HeaderValue::as_bytes)
             .collect();
-        if prior.is_empty() {
-            HeaderValue::from_bytes(ip_text)
+        let xff = if prior.is_empty() {
+            Ok(peer.clone())
         } else {
             let mut v = prior.join(&b", "[..]);
             v.extend_from_slice(b", ");
-            v.extend_from_slice(ip_text);
+            v.extend_from_slice(peer.as_bytes());
             HeaderValue::from_bytes(&v)
+        };
+        if let Ok(v) = xff {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
         }
     } else {
-        headers.remove(header::FORWARDED);
-        HeaderValue::from_bytes(ip_text)
-    };
-    if let Ok(v) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+        if headers.contains_key(header::FORWARDED) {
+            headers.remove(header::FORWARDED);
+        }
+        headers.insert(X_FORWARDED_FOR.clone(), peer.clone());
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        if let Ok(v) = HeaderValue::from_str(host.as_str()) {
+        // The Host header, when it is what `host` came from, is shared, not copied.
+        let value = match headers.get(header::HOST) {
+            Some(v) if v.as_bytes() == host.as_str().as_bytes() => Ok(v.clone()),
+            _ => HeaderValue::from_str(host.as_str()),
+        };
+        if let Ok(v) = value {
             headers.insert(X_FORWARDED_HOST.clone(), v);
         }
     }
@@ -289,11 +310,11 @@ mod tests {
         let host: Authority = "example.com".parse().unwrap_or_else(|_| panic!());
         let peer: IpAddr = "192.0.2.7".parse().unwrap_or_else(|_| panic!());
         let mut h = map(&[("x-forwarded-for", "6.6.6.6")]);
-        set_forwarded(&mut h, peer, false, &host, "http");
+        set_forwarded(&mut h, &peer_value(peer), false, &host, "http");
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-forwarded-host"], "example.com");
         let mut h = map(&[("x-forwarded-for", "203.0.113.1")]);
-        set_forwarded(&mut h, peer, true, &host, "http");
+        set_forwarded(&mut h, &peer_value(peer), true, &host, "http");
         assert_eq!(h["x-forwarded-for"], "203.0.113.1, 192.0.2.7");
     }
 }

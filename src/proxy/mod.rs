@@ -16,6 +16,7 @@ mod replay;
 mod retry;
 mod session;
 pub mod upgrade;
+mod upstream;
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -48,6 +49,7 @@ pub use replay::UpstreamBody;
 pub use retry::RetryBudget;
 use session::Session;
 pub use upgrade::Tunnels;
+pub use upstream::H1Pool;
 
 /// A pooled client to upstreams, cleartext or TLS, HTTP/1.1 or HTTP/2. Each
 /// target has its own (see `state::TargetLive`), so removing a target can close
@@ -77,6 +79,12 @@ impl PartialEq for PoolSettings {
 }
 
 impl PoolSettings {
+    /// Whether the group's targets get inline HTTP/1.1 connections
+    /// (cleartext HTTP/1.1), as well as the hyper-util client for upgrades.
+    pub fn inline(&self) -> bool {
+        !self.h2 && self.tls_ident.is_none()
+    }
+
     /// The settings for one group's targets.
     pub fn new(t: &Timeouts, g: &GroupSpec) -> Self {
         let h2 = g.protocol == UpstreamProtocol::Http2;
@@ -151,6 +159,8 @@ struct ConnContext {
     tls: bool,
     /// Requests in flight on this connection, for its idle timeout.
     activity: Arc<Activity>,
+    /// The peer's address as an X-Forwarded-For value, formatted once.
+    peer_value: HeaderValue,
 }
 
 /// The hyper `Service` for one client connection. Cloning is one atomic increment.
@@ -164,6 +174,7 @@ impl Proxy {
             peer,
             tls,
             activity,
+            peer_value: headers::peer_value(peer.ip()),
         }))
     }
 }
@@ -305,7 +316,7 @@ impl ConnContext {
             let h = req.headers_mut();
             headers::strip_hop_by_hop(h);
             headers::strip_sticky_cookie(h, sticky.cookie_name.as_str());
-            headers::set_forwarded(h, peer_ip, trusted, &host, proto);
+            headers::set_forwarded(h, &self.peer_value, trusted, &host, proto);
             if !h.contains_key(header::HOST) {
                 if let Ok(v) = HeaderValue::from_str(host.as_str()) {
                     h.insert(header::HOST, v);
@@ -321,7 +332,14 @@ impl ConnContext {
             upgrade::prepare_request(u, &mut req);
             hyper::upgrade::on(&mut req)
         });
-        let forwarded = self.forward(&snap, decision.group, first, req, now_ms);
+        let forwarded = self.forward(
+            &snap,
+            decision.group,
+            first,
+            req,
+            now_ms,
+            client_upgrade.is_some(),
+        );
         let forwarded = match (&self.shared.store, record) {
             (Some(store), Some(record)) => {
                 // The record is written while the request is on its way; a
@@ -364,6 +382,7 @@ impl ConnContext {
         first: usize,
         req: Request<Incoming>,
         now_ms: u64,
+        upgrade: bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let group = &snap.groups[g];
         let cfg = &snap.config;
@@ -409,8 +428,13 @@ impl ConnContext {
             tried[attempt - 1] = t;
             let target = &group.targets[t];
             let mut uri = http::uri::Parts::default();
-            uri.scheme = Some(group.scheme.clone());
-            uri.authority = Some(target.address.clone());
+            if target.inline.is_none() || upgrade {
+                // The hyper-util client connects to the URI's authority and
+                // sends the origin form; an inline connection sends the URI as
+                // given, so it gets the origin form alone.
+                uri.scheme = Some(group.scheme.clone());
+                uri.authority = Some(target.address.clone());
+            }
             uri.path_and_query = Some(path.clone());
             let last = attempt == max;
             let mut head = if last {
@@ -423,9 +447,11 @@ impl ConnContext {
             let req =
                 Request::from_parts(head, body.take().unwrap_or_else(UpstreamBody::new_empty));
             let in_flight = target.live.begin(&target.metrics.outstanding);
-            let sent =
-                tokio::time::timeout(cfg.timeouts.upstream_response, target.client.request(req))
-                    .await;
+            let sent = tokio::time::timeout(
+                cfg.timeouts.upstream_response,
+                exchange(group, target, req, upgrade),
+            )
+            .await;
             let now = crate::health::now_ms();
             let (err, closed_early) = match sent {
                 Ok(Ok(resp)) => {
@@ -458,16 +484,7 @@ impl ConnContext {
                         ),
                     ));
                 }
-                Ok(Err(e)) => {
-                    let (kind, early) = ProxyError::classify(&e);
-                    if kind == ProxyError::UpstreamTls {
-                        // An operator's mistake (CA, name) more than a blip: say why.
-                        tracing::warn!(group = %group.name, target = %target.address, cause = %ProxyError::root_cause(&e), "upstream TLS handshake failed");
-                    } else {
-                        tracing::debug!(target = %target.address, error = %e, "upstream request failed");
-                    }
-                    (kind, early)
-                }
+                Ok(Err(e)) => e,
                 Err(_) => (ProxyError::ResponseTimeout, false),
             };
             drop(in_flight);
@@ -654,4 +671,37 @@ pub fn error_response(e: ProxyError) -> Response<ProxyBody> {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     }
     resp
+}
+
+/// One exchange with one target: on its inline HTTP/1.1 connections when it
+/// has them, else (TLS, HTTP/2, upgrades) on its hyper-util client. An error
+/// comes classified, with whether the upstream closed before answering.
+async fn exchange(
+    group: &crate::state::Group,
+    target: &crate::state::Target,
+    req: Request<UpstreamBody>,
+    upgrade: bool,
+) -> Result<Response<body::UpstreamIncoming>, (ProxyError, bool)> {
+    if let (Some(pool), false) = (&target.inline, upgrade) {
+        return match pool.send(req).await {
+            Ok(resp) => Ok(resp.map(body::UpstreamIncoming::Inline)),
+            Err(e) => {
+                tracing::debug!(target = %target.address, error = %e, "upstream request failed");
+                Err(ProxyError::classify_inline(&e))
+            }
+        };
+    }
+    match target.client.request(req).await {
+        Ok(resp) => Ok(resp.map(body::UpstreamIncoming::Pooled)),
+        Err(e) => {
+            let (kind, early) = ProxyError::classify(&e);
+            if kind == ProxyError::UpstreamTls {
+                // An operator's mistake (CA, name) more than a blip: say why.
+                tracing::warn!(group = %group.name, target = %target.address, cause = %ProxyError::root_cause(&e), "upstream TLS handshake failed");
+            } else {
+                tracing::debug!(target = %target.address, error = %e, "upstream request failed");
+            }
+            Err((kind, early))
+        }
+    }
 }

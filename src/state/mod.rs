@@ -24,7 +24,7 @@ use crate::assign::bucket::BucketTable;
 use crate::assign::cookie::CookieCodec;
 use crate::config::{Config, GroupName};
 use crate::metrics::{GroupMetrics, Metrics, TargetMetrics};
-use crate::proxy::{PoolSettings, UpstreamClient, upstream_client};
+use crate::proxy::{H1Pool, PoolSettings, UpstreamClient, upstream_client};
 
 /// Live state of one upstream target, shared by every snapshot that lists it.
 #[derive(Debug, Default)]
@@ -33,21 +33,30 @@ pub struct TargetLive {
     pub health: crate::health::Health,
     /// The target's connection pool and the settings it was made with. Read
     /// only while a snapshot is built; requests use the clone in [`Target`].
-    pool: Mutex<Option<(PoolSettings, UpstreamClient)>>,
+    pool: Mutex<Option<PoolSlot>>,
 }
+
+/// A target's pools and the settings they were made with.
+type PoolSlot = (PoolSettings, UpstreamClient, Option<Arc<H1Pool>>);
 
 impl TargetLive {
     /// The pool for `settings`: the existing one when it was made with the same
     /// settings, else a new one (the old pool closes once nothing uses it).
-    fn client(&self, settings: &PoolSettings) -> UpstreamClient {
+    fn client(
+        &self,
+        settings: &PoolSettings,
+        address: &Authority,
+    ) -> (UpstreamClient, Option<Arc<H1Pool>>) {
         let mut slot = lock(&self.pool);
         match &*slot {
-            Some((s, c)) if s == settings => c.clone(),
+            Some((s, c, inline)) if s == settings => (c.clone(), inline.clone()),
             _ => {
                 let c = upstream_client(settings);
-                let settings = settings.clone();
-                *slot = Some((settings, c.clone()));
-                c
+                let inline = settings
+                    .inline()
+                    .then(|| H1Pool::new(address.clone(), settings.connect, settings.idle));
+                *slot = Some((settings.clone(), c.clone(), inline.clone()));
+                (c, inline)
             }
         }
     }
@@ -120,6 +129,8 @@ pub struct Target {
     pub live: Arc<TargetLive>,
     /// This target's own connection pool (see [`TargetLive`]).
     pub client: UpstreamClient,
+    /// Inline HTTP/1.1 connections, for a cleartext HTTP/1.1 group.
+    pub inline: Option<Arc<H1Pool>>,
     pub metrics: TargetMetrics,
 }
 
@@ -204,11 +215,13 @@ impl Snapshot {
                             // Targets the proxy starts with are not "new".
                             live.health.settle();
                         }
+                        let (client, inline) = live.client(&pool, &t.address);
                         Target {
                             address: t.address.clone(),
                             id: target_id(addr),
                             weight: t.weight.get(),
-                            client: live.client(&pool),
+                            client,
+                            inline,
                             live,
                             metrics: metrics.target_handles(name, addr),
                         }
