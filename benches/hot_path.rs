@@ -1,5 +1,8 @@
 //! Micro-benchmarks of the per-request pieces: cookie encode and verify (valid,
-//! tampered, garbage), the sticky decision, and target choice.
+//! tampered, garbage), the sticky decision, target choice, and the request
+//! header rewrite. Before timing, each piece's allocations per call are counted
+//! and printed (a counting allocator, so absolute times of allocating pieces are
+//! a little higher than under mimalloc in the binary).
 //! Run: `cargo bench --bench hot_path`. Quote ratios, not absolute times.
 
 use std::hint::black_box;
@@ -8,7 +11,35 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use switchyard::assign::{Pin, RequestView, decide, read_cookie};
 use switchyard::config::{self, StaticKeys, ValidateOptions};
 use switchyard::metrics::Metrics;
+use switchyard::proxy::headers;
 use switchyard::state::{LiveState, Snapshot};
+
+use http::header::{HeaderMap, HeaderValue};
+
+/// A browser-like request head as hyper hands it over.
+fn request_headers(cookie: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in [
+        ("host", "shop.example.com"),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0"),
+        ("accept", "text/html,application/xhtml+xml"),
+        ("accept-encoding", "gzip, br"),
+        ("accept-language", "en-GB,en;q=0.9"),
+        ("connection", "keep-alive"),
+    ] {
+        h.insert(k, HeaderValue::from_static(v));
+    }
+    if let Ok(v) = HeaderValue::from_str(cookie) {
+        h.insert("cookie", v);
+    }
+    h
+}
+
+/// Allocations one call of `f` makes (after a warm-up call).
+fn allocs_per_call(mut f: impl FnMut()) -> u64 {
+    f();
+    allocation_counter::measure(f).count_total
+}
 
 fn snapshot() -> Option<Snapshot> {
     let yaml = "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky: {ttl: 12h, keys: [env:K]}\n\
@@ -52,6 +83,88 @@ fn benches(c: &mut Criterion) {
     tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(tampered).unwrap_or_default();
 
+    let host: http::uri::Authority = http::uri::Authority::from_static("shop.example.com");
+    let peer = headers::peer_value(
+        "192.0.2.7"
+            .parse()
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+    );
+    let sticky_cookie = format!("theme=dark; switchyard={valid}");
+    let rewrite = |h: &mut HeaderMap| {
+        headers::strip_hop_by_hop(h);
+        headers::strip_sticky_cookie(h, "switchyard");
+        headers::set_forwarded(h, &peer, false, &host, "https");
+    };
+    let mut out = String::with_capacity(256);
+    println!("allocations per call:");
+    for (name, n) in [
+        (
+            "cookie_encode (into a reused buffer)",
+            allocs_per_call(|| {
+                out.clear();
+                snap.codec.encode_into(&pin, &mut out);
+            }),
+        ),
+        (
+            "cookie_verify_valid",
+            allocs_per_call(|| {
+                let _ = black_box(snap.codec.verify(&valid));
+            }),
+        ),
+        (
+            "cookie_verify_tampered",
+            allocs_per_call(|| {
+                let _ = black_box(snap.codec.verify(&tampered));
+            }),
+        ),
+        (
+            "cookie_verify_garbage",
+            allocs_per_call(|| {
+                let _ = black_box(snap.codec.verify("not-a-cookie"));
+            }),
+        ),
+        (
+            "decide_sticky",
+            allocs_per_call(|| {
+                let view = RequestView {
+                    cookie: read_cookie(&snap.codec, Some(valid.as_str())),
+                    ..Default::default()
+                };
+                black_box(decide(&snap, &view, now + 10, &mut || [7; 16]));
+            }),
+        ),
+        (
+            "decide_new_client",
+            allocs_per_call(|| {
+                black_box(decide(&snap, &RequestView::default(), now, &mut || [9; 16]));
+            }),
+        ),
+        ("rewrite_headers (no sticky cookie; map made outside)", {
+            let mut h = request_headers("theme=dark");
+            allocation_counter::measure(|| rewrite(&mut h)).count_total
+        }),
+        ("rewrite_headers (sticky cookie among others)", {
+            let mut h = request_headers(&sticky_cookie);
+            allocation_counter::measure(|| rewrite(&mut h)).count_total
+        }),
+    ] {
+        println!("  {name:55} {n}");
+    }
+
+    c.bench_function("rewrite_headers", |b| {
+        b.iter_batched_ref(
+            || request_headers("theme=dark"),
+            |h| rewrite(h),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    c.bench_function("rewrite_headers_sticky", |b| {
+        b.iter_batched_ref(
+            || request_headers(&sticky_cookie),
+            |h| rewrite(h),
+            criterion::BatchSize::SmallInput,
+        )
+    });
     c.bench_function("cookie_encode", |b| {
         let mut out = String::with_capacity(256);
         b.iter(|| {

@@ -135,10 +135,18 @@ pub fn strip_sticky_cookie(headers: &mut HeaderMap, name: &str) {
     let mut iter = values.iter();
     let Some(first) = iter.next() else { return };
     let single = iter.next().is_none();
-    if single && sticky_cookie_in(first.as_bytes(), name).is_none() {
-        return;
+    if single {
+        match sticky_cookie_in(first.as_bytes(), name) {
+            None => return,
+            // The usual returning client: the sticky cookie is all there is.
+            Some(_) if !first.as_bytes().contains(&b';') => {
+                headers.remove(header::COOKIE);
+                return;
+            }
+            Some(_) => {}
+        }
     }
-    let mut joined = Vec::with_capacity(256);
+    let mut joined = Vec::new();
     for v in values.iter() {
         for pair in v.as_bytes().split(|&b| b == b';') {
             let pair = pair.trim_ascii();
@@ -169,25 +177,44 @@ fn sticky_cookie_in(header: &[u8], name: &str) -> Option<usize> {
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // A request or response carries a handful of headers and, as a rule, none
-    // of these: one pass over the names present costs less than eight hashed
-    // removals, and is all a clean message pays.
-    if !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
-        return;
-    }
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        // Small and rare: a Connection header naming other headers.
-        let named: Vec<HeaderName> = conn
-            .as_bytes()
-            .split(|&b| b == b',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
-            .collect();
-        for n in named {
-            headers.remove(n);
+    // A message carries a handful of headers and few of these: one pass over
+    // the names present says which to remove, instead of eight hashed removals.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
         }
     }
-    for h in &HOP_BY_HOP {
-        headers.remove(h);
+    if present == 0 {
+        return;
+    }
+    // HOP_BY_HOP[0] is Connection. Its usual tokens (`keep-alive`, `close`,
+    // `upgrade`) name nothing to remove beyond the list; any other token
+    // names a header that must not cross either.
+    if present & 1 != 0 {
+        if let Some(conn) = headers.get(header::CONNECTION) {
+            let named: Vec<HeaderName> = conn
+                .as_bytes()
+                .split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .filter(|t| {
+                    !t.is_empty()
+                        && !t.eq_ignore_ascii_case(b"close")
+                        && !HOP_BY_HOP
+                            .iter()
+                            .any(|h| t.eq_ignore_ascii_case(h.as_str().as_bytes()))
+                })
+                .filter_map(|t| HeaderName::from_bytes(t).ok())
+                .collect();
+            for n in named {
+                headers.remove(n);
+            }
+        }
+    }
+    for (i, h) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(h);
+        }
     }
 }
 
@@ -303,6 +330,22 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn a_lone_sticky_cookie_goes_with_its_header_and_keep_alive_names_nothing_extra() {
+        let mut h = map(&[("cookie", "sy=v1.abc.def"), ("host", "x")]);
+        strip_sticky_cookie(&mut h, "sy");
+        assert!(!h.contains_key("cookie"));
+        let mut h = map(&[
+            ("connection", "keep-alive, Upgrade, close"),
+            ("keep-alive", "timeout=5"),
+            ("upgrade", "websocket"),
+            ("content-length", "3"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("content-length"));
     }
 
     #[test]

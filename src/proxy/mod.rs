@@ -249,7 +249,9 @@ impl ConnContext {
             };
             let session = match &self.shared.store {
                 Some(store) if view.override_group.is_none() => {
-                    session::resolve(store, &mut view, now).await
+                    // Boxed: the Redis round trip's future is large, and
+                    // inlined it would grow every request's future, store or not.
+                    Box::pin(session::resolve(store, &mut view, now)).await
                 }
                 _ => Session::CookieMode,
             };
@@ -346,7 +348,7 @@ impl ConnContext {
                 // failed write is counted by the store and costs the client
                 // nothing (its session id buckets it to the same group).
                 let id = decision.client_id;
-                tokio::join!(forwarded, store.put(&id, record, now)).0
+                tokio::join!(forwarded, Box::pin(store.put(&id, record, now))).0
             }
             _ => forwarded.await,
         };
@@ -447,9 +449,11 @@ impl ConnContext {
             let req =
                 Request::from_parts(head, body.take().unwrap_or_else(UpstreamBody::new_empty));
             let in_flight = target.live.begin(&target.metrics.outstanding);
+            // Boxed: inlined, the exchange's state would be copied with every
+            // move of the request's future (it is the larger part of it).
             let sent = tokio::time::timeout(
                 cfg.timeouts.upstream_response,
-                exchange(group, target, req, upgrade),
+                Box::pin(exchange(group, target, req, upgrade)),
             )
             .await;
             let now = crate::health::now_ms();

@@ -185,7 +185,9 @@ impl H1Pool {
     ) -> Result<Response<InlineBody>, InlineError> {
         let (mut conn, mut reused) = match self.take() {
             Some(c) => (c, true),
-            None => (self.connect().await?, false),
+            // Boxed, like the reconnect below: resolving and connecting make
+            // a large future that a request on a pooled connection never needs.
+            None => (Box::pin(self.connect()).await?, false),
         };
         let mut req = req;
         loop {
@@ -218,7 +220,7 @@ impl H1Pool {
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => {
                         req = unsent;
-                        conn = self.connect().await?;
+                        conn = Box::pin(self.connect()).await?;
                         reused = false;
                     }
                     _ => return Err(InlineError::Http(e.into_error())),
