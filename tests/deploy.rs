@@ -737,28 +737,16 @@ fn prometheus_config(admin: SocketAddr) -> Value {
     let kube = Kube::load();
     let deployment = kube.one("Deployment", "switchyard");
     let template = at(deployment, "spec.template.metadata");
+    // Kubernetes discovery's names: non-alphanumerics become `_`.
     let mut labels = serde_json::Map::new();
-    for (k, v) in at(template, "labels")
-        .as_object()
-        .cloned()
-        .unwrap_or_default()
-    {
-        let k: String = k
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        labels.insert(format!("__meta_kubernetes_pod_label_{k}"), v);
-    }
-    for (k, v) in at(template, "annotations")
-        .as_object()
-        .cloned()
-        .unwrap_or_default()
-    {
-        let k: String = k
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        labels.insert(format!("__meta_kubernetes_pod_annotation_{k}"), v);
+    for (field, meta) in [("labels", "label"), ("annotations", "annotation")] {
+        for (k, v) in at(template, field).as_object().cloned().unwrap_or_default() {
+            let k: String = k
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            labels.insert(format!("__meta_kubernetes_pod_{meta}_{k}"), v);
+        }
     }
     // The pod listens where this test's proxy does.
     labels.insert(
