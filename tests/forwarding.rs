@@ -366,3 +366,25 @@ async fn raw_partial(addr: std::net::SocketAddr, request: &[u8]) -> String {
     );
     String::from_utf8_lossy(&buf[..ok(n, "read")]).into_owned()
 }
+
+/// An idle upstream connection is closed after `timeouts.upstream_idle` even
+/// when no request comes to notice it, and the next request opens a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_are_closed_after_upstream_idle() {
+    let (up, proxy) = one_group("timeouts:\n  upstream_idle: 1s\n").await;
+    let url = format!("http://{}/", proxy.proxy_addr);
+    assert_eq!(get(&h1_client(), &url, None).await.status, 200);
+    assert_eq!(up.open_connections(), 1);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while up.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        up.open_connections(),
+        0,
+        "the idle connection outlived upstream_idle"
+    );
+    assert_eq!(get(&h1_client(), &url, None).await.status, 200);
+    assert_eq!(up.accepted_connections(), 2);
+    proxy.shutdown().await;
+}
