@@ -57,6 +57,20 @@ pub async fn start(
     content_hash: String,
     source: Option<ConfigSource>,
 ) -> Result<Running, AppError> {
+    start_with_workers(config, content_hash, source, &[]).await
+}
+
+/// [`start`], with client connections also accepted and served on each of
+/// `workers`: thread-per-core runtimes beside the one this runs on. Each
+/// accepts on its own copy of the listening sockets, and a connection stays
+/// on the thread that accepted it (no work stealing, no cross-thread wake-up
+/// on the request path). Admin, health checks and reloads stay here.
+pub async fn start_with_workers(
+    config: Config,
+    content_hash: String,
+    source: Option<ConfigSource>,
+    workers: &[tokio::runtime::Handle],
+) -> Result<Running, AppError> {
     let plain = match config.listen {
         Some(addr) => Some(bind(addr, "listen").await?),
         None => None,
@@ -86,6 +100,27 @@ pub async fn start(
             shared: Arc::clone(&shared),
             tls: is_tls,
         };
+        for worker in workers {
+            let addr = l.local_addr().ok();
+            let copy = socket2::SockRef::from(&l)
+                .try_clone()
+                .map(std::net::TcpListener::from)
+                .map_err(|source| AppError::Bind {
+                    addr: addr.unwrap_or(admin_addr),
+                    what: if is_tls { "tls.listen" } else { "listen" },
+                    source,
+                })?;
+            let serving = serving.clone();
+            let rx = rx.clone();
+            tasks.push(worker.spawn(async move {
+                // Registered with the worker's own reactor, so its accepts and
+                // its connections' IO are polled on that thread.
+                match TcpListener::from_std(copy) {
+                    Ok(l) => listener::accept_loop(l, serving, rx).await,
+                    Err(e) => tracing::error!(error = %e, "a worker could not take the listener"),
+                }
+            }));
+        }
         tasks.push(tokio::spawn(listener::accept_loop(l, serving, rx.clone())));
     }
     tasks.extend([

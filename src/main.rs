@@ -82,8 +82,9 @@ fn main() -> ExitCode {
             config::load_file(&path, &SystemKeys, opts)
                 .map_err(anyhow::Error::from)
                 .and_then(|(config, text)| {
-                    runtime(config.run.workers)
-                        .and_then(|rt| rt.block_on(run(&path, opts, config, text)))
+                    runtime(config.run.workers).and_then(|(rt, workers)| {
+                        rt.block_on(run(&path, opts, config, text, &workers))
+                    })
                 })
         }
         Command::Check { config, against } => return check(&config, against.as_deref()),
@@ -93,8 +94,9 @@ fn main() -> ExitCode {
         }
         Command::Healthcheck { url, timeout } => healthcheck(&url, Duration::from_secs(timeout)),
         Command::Demo { config: path } => load_demo(path.as_deref()).and_then(|(config, text)| {
-            runtime(config.run.workers)
-                .and_then(|rt| rt.block_on(run_demo(path.as_deref(), config, text)))
+            runtime(config.run.workers).and_then(|(rt, workers)| {
+                rt.block_on(run_demo(path.as_deref(), config, text, &workers))
+            })
         }),
     };
     match result {
@@ -153,24 +155,35 @@ fn healthcheck(url: &str, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// The runtime, sized by `run.workers` (default: one worker per core this
-/// process may run on). One worker is a current-thread runtime: no work
-/// stealing and no cross-thread wake-ups, which is what a proxy pinned to one
-/// core wants.
-fn runtime(workers: Option<u32>) -> Result<tokio::runtime::Runtime> {
-    let mut builder = match workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n as usize);
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
+/// The runtimes, sized by `run.workers` (default: one per core this process may
+/// run on): a current-thread runtime on the main thread, and one more on a
+/// thread of its own for each further worker (thread-per-core, as nginx's and
+/// HAProxy's workers are: a connection stays on the thread that accepted it,
+/// so the request path has no work stealing and no cross-thread wake-ups).
+fn runtime(workers: Option<u32>) -> Result<(tokio::runtime::Runtime, Vec<tokio::runtime::Handle>)> {
+    let n = workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        |w| w as usize,
+    );
+    let build = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")
     };
-    builder
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    let main = build()?;
+    let mut extra = Vec::with_capacity(n.saturating_sub(1));
+    for i in 1..n {
+        let rt = build()?;
+        extra.push(rt.handle().clone());
+        std::thread::Builder::new()
+            .name(format!("switchyard-worker-{i}"))
+            // Runs until the process exits; the main thread's shutdown has
+            // drained its connections by then.
+            .spawn(move || rt.block_on(std::future::pending::<()>()))
+            .context("cannot start a worker thread")?;
+    }
+    Ok((main, extra))
 }
 
 fn source(path: &Path, opts: ValidateOptions) -> ConfigSource {
@@ -181,11 +194,22 @@ fn source(path: &Path, opts: ValidateOptions) -> ConfigSource {
     }
 }
 
-async fn run(path: &Path, opts: ValidateOptions, config: Config, text: String) -> Result<()> {
+async fn run(
+    path: &Path,
+    opts: ValidateOptions,
+    config: Config,
+    text: String,
+    workers: &[tokio::runtime::Handle],
+) -> Result<()> {
     let stop = app::shutdown_signal();
-    let running = app::start(config, content_hash(&text), Some(source(path, opts)))
-        .await
-        .context("cannot start the proxy")?;
+    let running = app::start_with_workers(
+        config,
+        content_hash(&text),
+        Some(source(path, opts)),
+        workers,
+    )
+    .await
+    .context("cannot start the proxy")?;
     stop.await;
     tracing::info!("shutting down");
     running.shutdown().await;
@@ -327,7 +351,12 @@ fn load_demo(path: Option<&Path>) -> Result<(Config, String)> {
     })
 }
 
-async fn run_demo(path: Option<&Path>, mut config: Config, text: String) -> Result<()> {
+async fn run_demo(
+    path: Option<&Path>,
+    mut config: Config,
+    text: String,
+    workers: &[tokio::runtime::Handle],
+) -> Result<()> {
     let opts = DEMO_OPTS;
     if config.sticky.ephemeral_key {
         tracing::warn!("no cookie key configured: signing with a random key made for this run");
@@ -358,9 +387,14 @@ async fn run_demo(path: Option<&Path>, mut config: Config, text: String) -> Resu
     }
     let cookie = config.sticky.cookie_name.as_str().to_owned();
     let stop = app::shutdown_signal();
-    let running = app::start(config, content_hash(&text), path.map(|p| source(p, opts)))
-        .await
-        .context("cannot start the proxy")?;
+    let running = app::start_with_workers(
+        config,
+        content_hash(&text),
+        path.map(|p| source(p, opts)),
+        workers,
+    )
+    .await
+    .context("cannot start the proxy")?;
     print_demo_help(&running, &cookie, ca_file.as_deref());
     stop.await;
     tracing::info!("shutting down");
