@@ -95,18 +95,17 @@ pub async fn start_with_workers(
     };
     let mut tasks = Vec::new();
     for (bound, is_tls) in [(plain, false), (tls, true)] {
-        let Some((l, _)) = bound else { continue };
+        let Some((l, addr)) = bound else { continue };
         let serving = Serving {
             shared: Arc::clone(&shared),
             tls: is_tls,
         };
         for worker in workers {
-            let addr = l.local_addr().ok();
             let copy = socket2::SockRef::from(&l)
                 .try_clone()
                 .map(std::net::TcpListener::from)
                 .map_err(|source| AppError::Bind {
-                    addr: addr.unwrap_or(admin_addr),
+                    addr,
                     what: if is_tls { "tls.listen" } else { "listen" },
                     source,
                 })?;

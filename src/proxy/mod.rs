@@ -430,7 +430,10 @@ impl ConnContext {
             tried[attempt - 1] = t;
             let target = &group.targets[t];
             let mut uri = http::uri::Parts::default();
-            if target.inline.is_none() || upgrade {
+            // Upgrades need hyper-util's client, which keeps the connection
+            // for the tunnel; everything else goes inline when the group can.
+            let inline = target.inline.as_ref().filter(|_| !upgrade);
+            if inline.is_none() {
                 // The hyper-util client connects to the URI's authority and
                 // sends the origin form; an inline connection sends the URI as
                 // given, so it gets the origin form alone.
@@ -453,7 +456,7 @@ impl ConnContext {
             // move of the request's future (it is the larger part of it).
             let sent = tokio::time::timeout(
                 cfg.timeouts.upstream_response,
-                Box::pin(exchange(group, target, req, upgrade)),
+                Box::pin(exchange(group, target, inline, req)),
             )
             .await;
             let now = crate::health::now_ms();
@@ -677,16 +680,16 @@ pub fn error_response(e: ProxyError) -> Response<ProxyBody> {
     resp
 }
 
-/// One exchange with one target: on its inline HTTP/1.1 connections when it
-/// has them, else (TLS, HTTP/2, upgrades) on its hyper-util client. An error
+/// One exchange with one target: on `inline` (its HTTP/1.1 connections) when
+/// given, else (TLS, HTTP/2, upgrades) on its hyper-util client. An error
 /// comes classified, with whether the upstream closed before answering.
 async fn exchange(
     group: &crate::state::Group,
     target: &crate::state::Target,
+    inline: Option<&Arc<H1Pool>>,
     req: Request<UpstreamBody>,
-    upgrade: bool,
 ) -> Result<Response<body::UpstreamIncoming>, (ProxyError, bool)> {
-    if let (Some(pool), false) = (&target.inline, upgrade) {
+    if let Some(pool) = inline {
         return match pool.send(req).await {
             Ok(resp) => Ok(resp.map(body::UpstreamIncoming::Inline)),
             Err(e) => {
