@@ -16,6 +16,8 @@
 //! target until it expires, recorded in an HMAC-signed cookie; a **snapshot** is the
 //! immutable runtime form of one config.
 
+#![forbid(unsafe_code)]
+
 pub mod app;
 pub mod assign;
 pub mod balance;

@@ -70,7 +70,25 @@ enum Command {
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc 3's `mi_option_purge_delay` (the enum in its `mimalloc.h`); the
+/// test below checks that the index still holds that option's 1000 ms default.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// mimalloc 3 keeps freed pages resident for a second, and looks at the clock
+/// only when it is next called. A proxy whose connections have all gone idle
+/// (parked, their buffers freed) makes no calls, so that memory would stay
+/// resident for as long as the quiet lasts. 10 ms is mimalloc 2's default.
+fn tune_allocator() {
+    #[allow(unsafe_code)]
+    // SAFETY: sets one integer option; no pointers are involved, and mimalloc
+    // allows options to be set at any time.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     switchyard::tls::install_default_provider();
     init_tracing();
@@ -427,4 +445,25 @@ fn print_demo_help(running: &app::Running, cookie: &str, ca: Option<&Path>) {
          curl -s http://{a}/metrics | grep -E '^switchyard_(assignments|requests)_total'\n\n\
          Ctrl-C stops everything.\n"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    /// A mimalloc upgrade that renumbers its options would make
+    /// `tune_allocator` set some other option; this catches it.
+    #[test]
+    fn the_purge_delay_index_names_the_purge_delay() {
+        #[allow(unsafe_code)]
+        // SAFETY: reads one integer option.
+        let default = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        assert_eq!(
+            default, 1000,
+            "mimalloc's purge_delay default moved or renumbered"
+        );
+        super::tune_allocator();
+        #[allow(unsafe_code)]
+        // SAFETY: as above.
+        let tuned = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        assert_eq!(tuned, 10);
+    }
 }

@@ -18,11 +18,28 @@
 //! ```
 //! Clocks are read and timers armed only when a read or write actually has to
 //! wait, so a busy connection pays nothing for them.
+//!
+//! **Parking.** hyper keeps an HTTP/1 connection's read and write buffers (16
+//! KiB and more) for as long as the connection lives, idle or not. So an
+//! HTTP/1 connection idle for [`PARK_AFTER`] with nothing buffered is parked:
+//! the stream tells hyper "end of stream", hyper finishes the connection
+//! cleanly (no bytes written, and the socket is not shut down: see
+//! `poll_shutdown`), and the bare socket goes back to the connection task
+//! through a [`ParkSlot`]. The task waits for the next byte, within what is
+//! left of the phase's deadline, and serves the connection afresh. A parked
+//! connection costs its socket and a small task, not hyper's buffers.
+//!
+//! "Nothing buffered" is known from the bytes that went through: the last four
+//! read were the `\r\n\r\n` that ends a request head (or nothing was read
+//! yet). A connection that ended on anything else, such as a pipelined request
+//! cut mid-head or a body hyper is still draining, is not parked and waits out
+//! its deadline as before.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -37,6 +54,15 @@ use crate::state::Shared;
 
 /// What an HTTP/2 connection starts with (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long an HTTP/1 connection idles with hyper's buffers before it is
+/// parked (module docs). Long enough that a client keeping its connection busy
+/// never pays for the rebuild; short enough that idle connections cost little.
+pub const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// The end of a request head: when the last bytes read were these, hyper's
+/// read buffer holds no part of a next request.
+const HEAD_END: u32 = u32::from_be_bytes(*b"\r\n\r\n");
 
 /// Written to an HTTP/1 client whose request head did not arrive in time.
 const HEAD_TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
@@ -108,6 +134,28 @@ enum Proto {
     Http2,
 }
 
+/// What a parked connection was waiting for, and until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkedFor {
+    /// The first request head (timeouts.client_header from the accept).
+    FirstHead,
+    /// The next request on a keep-alive connection (timeouts.keepalive).
+    NextRequest,
+}
+
+/// A parked connection, handed from the stream to the connection task.
+#[derive(Debug)]
+pub struct Parked<S> {
+    pub io: S,
+    pub waiting: ParkedFor,
+    /// When the phase's deadline runs out.
+    pub deadline: Instant,
+}
+
+/// Where a stream leaves its socket when it parks; the connection task takes
+/// it once hyper has finished. Touched only when a connection parks.
+pub type ParkSlot<S> = Arc<Mutex<Option<Parked<S>>>>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Waiting for a request head. `bytes`: some of it has arrived.
@@ -123,7 +171,8 @@ enum Phase {
 /// A client byte stream with the connection-level timeouts (module docs).
 #[derive(Debug)]
 pub struct ClientIo<S> {
-    inner: S,
+    /// `None` only once parked and dropped (the socket went to the slot).
+    inner: Option<S>,
     activity: Arc<Activity>,
     /// For the timeout counters.
     shared: Arc<Shared>,
@@ -136,16 +185,31 @@ pub struct ClientIo<S> {
     /// `write_timer` holds the deadline of the current blocked write.
     write_armed: bool,
     write_timer: Option<Pin<Box<Sleep>>>,
+    /// The last four bytes read, oldest first (`HEAD_END` when a head ended).
+    tail: u32,
+    /// Some byte has been read on this connection.
+    read_any: bool,
+    /// The read clock runs to `phase_deadline`; `read_timer` was first set
+    /// to the park point before it.
+    park_pending: bool,
+    phase_deadline: Option<Instant>,
+    /// Told hyper "end of stream" to park; the socket goes to `slot` on drop.
+    parked: Option<ParkedFor>,
+    slot: Option<ParkSlot<S>>,
+    /// Served again after parking: what it waited for and the deadline left.
+    resumed: Option<(ParkedFor, Instant)>,
 }
 
 impl<S> ClientIo<S> {
     /// `h2`: ALPN already chose HTTP/2; otherwise the first bytes tell.
+    /// `slot`: where to park the socket (none: never park).
     pub fn new(
         inner: S,
         activity: Arc<Activity>,
         shared: Arc<Shared>,
         timeouts: ConnTimeouts,
         h2: bool,
+        slot: Option<ParkSlot<S>>,
     ) -> Self {
         let (proto, phase) = if h2 {
             (Proto::Http2, Phase::Idle)
@@ -153,7 +217,7 @@ impl<S> ClientIo<S> {
             (Proto::Sniffing(0), Phase::Head { bytes: false })
         };
         Self {
-            inner,
+            inner: Some(inner),
             activity,
             shared,
             timeouts,
@@ -163,7 +227,43 @@ impl<S> ClientIo<S> {
             read_timer: None,
             write_armed: false,
             write_timer: None,
+            tail: 0,
+            read_any: false,
+            park_pending: false,
+            phase_deadline: None,
+            parked: None,
+            slot,
+            resumed: None,
         }
+    }
+
+    /// A parked HTTP/1 connection that became readable, served afresh. Once
+    /// bytes arrive the head clock starts as it would have without parking.
+    pub fn resume(
+        parked: Parked<S>,
+        activity: Arc<Activity>,
+        shared: Arc<Shared>,
+        timeouts: ConnTimeouts,
+        slot: ParkSlot<S>,
+    ) -> Self {
+        let mut io = Self::new(parked.io, activity, shared, timeouts, false, Some(slot));
+        if parked.waiting == ParkedFor::NextRequest {
+            io.proto = Proto::Http1;
+            io.phase = Phase::Idle;
+            io.read_any = true;
+            io.tail = HEAD_END;
+        }
+        // The phase goes on to its old deadline (a wake-up with no request
+        // behind it does not buy a fresh one) and does not park again. The
+        // timer is armed only if a read has to wait, as usual.
+        io.resumed = Some((parked.waiting, parked.deadline));
+        io
+    }
+
+    fn inner(&mut self) -> io::Result<&mut S> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "connection parked"))
     }
 
     fn metrics(&self) -> &Metrics {
@@ -173,6 +273,11 @@ impl<S> ClientIo<S> {
     /// Bytes arrived: learn the protocol from the first ones, and start the
     /// head clock when a new HTTP/1 request begins.
     fn on_bytes(&mut self, got: &[u8]) {
+        self.read_any = true;
+        self.tail = match got {
+            [.., a, b, c, d] => u32::from_be_bytes([*a, *b, *c, *d]),
+            _ => got.iter().fold(self.tail, |t, &b| (t << 8) | u32::from(b)),
+        };
         if let Proto::Sniffing(matched) = self.proto {
             let want = &H2_PREFACE[usize::from(matched)..];
             let n = want.len().min(got.len());
@@ -195,9 +300,31 @@ impl<S> ClientIo<S> {
             Phase::Idle if self.proto != Proto::Http2 => {
                 self.phase = Phase::Head { bytes: true };
                 self.read_armed = false;
+                // A new head gets a fresh clock, parked before or not.
+                self.resumed = None;
             }
             _ => {}
         }
+    }
+
+    /// Whether the current phase may park, and as what: HTTP/1 (or not yet
+    /// known, with nothing read), between requests or before the first, with a
+    /// slot to park in.
+    fn parkable_phase(&self) -> Option<ParkedFor> {
+        if self.slot.is_none() || self.proto == Proto::Http2 {
+            return None;
+        }
+        match self.phase {
+            Phase::Idle => Some(ParkedFor::NextRequest),
+            Phase::Head { bytes: false } if !self.read_any => Some(ParkedFor::FirstHead),
+            _ => None,
+        }
+    }
+
+    fn read_fired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.read_timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
     }
 
     /// A read had to wait: applies the clock of the current phase.
@@ -213,13 +340,51 @@ impl<S> ClientIo<S> {
             Phase::Busy => {
                 self.phase = Phase::Idle;
                 self.read_armed = false;
+                // A request came and went since it was served again.
+                self.resumed = None;
                 self.timeouts.keepalive
             }
             Phase::Idle => self.timeouts.keepalive,
             Phase::Head { .. } | Phase::Closing => self.timeouts.header,
         };
-        if !arm_and_poll(&mut self.read_timer, &mut self.read_armed, limit, cx) {
+        if !self.read_armed {
+            let now = Instant::now();
+            let resumed = self.resumed.map(|(_, deadline)| deadline);
+            let deadline = resumed.unwrap_or(now + limit);
+            self.phase_deadline = Some(deadline);
+            self.park_pending =
+                resumed.is_none() && PARK_AFTER < limit && self.parkable_phase().is_some();
+            let first = if self.park_pending {
+                now + PARK_AFTER
+            } else {
+                deadline
+            };
+            match &mut self.read_timer {
+                Some(t) => t.as_mut().reset(first),
+                None => self.read_timer = Some(Box::pin(tokio::time::sleep_until(first))),
+            }
+            self.read_armed = true;
+        }
+        if !self.read_fired(cx) {
             return Poll::Pending;
+        }
+        if self.park_pending {
+            self.park_pending = false;
+            if let Some(waiting) = self.parkable_phase() {
+                if !self.read_any || self.tail == HEAD_END {
+                    // End of stream to hyper, which finishes cleanly; the
+                    // socket goes to the slot when hyper drops the stream.
+                    self.parked = Some(waiting);
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            // Not safe to park: wait out the rest of the phase.
+            if let (Some(t), Some(deadline)) = (&mut self.read_timer, self.phase_deadline) {
+                t.as_mut().reset(deadline);
+            }
+            if !self.read_fired(cx) {
+                return Poll::Pending;
+            }
         }
         self.read_armed = false;
         match self.phase {
@@ -303,9 +468,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
 
     /// Best effort: the 408 goes out if the socket takes it now.
     fn send_head_timeout(&mut self, cx: &mut Context<'_>) {
-        if let Poll::Ready(Ok(_)) = Pin::new(&mut self.inner).poll_write(cx, HEAD_TIMEOUT_RESPONSE)
-        {
-            let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        let Some(inner) = self.inner.as_mut() else {
+            return;
+        };
+        if let Poll::Ready(Ok(_)) = Pin::new(&mut *inner).poll_write(cx, HEAD_TIMEOUT_RESPONSE) {
+            let _ = Pin::new(inner).poll_flush(cx);
         }
     }
 }
@@ -317,8 +484,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.parked.is_some() {
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        match Pin::new(this.inner()?).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let got = &buf.filled()[before..];
                 if !got.is_empty() {
@@ -345,7 +515,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        let polled = Pin::new(this.inner()?).poll_write(cx, buf);
         this.poll_write_deadline(cx, polled)
     }
 
@@ -355,23 +525,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let polled = Pin::new(this.inner()?).poll_write_vectored(cx, bufs);
         this.poll_write_deadline(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(S::is_write_vectored)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        let polled = Pin::new(this.inner()?).poll_flush(cx);
         this.poll_write_deadline(cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
+        if this.parked.is_some() {
+            // Parking: hyper is done with the connection, the client is not.
+            return Poll::Ready(Ok(()));
+        }
+        let polled = Pin::new(this.inner()?).poll_shutdown(cx);
         this.poll_write_deadline(cx, polled)
+    }
+}
+
+impl<S> Drop for ClientIo<S> {
+    fn drop(&mut self) {
+        let (Some(waiting), Some(slot)) = (self.parked, self.slot.take()) else {
+            return;
+        };
+        let (Some(io), Some(deadline)) = (self.inner.take(), self.phase_deadline) else {
+            return;
+        };
+        if let Ok(mut parked) = slot.lock() {
+            *parked = Some(Parked {
+                io,
+                waiting,
+                deadline,
+            });
+        }
     }
 }

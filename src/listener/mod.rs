@@ -5,28 +5,36 @@
 //! ```text
 //! accept -> limit check -> [TLS handshake, certificate by SNI, ALPN] -> serve_io
 //!        -> hyper (h1 | h2, upgrades on) -> proxy::Proxy per connection
+//!             ^                  | HTTP/1 idle 1 s, nothing buffered
+//!             '-- next bytes -- parked (bare socket, small task)
 //! ```
-//! Connection-level timeouts (head, keep-alive idle, blocked writes) live in
-//! [`conn_io`], under hyper.
+//! Connection-level timeouts (head, keep-alive idle, blocked writes) and the
+//! decision to park live in [`conn_io`], under hyper; the tasks that serve,
+//! park and resume a connection are here.
 //!
 //! The TLS config and the connection builder are read from the snapshot current
 //! at accept time, so reloaded certificates and timeouts reach new connections
 //! while open ones finish on what they started with.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 mod conn_io;
-pub use conn_io::{Activity, InFlightRequest};
-use conn_io::{ClientIo, ConnTimeouts};
+pub use conn_io::{Activity, InFlightRequest, PARK_AFTER};
+use conn_io::{ClientIo, ConnTimeouts, ParkSlot, Parked, ParkedFor};
 
 use crate::config::Limits;
 
@@ -66,6 +74,19 @@ pub fn conn_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
         // RFC 8441: WebSocket over HTTP/2 arrives as an extended CONNECT.
         .enable_connect_protocol();
+    b
+}
+
+/// The builder for a parked HTTP/1 connection served again: the HTTP/1 half of
+/// [`conn_builder`], set the same way, without the HTTP/2 sniffing (one read
+/// and one copy fewer; the protocol is known by then).
+pub fn h1_builder(limits: &Limits) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_headers(limits.max_headers as usize + 1)
+        .max_buf_size(H1_MAX_BUF)
+        .keep_alive(true);
     b
 }
 
@@ -183,12 +204,58 @@ fn accepted_one(task: &ConnTask, stream: TcpStream, peer: SocketAddr) {
     });
 }
 
+/// A client socket whose readability can be awaited without reading from it:
+/// what a parked connection waits on (`conn_io` module docs).
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ClientStream for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    /// hyper parks a connection only after a read found nothing, so rustls
+    /// holds no plaintext; whatever comes next arrives on the socket.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_ref().0.poll_read_ready(cx)
+    }
+}
+
+/// How a parked connection's wait ended.
+#[derive(Clone, Copy)]
+enum Wake {
+    Readable,
+    Deadline,
+    Shutdown,
+}
+
+/// Resolves when the shutdown signal turns true (never, if its sender is
+/// gone without one).
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// What a client connection keeps across its hyper connections (it has more
+/// than one when it parks; `conn_io` module docs).
+struct ClientConnState<S> {
+    task: ConnTask,
+    _open: OpenConn,
+    peer: SocketAddr,
+    timeouts: ConnTimeouts,
+    activity: Arc<Activity>,
+    service: Proxy,
+    /// `None` for HTTP/2, which never parks.
+    slot: Option<ParkSlot<S>>,
+}
+
 /// Serves one client connection on any byte stream. `h2`: ALPN chose HTTP/2.
-fn serve_io<S>(task: ConnTask, io: S, h2: bool, peer: SocketAddr, open: OpenConn)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let shared = &task.serving.shared;
+fn serve_io<S: ClientStream>(task: ConnTask, io: S, h2: bool, peer: SocketAddr, open: OpenConn) {
+    let shared = Arc::clone(&task.serving.shared);
     let snap = shared.snapshot();
     let t = &snap.config.timeouts;
     let timeouts = ConnTimeouts {
@@ -197,49 +264,185 @@ where
         write: t.client_write,
     };
     let activity = Arc::new(Activity::default());
-    let io = ClientIo::new(io, Arc::clone(&activity), Arc::clone(shared), timeouts, h2);
     let service = Proxy::new(
-        Arc::clone(shared),
+        Arc::clone(&shared),
         peer,
         task.serving.tls,
         Arc::clone(&activity),
     );
+    let slot: Option<ParkSlot<S>> = (!h2).then(ParkSlot::default);
+    let io = ClientIo::new(
+        io,
+        Arc::clone(&activity),
+        shared,
+        timeouts,
+        h2,
+        slot.clone(),
+    );
     let conn = snap
         .conn_builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .serve_connection_with_upgrades(TokioIo::new(io), service.clone())
         .into_owned();
     drop(snap);
-    tokio::spawn(async move {
-        let _open = open;
-        let ConnTask {
-            mut shutdown,
-            _alive,
-            ..
-        } = task;
-        let mut conn = std::pin::pin!(conn);
-        // Shutdown, or an idle HTTP/2 connection: hyper closes gracefully
-        // (GOAWAY on HTTP/2, `connection: close` on a response in flight).
-        let close = async {
-            tokio::select! {
-                stopped = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => {
-                    if !stopped {
-                        // The signal's sender is gone without a shutdown.
-                        std::future::pending::<()>().await;
-                    }
+    let state = ClientConnState {
+        task,
+        _open: open,
+        peer,
+        timeouts,
+        activity,
+        service,
+        slot,
+    };
+    tokio::spawn(serving(conn, state));
+}
+
+/// Runs one hyper connection to its end; if the connection parked, hands it
+/// to a task of its own that waits for the client's next bytes.
+// Not `async fn`: `serving` and `parked_wait` spawn each other, and only a
+// declared `Send` lets the compiler check that without a cycle.
+#[allow(clippy::manual_async_fn)]
+fn serving<S: ClientStream, C: ClientConn>(
+    conn: C,
+    mut state: ClientConnState<S>,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        // `serve_conn` drops the hyper connection, and with it the stream,
+        // which is what fills the slot.
+        let ended = serve_conn(conn, &mut state.task.shutdown, &state.activity).await;
+        let parked = state
+            .slot
+            .as_ref()
+            .and_then(|slot| slot.lock().ok().and_then(|mut parked| parked.take()));
+        match ended {
+            Err(e) => {
+                tracing::debug!(peer = %state.peer, error = %e, "client connection ended with an error");
+            }
+            // A new task rather than a loop here: the parked one is small, and
+            // this one's room for the hyper connection is freed.
+            Ok(()) => {
+                if let Some(parked) = parked {
+                    tokio::spawn(parked_wait(parked, state));
                 }
-                () = activity.close_requested() => {}
             }
-        };
-        let ended = tokio::select! {
-            biased;
-            r = conn.as_mut() => r,
-            () = close => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        if let Err(e) = ended {
-            tracing::debug!(%peer, error = %e, "client connection ended with an error");
         }
-    });
+    }
+}
+
+/// A parked connection: waits for the client's next bytes, then serves it
+/// again; or closes it at the phase's deadline or at shutdown.
+#[allow(clippy::manual_async_fn)]
+fn parked_wait<S: ClientStream>(
+    mut parked: Parked<S>,
+    mut state: ClientConnState<S>,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let gauge = &state.task.serving.shared.metrics.parked_connections;
+        gauge.inc();
+        let wake = tokio::select! {
+            biased;
+            () = stopping(&mut state.task.shutdown) => Wake::Shutdown,
+            // An error (a reset) counts as readable: hyper reads it and ends.
+            _ = std::future::poll_fn(|cx| parked.io.poll_read_ready(cx)) => Wake::Readable,
+            () = tokio::time::sleep_until(parked.deadline) => Wake::Deadline,
+        };
+        gauge.dec();
+        let shared = &state.task.serving.shared;
+        let slot = match (wake, state.slot.clone()) {
+            (Wake::Readable, Some(slot)) => slot,
+            (wake, _) => {
+                if matches!(wake, Wake::Deadline) {
+                    let which = match parked.waiting {
+                        ParkedFor::FirstHead => 0,
+                        ParkedFor::NextRequest => 2,
+                    };
+                    shared.metrics.client_timeouts[which].inc();
+                }
+                let _ = tokio::time::timeout(state.timeouts.write, parked.io.shutdown()).await;
+                return;
+            }
+        };
+        let waiting = parked.waiting;
+        let io = ClientIo::resume(
+            parked,
+            Arc::clone(&state.activity),
+            Arc::clone(shared),
+            state.timeouts,
+            slot,
+        );
+        let snap = shared.snapshot();
+        match waiting {
+            // Nothing was read before it parked: HTTP/2 is still possible.
+            ParkedFor::FirstHead => {
+                let conn = snap
+                    .conn_builder
+                    .serve_connection_with_upgrades(TokioIo::new(io), state.service.clone())
+                    .into_owned();
+                drop(snap);
+                tokio::spawn(serving(conn, state));
+            }
+            ParkedFor::NextRequest => {
+                let conn = snap
+                    .h1_builder
+                    .serve_connection(TokioIo::new(io), state.service.clone())
+                    .with_upgrades();
+                drop(snap);
+                tokio::spawn(serving(conn, state));
+            }
+        }
+    }
+}
+
+type ConnError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One hyper connection serving a client, from either builder.
+trait ClientConn: Send + 'static {
+    fn poll_conn(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>>;
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<S: ClientStream> ClientConn
+    for auto::UpgradeableConnection<'static, TokioIo<ClientIo<S>>, Proxy, TokioExecutor>
+{
+    fn poll_conn(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        Future::poll(self, cx)
+    }
+
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        auto::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+impl<S: ClientStream> ClientConn for http1::UpgradeableConnection<TokioIo<ClientIo<S>>, Proxy> {
+    fn poll_conn(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        Future::poll(self, cx).map_err(ConnError::from)
+    }
+
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+/// Runs one hyper connection to its end. Shutdown, or an idle HTTP/2
+/// connection: hyper closes gracefully (GOAWAY on HTTP/2, `connection:
+/// close` on a response in flight).
+async fn serve_conn<C: ClientConn>(
+    conn: C,
+    shutdown: &mut watch::Receiver<bool>,
+    activity: &Activity,
+) -> Result<(), ConnError> {
+    let mut conn = std::pin::pin!(conn);
+    let close = async {
+        tokio::select! {
+            () = stopping(shutdown) => {}
+            () = activity.close_requested() => {}
+        }
+    };
+    tokio::select! {
+        biased;
+        r = std::future::poll_fn(|cx| conn.as_mut().poll_conn(cx)) => r,
+        () = close => {
+            conn.as_mut().graceful_shutdown();
+            std::future::poll_fn(|cx| conn.as_mut().poll_conn(cx)).await
+        }
+    }
 }

@@ -98,6 +98,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub downstream_errors: IntCounterVec,
     pub open_connections: IntGauge,
+    /// Of those, idle HTTP/1 connections parked without hyper's buffers.
+    pub parked_connections: IntGauge,
     pub connections: IntCounter,
     /// Connections accepted and closed at once because `limits.max_connections` was reached.
     pub connections_refused: IntCounter,
@@ -296,6 +298,13 @@ impl Metrics {
                 IntGauge::new(
                     "switchyard_open_connections",
                     "Client connections open now.",
+                ),
+            )?,
+            parked_connections: reg(
+                r,
+                IntGauge::new(
+                    "switchyard_parked_connections",
+                    "Idle HTTP/1 client connections parked: held as a bare socket until the client sends again.",
                 ),
             )?,
             connections: reg(
