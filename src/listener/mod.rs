@@ -279,10 +279,6 @@ fn serve_io<S: ClientStream>(task: ConnTask, io: S, h2: bool, peer: SocketAddr, 
         h2,
         slot.clone(),
     );
-    let conn = snap
-        .conn_builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service.clone())
-        .into_owned();
     drop(snap);
     let state = ClientConnState {
         task,
@@ -293,7 +289,16 @@ fn serve_io<S: ClientStream>(task: ConnTask, io: S, h2: bool, peer: SocketAddr, 
         service,
         slot,
     };
-    tokio::spawn(serving(conn, state));
+    tokio::spawn(serving(io, Builder::Sniffing, state));
+}
+
+/// Which hyper builder serves a connection.
+#[derive(Debug, Clone, Copy)]
+enum Builder {
+    /// HTTP/1 or HTTP/2, told by the first bytes.
+    Sniffing,
+    /// HTTP/1 only (a parked connection that has served HTTP/1 before).
+    Http1,
 }
 
 /// Runs one hyper connection to its end; if the connection parked, hands it
@@ -301,14 +306,38 @@ fn serve_io<S: ClientStream>(task: ConnTask, io: S, h2: bool, peer: SocketAddr, 
 // Not `async fn`: `serving` and `parked_wait` spawn each other, and only a
 // declared `Send` lets the compiler check that without a cycle.
 #[allow(clippy::manual_async_fn)]
-fn serving<S: ClientStream, C: ClientConn>(
-    conn: C,
+fn serving<S: ClientStream>(
+    io: ClientIo<S>,
+    builder: Builder,
     mut state: ClientConnState<S>,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        // `serve_conn` drops the hyper connection, and with it the stream,
-        // which is what fills the slot.
-        let ended = serve_conn(conn, &mut state.task.shutdown, &state.activity).await;
+        // The hyper connection is made here, in the task, and dropped at the
+        // end of this block: its stream's drop is what fills the slot. (Made
+        // outside and passed in, it would be copied and held twice over.)
+        let ended = {
+            let snap = state.task.serving.shared.snapshot();
+            let service = state.service.clone();
+            let (shutdown, activity) = (&mut state.task.shutdown, &state.activity);
+            match builder {
+                Builder::Sniffing => {
+                    let conn = snap
+                        .conn_builder
+                        .serve_connection_with_upgrades(TokioIo::new(io), service)
+                        .into_owned();
+                    drop(snap);
+                    serve_conn(std::pin::pin!(conn), shutdown, activity).await
+                }
+                Builder::Http1 => {
+                    let conn = snap
+                        .h1_builder
+                        .serve_connection(TokioIo::new(io), service)
+                        .with_upgrades();
+                    drop(snap);
+                    serve_conn(std::pin::pin!(conn), shutdown, activity).await
+                }
+            }
+        };
         let parked = state
             .slot
             .as_ref()
@@ -369,26 +398,12 @@ fn parked_wait<S: ClientStream>(
             state.timeouts,
             slot,
         );
-        let snap = shared.snapshot();
-        match waiting {
+        let builder = match waiting {
             // Nothing was read before it parked: HTTP/2 is still possible.
-            ParkedFor::FirstHead => {
-                let conn = snap
-                    .conn_builder
-                    .serve_connection_with_upgrades(TokioIo::new(io), state.service.clone())
-                    .into_owned();
-                drop(snap);
-                tokio::spawn(serving(conn, state));
-            }
-            ParkedFor::NextRequest => {
-                let conn = snap
-                    .h1_builder
-                    .serve_connection(TokioIo::new(io), state.service.clone())
-                    .with_upgrades();
-                drop(snap);
-                tokio::spawn(serving(conn, state));
-            }
-        }
+            ParkedFor::FirstHead => Builder::Sniffing,
+            ParkedFor::NextRequest => Builder::Http1,
+        };
+        tokio::spawn(serving(io, builder, state));
     }
 }
 
@@ -426,11 +441,10 @@ impl<S: ClientStream> ClientConn for http1::UpgradeableConnection<TokioIo<Client
 /// connection: hyper closes gracefully (GOAWAY on HTTP/2, `connection:
 /// close` on a response in flight).
 async fn serve_conn<C: ClientConn>(
-    conn: C,
+    mut conn: Pin<&mut C>,
     shutdown: &mut watch::Receiver<bool>,
     activity: &Activity,
 ) -> Result<(), ConnError> {
-    let mut conn = std::pin::pin!(conn);
     let close = async {
         tokio::select! {
             () = stopping(shutdown) => {}
