@@ -77,23 +77,6 @@ async fn wait_parked(proxy: &Running, want: f64) {
     }
 }
 
-/// Reads until the server closes; what came, and whether it closed in time.
-async fn read_until_close<S: AsyncRead + Unpin>(s: &mut S, within: Duration) -> (String, bool) {
-    let mut out = Vec::new();
-    let closed = tokio::time::timeout(within, async {
-        let mut buf = [0u8; 1024];
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .is_ok();
-    (String::from_utf8_lossy(&out).into_owned(), closed)
-}
-
 #[tokio::test]
 async fn an_idle_connection_parks_and_the_same_connection_serves_again() {
     let (blue, _g, proxy) = blue_green(100, 0, "timeouts:\n  keepalive: 10s\n").await;
@@ -198,6 +181,17 @@ async fn a_silent_new_connection_parks_then_serves_http1_or_http2_or_closes_at_c
     assert_eq!(blue.hits(), 2);
 }
 
+/// Long past the park point with half a head in hyper's buffer: the
+/// connection must not have parked (that would lose the half); the rest of the
+/// head then gets its answer.
+async fn finish_the_half_head(proxy: &Running, s: &mut TcpStream) {
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(metric(proxy, PARKED).await, 0.0);
+    ok(s.write_all(b"st: x\r\n\r\n").await, "the rest of the head");
+    let second = read_response(s).await;
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+}
+
 #[tokio::test]
 async fn a_pipelined_request_cut_mid_head_is_not_parked_and_completes() {
     let (blue, _g, proxy) = blue_green(
@@ -214,13 +208,7 @@ async fn a_pipelined_request_cut_mid_head_is_not_parked_and_completes() {
     );
     let first = read_response(&mut s).await;
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
-    // Long past the park point: the half head is in hyper's buffer, so the
-    // connection must not have been parked (that would lose it).
-    tokio::time::sleep(Duration::from_millis(1600)).await;
-    assert_eq!(metric(&proxy, PARKED).await, 0.0);
-    ok(s.write_all(b"st: x\r\n\r\n").await, "the rest of the head");
-    let second = read_response(&mut s).await;
-    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    finish_the_half_head(&proxy, &mut s).await;
     assert_eq!(blue.hits(), 2);
     let last = blue.last_seen().map(|r| r.uri);
     assert_eq!(last.as_deref(), Some("/two"));
@@ -249,11 +237,7 @@ async fn a_next_head_begun_while_a_request_was_in_flight_is_not_parked_and_compl
     );
     let first = read_response(&mut s).await;
     assert!(first.contains("slow blue"), "{first}");
-    tokio::time::sleep(Duration::from_millis(1600)).await;
-    assert_eq!(metric(&proxy, PARKED).await, 0.0);
-    ok(s.write_all(b"st: x\r\n\r\n").await, "the rest of the head");
-    let second = read_response(&mut s).await;
-    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    finish_the_half_head(&proxy, &mut s).await;
     assert_eq!(blue.hits(), 2);
 }
 

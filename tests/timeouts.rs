@@ -18,15 +18,6 @@ fn status_of(resp: &str) -> &str {
     resp.split(' ').nth(1).unwrap_or("")
 }
 
-/// Reads what the server sends until it closes or `within` passes.
-async fn read_until_close(s: &mut TcpStream, within: Duration) -> (String, bool) {
-    let mut out = Vec::new();
-    let closed = tokio::time::timeout(within, s.read_to_end(&mut out))
-        .await
-        .is_ok();
-    (String::from_utf8_lossy(&out).into_owned(), closed)
-}
-
 #[tokio::test]
 async fn a_stalled_request_body_gets_408_and_the_target_is_not_blamed() {
     let (blue, _g, proxy) = blue_green(100, 0, "timeouts:\n  client_body: 400ms\n").await;

@@ -638,3 +638,25 @@ pub async fn blue_green(blue: u32, green: u32, extra: &str) -> (Upstream, Upstre
     .await;
     (b, g, proxy)
 }
+
+/// Reads what the server sends until it closes (or resets) or `within`
+/// passes; what came, and whether it closed in time.
+pub async fn read_until_close<S>(s: &mut S, within: Duration) -> (String, bool)
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
