@@ -23,6 +23,7 @@ pub mod assign;
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod h1;
 pub mod health;
 pub mod listener;
 pub mod metrics;

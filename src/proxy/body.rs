@@ -31,14 +31,14 @@ pub enum UpstreamIncoming {
 
 impl Body for UpstreamIncoming {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            UpstreamIncoming::Pooled(b) => Pin::new(b).poll_frame(cx),
+            UpstreamIncoming::Pooled(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
             UpstreamIncoming::Inline(b) => Pin::new(b).poll_frame(cx),
         }
     }
@@ -123,7 +123,7 @@ impl Body for ProxyBody {
                     timer.progress();
                     Poll::Ready(Some(Ok(f)))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => Poll::Ready(None),
                 // A stalled upstream: the client's response is cut (the
                 // connection closed, or the HTTP/2 stream reset) rather than

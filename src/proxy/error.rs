@@ -122,10 +122,7 @@ impl ProxyError {
                 (ProxyError::ConnectTimeout, false)
             }
             InlineError::Connect(_) => (ProxyError::UpstreamConnect, false),
-            InlineError::Http(h) => (
-                ProxyError::UpstreamProtocol,
-                h.is_incomplete_message() || h.is_canceled(),
-            ),
+            e => (ProxyError::UpstreamProtocol, e.closed_early()),
         }
     }
 

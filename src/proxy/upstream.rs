@@ -1,87 +1,328 @@
-//! Pooled HTTP/1.1 connections to cleartext upstreams, driven by the request
-//! that uses them.
+//! Pooled HTTP/1.1 connections to cleartext upstreams, spoken natively
+//! ([`crate::h1`]) and driven by the request that uses them.
 //!
-//! hyper-util's pooled client runs a task per upstream connection: every
-//! request crosses a channel into that task and a oneshot back, the response
-//! body is read by the task and handed over once more, and the pool is a map
-//! keyed by scheme and authority behind one mutex. Here the connection's
-//! future is polled by the request future while it waits for the response
-//! head, then by the response body as the client reads it; when the body has
-//! ended the connection goes back on its own target's idle stack. No task runs
-//! for a connection. An idle connection is checked when it is taken (an
-//! upstream that closed it shows as a finished connection future), dropped once
-//! older than `timeouts.upstream_idle`, and swept by a timer when traffic stops.
+//! The request future writes the head (and the body, as the client sends it)
+//! and reads the response head; the response body, as the client reads it,
+//! reads the rest, and goes on writing the request body if the upstream
+//! answered before taking all of it. When both messages are complete and the
+//! upstream keeps the connection open, it goes back on its target's idle
+//! stack at once. No task runs for a connection, and nothing crosses a
+//! channel: one request is one state machine polled by the client's task.
 //!
-//! TLS and HTTP/2 groups and upgrade requests keep the hyper-util client.
+//! An idle connection is checked when it is taken (a close or reset that
+//! already arrived shows as a readable socket), dropped once older than
+//! `timeouts.upstream_idle`, and swept by a timer when traffic stops. A
+//! request whose reused connection turns out closed before any of a response
+//! came goes again on a new connection when that is safe: an idempotent
+//! method, or nothing written, and a body not yet read from the client.
+//!
+//! TLS and HTTP/2 groups and upgrade requests use the hyper-util client.
 
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use http::uri::Authority;
-use http::{Request, Response};
+use http::{Method, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use super::UpstreamBody;
+use crate::h1::{self, Decoded, Decoder, Framing, HeadError};
 
-/// Idle connections kept per target, as the hyper-util pool was configured.
+/// Idle connections kept per target.
 const MAX_IDLE: usize = 1024;
 
-type Conn = http1::Connection<TokioIo<TcpStream>, UpstreamBody>;
+/// Room made in the read buffer before each read.
+const READ_CHUNK: usize = 8 * 1024;
 
-/// One upstream connection: the handle requests go in by, and the future that
-/// does its reading and writing (`None` once it has finished).
-struct H1Conn {
-    sender: http1::SendRequest<UpstreamBody>,
-    /// Boxed once per connection: its buffers make it large, and it moves in
-    /// and out of the idle stack.
-    conn: Option<Pin<Box<Conn>>>,
-}
-
-impl H1Conn {
-    /// Drives the connection's IO. Ready once the connection is over.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(conn) = self.conn.as_mut() else {
-            return true;
-        };
-        match conn.as_mut().poll(cx) {
-            Poll::Pending => false,
-            Poll::Ready(result) => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "upstream connection ended");
-                }
-                // Dropping it also fails a request it never took.
-                self.conn = None;
-                true
-            }
-        }
-    }
-
-    /// Whether it can take another request now, checked without waiting: a
-    /// close or a reset that already arrived shows here.
-    fn reusable(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        !self.drive(&mut cx) && self.sender.is_ready()
-    }
-}
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why an exchange with the upstream failed.
 #[derive(Debug, thiserror::Error)]
 pub enum InlineError {
     #[error("connect: {0}")]
-    Connect(#[source] std::io::Error),
+    Connect(#[source] io::Error),
     #[error("connect timed out")]
     ConnectTimeout,
-    #[error("{0}")]
-    Http(#[source] hyper::Error),
+    /// The connection ended before a whole response head came.
+    #[error("upstream closed the connection before answering")]
+    Closed,
+    #[error("upstream connection: {0}")]
+    Io(#[source] io::Error),
+    #[error("invalid response: {0}")]
+    Head(#[from] HeadError),
+    #[error("invalid response body: {0}")]
+    Framing(#[from] h1::FramingError),
+    #[error("the upstream answered 101 to a request that asked for no upgrade")]
+    UnexpectedUpgrade,
+    /// The client's body failed (stalled, too large, or the client left).
+    #[error("request body: {0}")]
+    Body(#[source] BoxError),
+    #[error("request body length differs from its Content-Length")]
+    BodyLength,
+}
+
+impl InlineError {
+    /// The upstream closed (or reset) the connection without a byte of a
+    /// response: an idle connection it had given up on, or a crash.
+    pub fn closed_early(&self) -> bool {
+        match self {
+            InlineError::Closed => true,
+            InlineError::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionAborted
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// One upstream connection, its buffers, and the request it is writing.
+/// Boxed once per connection: it moves in and out of the idle stack and into
+/// response bodies.
+struct Conn {
+    io: TcpStream,
+    /// What has been read and not yet used.
+    rbuf: BytesMut,
+    /// The head and chunk lines still to write (before `out.data`).
+    wbuf: BytesMut,
+    out: Outgoing,
+}
+
+/// The request as it is being written.
+struct Outgoing {
+    body: Option<UpstreamBody>,
+    framing: Framing,
+    /// Under `Content-Length`, body bytes still due.
+    left: u64,
+    /// A chunk has been written (the next needs a CRLF first).
+    chunked_any: bool,
+    /// Body data to write after the connection's `wbuf`.
+    data: Bytes,
+    /// Any of the body was taken from the client (it cannot be sent again).
+    body_read: bool,
+    /// Any byte was accepted by the socket.
+    wrote_any: bool,
+    /// Writing failed; the response may still come.
+    failed: Option<InlineError>,
+}
+
+impl Outgoing {
+    fn idle() -> Self {
+        Self::new(None, Framing::Empty)
+    }
+
+    fn new(body: Option<UpstreamBody>, framing: Framing) -> Self {
+        let left = match framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        Self {
+            body: body.filter(|_| framing != Framing::Empty),
+            framing,
+            left,
+            chunked_any: false,
+            data: Bytes::new(),
+            body_read: false,
+            wrote_any: false,
+            failed: None,
+        }
+    }
+
+    /// The whole request has been written.
+    fn done(&self) -> bool {
+        self.body.is_none() && self.data.is_empty() && self.failed.is_none()
+    }
+
+    /// Takes the next body frame into `wbuf`/`data`, if one is ready.
+    fn next_frame(&mut self, wbuf: &mut BytesMut, cx: &mut Context<'_>) -> Result<(), InlineError> {
+        let Some(body) = self.body.as_mut() else {
+            return Ok(());
+        };
+        let frame = match Pin::new(body).poll_frame(cx) {
+            Poll::Pending => return Ok(()),
+            Poll::Ready(f) => f,
+        };
+        self.body_read = true;
+        match frame {
+            None => {
+                self.body = None;
+                match self.framing {
+                    Framing::Chunked => h1::framing::chunked_end(wbuf, self.chunked_any),
+                    Framing::Length(_) if self.left > 0 => return Err(InlineError::BodyLength),
+                    _ => {}
+                }
+            }
+            Some(Err(e)) => return Err(InlineError::Body(e)),
+            Some(Ok(frame)) => {
+                // Trailers are not forwarded.
+                let Ok(data) = frame.into_data() else {
+                    return Ok(());
+                };
+                if data.is_empty() {
+                    return Ok(());
+                }
+                if self.framing == Framing::Chunked {
+                    h1::framing::chunk_start(wbuf, data.len(), self.chunked_any);
+                    self.chunked_any = true;
+                } else {
+                    self.left = self
+                        .left
+                        .checked_sub(data.len() as u64)
+                        .ok_or(InlineError::BodyLength)?;
+                }
+                self.data = data;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Conn {
+    fn new(io: TcpStream) -> Box<Self> {
+        Box::new(Self {
+            io,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::with_capacity(1024),
+            out: Outgoing::idle(),
+        })
+    }
+
+    /// Reads what the socket has into `rbuf`. `Ok(0)`: the peer closed.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
+    }
+
+    /// Writes as much of the request as the socket takes now, taking body
+    /// frames as they come. Returns when it cannot go on without waiting (the
+    /// wakers are registered) or the request is written. A failed write is
+    /// kept in `out.failed`, since the upstream may have answered already; a
+    /// failed client body ends the exchange.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Result<(), InlineError> {
+        if self.out.failed.is_some() {
+            return Ok(());
+        }
+        match self.send_some(cx) {
+            Ok(()) => Ok(()),
+            Err(e @ InlineError::Io(_)) => {
+                self.out.body = None;
+                self.out.data = Bytes::new();
+                self.wbuf.clear();
+                self.out.failed = Some(e);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn send_some(&mut self, cx: &mut Context<'_>) -> Result<(), InlineError> {
+        let out = &mut self.out;
+        loop {
+            // A body frame that is ready goes out in the same write as the
+            // head (or the chunk line) before it.
+            if out.data.is_empty() {
+                out.next_frame(&mut self.wbuf, cx)?;
+            }
+            if self.wbuf.is_empty() && out.data.is_empty() {
+                return Ok(());
+            }
+            let io = Pin::new(&mut self.io);
+            let written = match (self.wbuf.is_empty(), out.data.is_empty()) {
+                (false, false) => {
+                    let bufs = [io::IoSlice::new(&self.wbuf), io::IoSlice::new(&out.data)];
+                    io.poll_write_vectored(cx, &bufs)
+                }
+                (false, true) => io.poll_write(cx, &self.wbuf),
+                _ => io.poll_write(cx, &out.data),
+            };
+            let mut n = match written {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(Ok(0)) => return Err(InlineError::Io(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Err(InlineError::Io(e)),
+            };
+            out.wrote_any = true;
+            let head = n.min(self.wbuf.len());
+            self.wbuf.advance(head);
+            n -= head;
+            out.data.advance(n);
+        }
+    }
+
+    /// Writes the request and reads until a final response head is complete
+    /// (informational ones are skipped).
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        method: &Method,
+    ) -> Poll<Result<h1::ResponseHead, InlineError>> {
+        loop {
+            self.poll_send(cx)?;
+            if !self.rbuf.is_empty() {
+                match h1::head::parse_response(&mut self.rbuf, method)? {
+                    Some(head) if head.parts.status == http::StatusCode::SWITCHING_PROTOCOLS => {
+                        return Poll::Ready(Err(InlineError::UnexpectedUpgrade));
+                    }
+                    Some(head) if head.parts.status.is_informational() => continue,
+                    Some(head) => return Poll::Ready(Ok(head)),
+                    None => {}
+                }
+            }
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) => {
+                    return Poll::Ready(Err(self.out.failed.take().unwrap_or(InlineError::Closed)));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Poll::Ready(Err(self.out.failed.take().unwrap_or(InlineError::Io(e))));
+                }
+            }
+        }
+    }
+
+    /// Whether it can take another request now, checked without waiting: a
+    /// close, a reset or stray bytes that already arrived show here.
+    fn reusable(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.rbuf.is_empty() && self.poll_fill(&mut cx).is_pending()
+    }
+}
+
+/// How the request's body goes on the wire: as its `Content-Length` says,
+/// else empty or chunked.
+fn request_framing(
+    parts: &mut http::request::Parts,
+    body: &UpstreamBody,
+) -> Result<Framing, InlineError> {
+    if let Some(n) = h1::head::content_length(&parts.headers)? {
+        return Ok(Framing::Length(n));
+    }
+    if body.is_end_stream() {
+        // A method whose body means something gets an explicit empty one,
+        // so the upstream does not wait for one.
+        if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, http::HeaderValue::from_static("0"));
+        }
+        return Ok(Framing::Empty);
+    }
+    Ok(match body.size_hint().exact() {
+        Some(n) => Framing::Length(n),
+        None => Framing::Chunked,
+    })
 }
 
 /// The idle connections of one cleartext HTTP/1.1 target.
@@ -91,7 +332,7 @@ pub struct H1Pool {
     idle_timeout: Duration,
     /// Most recently used last: taken from the top, so the bottom ages out.
     /// Held for a push or a pop only, never across IO.
-    idle: Mutex<Vec<(H1Conn, Instant)>>,
+    idle: Mutex<Vec<(Box<Conn>, Instant)>>,
 }
 
 impl std::fmt::Debug for H1Pool {
@@ -121,14 +362,14 @@ impl H1Pool {
         pool
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(H1Conn, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Box<Conn>, Instant)>> {
         match self.idle.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         }
     }
 
-    fn take(&self) -> Option<H1Conn> {
+    fn take(&self) -> Option<Box<Conn>> {
         let now = Instant::now();
         loop {
             let (mut conn, since) = self.lock().pop()?;
@@ -143,7 +384,7 @@ impl H1Pool {
         }
     }
 
-    fn put(&self, conn: H1Conn) {
+    fn put(&self, conn: Box<Conn>) {
         let mut idle = self.lock();
         if idle.len() < MAX_IDLE {
             idle.push((conn, Instant::now()));
@@ -157,7 +398,7 @@ impl H1Pool {
         });
     }
 
-    async fn connect(&self) -> Result<H1Conn, InlineError> {
+    async fn connect(&self) -> Result<Box<Conn>, InlineError> {
         let stream = tokio::time::timeout(self.connect, connect_to(&self.address))
             .await
             .map_err(|_| InlineError::ConnectTimeout)?
@@ -165,66 +406,56 @@ impl H1Pool {
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(InlineError::Http)?;
-        Ok(H1Conn {
-            sender,
-            conn: Some(Box::pin(conn)),
-        })
+        Ok(Conn::new(stream))
     }
 
-    /// Sends `req` on an idle connection, or a new one. A request an idle
-    /// connection turned out unable to take (closed as it was picked) is sent
-    /// again on a new connection: it was never written, so this is safe for
-    /// any method.
+    /// Sends `req` (its URI in origin form) on an idle connection or a new
+    /// one, and returns once the response head is in.
     pub async fn send(
         self: &Arc<Self>,
         req: Request<UpstreamBody>,
     ) -> Result<Response<InlineBody>, InlineError> {
+        let (mut parts, body) = req.into_parts();
+        let framing = request_framing(&mut parts, &body)?;
         let (mut conn, mut reused) = match self.take() {
             Some(c) => (c, true),
             // Boxed, like the reconnect below: resolving and connecting make
             // a large future that a request on a pooled connection never needs.
             None => (Box::pin(self.connect()).await?, false),
         };
-        let mut req = req;
+        let mut body = Some(body);
         loop {
-            let mut sent = std::pin::pin!(conn.sender.try_send_request(req));
-            let result = poll_fn(|cx| {
-                if let Poll::Ready(r) = sent.as_mut().poll(cx) {
-                    return Poll::Ready(r);
-                }
-                if conn.drive(cx) {
-                    // The connection is over; the request's answer (an error)
-                    // is ready now that the connection has been dropped.
-                    return sent.as_mut().poll(cx);
-                }
-                Poll::Pending
-            })
-            .await;
-            match result {
-                Ok(resp) => {
-                    let (head, body) = resp.into_parts();
+            conn.out = Outgoing::new(body.take(), framing);
+            conn.wbuf.clear();
+            h1::head::write_request_head(&mut conn.wbuf, &parts, framing);
+            let head = poll_fn(|cx| conn.poll_head(cx, &parts.method)).await;
+            match head {
+                Ok(head) => {
+                    let decoder = Decoder::new(head.framing);
                     return Ok(Response::from_parts(
-                        head,
+                        head.parts,
                         InlineBody {
-                            body,
-                            ended: false,
                             conn: Some(conn),
+                            decoder,
+                            keep_alive: head.keep_alive,
                             pool: Arc::clone(self),
                         },
                     ));
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused => {
-                        req = unsent;
-                        conn = Box::pin(self.connect()).await?;
-                        reused = false;
-                    }
-                    _ => return Err(InlineError::Http(e.into_error())),
-                },
+                Err(e)
+                    if reused
+                        && e.closed_early()
+                        && !conn.out.body_read
+                        && (!conn.out.wrote_any || parts.method.is_idempotent()) =>
+                {
+                    // The upstream had closed this idle connection: nothing
+                    // of the request reached it, or repeating it is harmless.
+                    tracing::debug!(target = %self.address, error = %e, "pooled connection was closed; sending on a new one");
+                    body = conn.out.body.take();
+                    conn = Box::pin(self.connect()).await?;
+                    reused = false;
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -239,7 +470,7 @@ async fn sweep(pool: Weak<H1Pool>, every: Duration) {
 }
 
 /// Each address the authority names, in order, until one accepts.
-async fn connect_to(address: &Authority) -> std::io::Result<TcpStream> {
+async fn connect_to(address: &Authority) -> io::Result<TcpStream> {
     let port = address.port_u16().unwrap_or(80);
     let host = address.host();
     let literal = host.trim_start_matches('[').trim_end_matches(']');
@@ -253,76 +484,107 @@ async fn connect_to(address: &Authority) -> std::io::Result<TcpStream> {
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host}: no address"))
-    }))
+    Err(last
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))))
 }
 
-/// A response body read off an inline connection. Polling it drives the
-/// connection; once it has ended (and the connection can take another
-/// request), dropping it returns the connection to its pool.
+/// A response body read off an inline connection. Reading it drives the
+/// connection (and the rest of the request body, if any); once both messages
+/// are complete the connection goes back to its pool.
 pub struct InlineBody {
-    body: Incoming,
-    /// Set when the body said it had ended: a chunked body's `is_end_stream`
-    /// stays false even then.
-    ended: bool,
-    conn: Option<H1Conn>,
+    /// `None` once the connection went back to the pool or was given up.
+    conn: Option<Box<Conn>>,
+    decoder: Decoder,
+    keep_alive: bool,
     pool: Arc<H1Pool>,
 }
 
 impl std::fmt::Debug for InlineBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InlineBody")
-            .field("body", &self.body)
+            .field("decoder", &self.decoder)
             .finish()
+    }
+}
+
+impl InlineBody {
+    /// Back to the pool if both messages are complete and nothing is left
+    /// over; otherwise the connection is closed.
+    fn release(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if self.keep_alive && self.decoder.is_done() && conn.out.done() && conn.rbuf.is_empty() {
+            self.pool.put(conn);
+        }
+    }
+
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, InlineError>>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            conn.poll_send(cx)?;
+            match self.decoder.decode(&mut conn.rbuf)? {
+                Decoded::Data(b) => return Poll::Ready(Some(Ok(b))),
+                Decoded::End => return Poll::Ready(None),
+                Decoded::NeedMore => {}
+            }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) => {
+                    self.decoder.eof()?;
+                    self.keep_alive = false;
+                    return Poll::Ready(None);
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(InlineError::Io(e)))),
+            }
+        }
     }
 }
 
 impl Body for InlineBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        // Read what is there, ask for more (polling the body signals demand),
-        // and let the connection answer that demand: a body that fits in a
-        // read or two is done in one call, and otherwise both the socket and
-        // the body channel hold this task's waker.
-        for _ in 0..2 {
-            if let Some(c) = this.conn.as_mut() {
-                c.drive(cx);
+        let polled = match this.poll_body(cx) {
+            Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            Poll::Ready(Some(Err(e))) => {
+                this.conn = None;
+                Poll::Ready(Some(Err(e.into())))
             }
-            if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
-                this.ended |= frame.is_none();
-                return Poll::Ready(frame);
-            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if this.decoder.is_done() {
+            this.release();
         }
-        Poll::Pending
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended || self.body.is_end_stream()
+        self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self.decoder.remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
     }
 }
 
 impl Drop for InlineBody {
     fn drop(&mut self) {
-        // Only a connection whose response was read to the end can be reused;
-        // one dropped mid-body has bytes in flight and is closed.
-        if !(self.ended || self.body.is_end_stream()) {
-            return;
-        }
-        if let Some(mut conn) = self.conn.take() {
-            if conn.reusable() {
-                self.pool.put(conn);
-            }
+        // Only a connection whose response was read to the end can be
+        // reused; one dropped mid-body has bytes in flight and is closed.
+        if self.decoder.is_done() {
+            self.release();
         }
     }
 }

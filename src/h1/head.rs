@@ -1,0 +1,401 @@
+//! Message heads: a response head parsed into `http` types with its body's
+//! framing, and a request head written from `http` types.
+//!
+//! Header values are slices of the frozen head bytes (no copy per header).
+
+use std::mem::MaybeUninit;
+
+use bytes::{BufMut, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+use super::framing::Framing;
+
+/// The most header fields a response head may have (hyper's default too).
+pub const MAX_RESPONSE_HEADERS: usize = 100;
+
+/// The largest response head taken; past it the response is refused.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Why a message head could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("malformed message head: {0}")]
+    Parse(httparse::Error),
+    #[error("message head larger than {MAX_HEAD_BYTES} bytes")]
+    TooLarge,
+    #[error("invalid header field")]
+    Header,
+    #[error("invalid or conflicting Content-Length")]
+    ContentLength,
+    #[error("unsupported HTTP version")]
+    Version,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub parts: http::response::Parts,
+    pub framing: Framing,
+    /// The connection may carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// Where a header's name and value sit in the head's bytes.
+#[derive(Clone, Copy)]
+struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+fn offset(base: &[u8], part: &[u8]) -> (usize, usize) {
+    let start = part.as_ptr() as usize - base.as_ptr() as usize;
+    (start, start + part.len())
+}
+
+/// Parses the response head at the start of `buf`, taking its bytes out of
+/// `buf` when it is complete. `Ok(None)`: more bytes are needed. `method` is
+/// the request's, which decides whether a body follows (HEAD).
+pub fn parse_response(
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<Option<ResponseHead>, HeadError> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut spans = [Span {
+        name: (0, 0),
+        value: (0, 0),
+    }; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(HeadError::TooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(HeadError::Parse(e)),
+    };
+    let version = match resp.version {
+        Some(1) => Version::HTTP_11,
+        Some(0) => Version::HTTP_10,
+        _ => return Err(HeadError::Version),
+    };
+    let status = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(HeadError::Parse(httparse::Error::Status))?;
+    let count = resp.headers.len();
+    for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
+        *span = Span {
+            name: offset(buf, h.name.as_bytes()),
+            value: offset(buf, h.value),
+        };
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for s in &spans[..count] {
+        headers.append(
+            HeaderName::from_bytes(&head[s.name.0..s.name.1]).map_err(|_| HeadError::Header)?,
+            HeaderValue::from_maybe_shared(head.slice(s.value.0..s.value.1))
+                .map_err(|_| HeadError::Header)?,
+        );
+    }
+    let framing = response_framing(method, status, &mut headers)?;
+    let keep_alive = framing != Framing::Close && persistent(version, &headers);
+    // The version is the peer's business: what goes on from here is the
+    // proxy's own message, in its own version.
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.headers = headers;
+    Ok(Some(ResponseHead {
+        parts,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// RFC 9112 §6.3. A `Content-Length` next to a chunked coding is dropped: the
+/// body is re-framed on its way on, and a stale length must not go with it.
+fn response_framing(
+    method: &Method,
+    status: StatusCode,
+    headers: &mut HeaderMap,
+) -> Result<Framing, HeadError> {
+    if method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing::Empty);
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+        return Ok(if last_coding_is_chunked(headers) {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        });
+    }
+    Ok(match content_length(headers)? {
+        Some(n) => Framing::Length(n),
+        None => Framing::Close,
+    })
+}
+
+/// Whether the final transfer coding named is `chunked`.
+pub fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// The message's `Content-Length`: every value (and every item of a list)
+/// must be the same number.
+pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
+    let mut found = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for item in v.as_bytes().split(|&b| b == b',') {
+            let n = parse_decimal(item.trim_ascii()).ok_or(HeadError::ContentLength)?;
+            if found.is_some_and(|f| f != n) {
+                return Err(HeadError::ContentLength);
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+/// Digits only (no sign, no spaces inside), at most 19 of them.
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(s.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Whether a message of `version` with these headers leaves the connection
+/// open: HTTP/1.1 unless `close` is said, HTTP/1.0 only if `keep-alive` is.
+pub fn persistent(version: Version, headers: &HeaderMap) -> bool {
+    let said = |token: &[u8]| {
+        headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+        })
+    };
+    match version {
+        Version::HTTP_11 => !said(b"close"),
+        Version::HTTP_10 => said(b"keep-alive"),
+        _ => false,
+    }
+}
+
+/// Writes a request head for an origin server: the request line in origin
+/// form, every header as given, and the framing header `framing` needs when
+/// the headers do not already carry it.
+pub fn write_request_head(out: &mut BytesMut, parts: &http::request::Parts, framing: Framing) {
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.reserve(64 + target.len() + parts.headers.len() * 32);
+    out.put_slice(parts.method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(target.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\n");
+    write_headers(out, &parts.headers);
+    match framing {
+        Framing::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Length(n) if !parts.headers.contains_key(header::CONTENT_LENGTH) => {
+            out.put_slice(b"content-length: ");
+            let mut digits = itoa::Buffer::new();
+            out.put_slice(digits.format(n).as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        _ => {}
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// Every header line, `name: value\r\n`, in the map's order.
+pub fn write_headers(out: &mut BytesMut, headers: &HeaderMap) {
+    for (name, value) in headers {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value_of<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+        h.get(name).map(HeaderValue::as_bytes)
+    }
+
+    fn parse(wire: &[u8], method: &Method) -> Result<Option<ResponseHead>, HeadError> {
+        let mut buf = BytesMut::from(wire);
+        parse_response(&mut buf, method)
+    }
+
+    #[test]
+    fn a_response_head_is_parsed_and_taken_out_of_the_buffer() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 201 Made\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\nhello"[..],
+        );
+        let head = parse_response(&mut buf, &Method::GET).ok().flatten();
+        let Some(head) = head else { panic!("no head") };
+        assert_eq!(head.parts.status, StatusCode::CREATED);
+        assert_eq!(head.framing, Framing::Length(5));
+        assert!(head.keep_alive);
+        assert_eq!(head.parts.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(value_of(&head.parts.headers, "x-a"), Some(&b"1"[..]));
+        assert_eq!(&buf[..], b"hello");
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let framing = |wire: &[u8], m: &Method| parse(wire, m).ok().flatten().map(|h| h.framing);
+        let get = &Method::GET;
+        assert_eq!(
+            framing(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+                &Method::HEAD
+            ),
+            Some(Framing::Empty)
+        );
+        assert_eq!(
+            framing(
+                b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                get
+            ),
+            Some(Framing::Empty)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 204 No Content\r\n\r\n", get),
+            Some(Framing::Empty)
+        );
+        assert_eq!(
+            framing(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+                get
+            ),
+            Some(Framing::Chunked)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", get),
+            Some(Framing::Close)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\n\r\n", get),
+            Some(Framing::Close)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\n\r\n", get),
+            Some(Framing::Length(4))
+        );
+        let chunked = parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            get,
+        );
+        assert!(
+            chunked
+                .ok()
+                .flatten()
+                .is_some_and(|h| !h.parts.headers.contains_key("content-length"))
+        );
+    }
+
+    #[test]
+    fn bad_heads_are_errors() {
+        let get = &Method::GET;
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: -4\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4 4\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/2.0 200 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+            b"garbage\r\n\r\n",
+        ] {
+            assert!(
+                parse(wire, get).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        assert!(matches!(parse(b"HTTP/1.1 200 OK\r\nX: y", get), Ok(None)));
+        let huge = [
+            b"HTTP/1.1 200 OK\r\nX: ".as_slice(),
+            &[b'y'; MAX_HEAD_BYTES],
+        ]
+        .concat();
+        assert_eq!(parse(&huge, get).err(), Some(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn keep_alive_by_version_and_connection() {
+        let ka = |wire: &[u8]| {
+            parse(wire, &Method::GET)
+                .ok()
+                .flatten()
+                .map(|h| h.keep_alive)
+        };
+        assert_eq!(
+            ka(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            Some(true)
+        );
+        assert_eq!(
+            ka(b"HTTP/1.1 200 OK\r\nConnection: x, Close\r\nContent-Length: 0\r\n\r\n"),
+            Some(false)
+        );
+        assert_eq!(
+            ka(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            Some(false)
+        );
+        assert_eq!(
+            ka(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"),
+            Some(true)
+        );
+        assert_eq!(ka(b"HTTP/1.1 200 OK\r\n\r\n"), Some(false));
+    }
+
+    #[test]
+    fn a_request_head_is_written_in_origin_form_with_its_framing() {
+        let mut req = http::Request::builder()
+            .method(Method::POST)
+            .uri("/a?b=c")
+            .header("host", "example")
+            .body(())
+            .unwrap_or_default();
+        let (mut parts, ()) = req.into_parts();
+        let mut out = BytesMut::new();
+        write_request_head(&mut out, &parts, Framing::Chunked);
+        assert_eq!(
+            &out[..],
+            b"POST /a?b=c HTTP/1.1\r\nhost: example\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        out.clear();
+        write_request_head(&mut out, &parts, Framing::Length(12));
+        assert!(out.ends_with(b"content-length: 12\r\n\r\n"));
+        parts
+            .headers
+            .insert("content-length", HeaderValue::from_static("12"));
+        out.clear();
+        write_request_head(&mut out, &parts, Framing::Length(12));
+        assert_eq!(
+            out.windows(15)
+                .filter(|w| w.eq_ignore_ascii_case(b"content-length:"))
+                .count(),
+            1
+        );
+        req = http::Request::new(());
+        let (parts, ()) = req.into_parts();
+        out.clear();
+        write_request_head(&mut out, &parts, Framing::Empty);
+        assert_eq!(&out[..], b"GET / HTTP/1.1\r\n\r\n");
+    }
+}
