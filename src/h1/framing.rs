@@ -137,12 +137,16 @@ impl Decoder {
                     }
                     let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
                     let left = left - n as u64;
+                    let data = buf.split_to(n).freeze();
                     self.state = if left == 0 {
                         State::DataEnd
                     } else {
                         State::Data(left)
                     };
-                    return Ok(Decoded::Data(buf.split_to(n).freeze()));
+                    if left == 0 {
+                        self.settle(buf);
+                    }
+                    return Ok(Decoded::Data(data));
                 }
                 State::DataEnd => match buf.get(..2) {
                     Some(b"\r\n") => {
@@ -180,6 +184,24 @@ impl Decoder {
                     }
                 }
             }
+        }
+    }
+
+    /// After a chunk's data: when the last chunk and an empty trailer section
+    /// follow in the buffer already, takes them, so that the body is known to
+    /// be complete with its last data (and the next read is not needed to
+    /// learn it). Anything else is left for [`Self::decode`].
+    fn settle(&mut self, buf: &mut BytesMut) {
+        if !buf.starts_with(b"\r\n0") {
+            return;
+        }
+        let rest = &buf[2..];
+        let Ok(httparse::Status::Complete((used, 0))) = httparse::parse_chunk_size(rest) else {
+            return;
+        };
+        if rest[used..].starts_with(b"\r\n") {
+            buf.advance(2 + used + 2);
+            self.state = State::Done;
         }
     }
 
@@ -264,6 +286,25 @@ mod tests {
             assert_eq!(data, b"hello 0123456789", "step {step}");
             assert_eq!(rest, b"NEXT"[..rest.len()].to_vec(), "step {step}");
         }
+    }
+
+    #[test]
+    fn a_chunked_body_is_done_with_its_last_data_when_the_end_is_buffered() {
+        let mut d = Decoder::new(Framing::Chunked);
+        let mut buf = BytesMut::from(&b"4\r\nblue\r\n0\r\n\r\nNEXT"[..]);
+        assert_eq!(
+            d.decode(&mut buf),
+            Ok(Decoded::Data(Bytes::from_static(b"blue")))
+        );
+        assert!(d.is_done());
+        assert_eq!(&buf[..], b"NEXT");
+        // Trailers (or a partial end) wait for the next decode.
+        let mut d = Decoder::new(Framing::Chunked);
+        let mut buf = BytesMut::from(&b"4\r\nblue\r\n0\r\nx: y\r\n\r\n"[..]);
+        assert!(matches!(d.decode(&mut buf), Ok(Decoded::Data(_))));
+        assert!(!d.is_done());
+        assert_eq!(d.decode(&mut buf), Ok(Decoded::End));
+        assert!(buf.is_empty());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
@@ -30,6 +30,8 @@ pub enum HeadError {
     ContentLength,
     #[error("unsupported HTTP version")]
     Version,
+    #[error("invalid request target")]
+    Target,
 }
 
 /// A parsed response head.
@@ -51,6 +53,30 @@ struct Span {
 fn offset(base: &[u8], part: &[u8]) -> (usize, usize) {
     let start = part.as_ptr() as usize - base.as_ptr() as usize;
     (start, start + part.len())
+}
+
+/// Notes where each parsed header sits in `buf`; how many there are.
+fn record(buf: &[u8], parsed: &[httparse::Header<'_>], spans: &mut [Span]) -> usize {
+    for (span, h) in spans.iter_mut().zip(parsed) {
+        *span = Span {
+            name: offset(buf, h.name.as_bytes()),
+            value: offset(buf, h.value),
+        };
+    }
+    parsed.len().min(spans.len())
+}
+
+/// The header map of a frozen head, values sliced out of it.
+fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, HeadError> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for s in spans {
+        headers.append(
+            HeaderName::from_bytes(&head[s.name.0..s.name.1]).map_err(|_| HeadError::Header)?,
+            HeaderValue::from_maybe_shared(head.slice(s.value.0..s.value.1))
+                .map_err(|_| HeadError::Header)?,
+        );
+    }
+    Ok(headers)
 }
 
 /// Parses the response head at the start of `buf`, taking its bytes out of
@@ -85,22 +111,9 @@ pub fn parse_response(
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(HeadError::Parse(httparse::Error::Status))?;
-    let count = resp.headers.len();
-    for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
-        *span = Span {
-            name: offset(buf, h.name.as_bytes()),
-            value: offset(buf, h.value),
-        };
-    }
+    let count = record(buf, resp.headers, &mut spans);
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for s in &spans[..count] {
-        headers.append(
-            HeaderName::from_bytes(&head[s.name.0..s.name.1]).map_err(|_| HeadError::Header)?,
-            HeaderValue::from_maybe_shared(head.slice(s.value.0..s.value.1))
-                .map_err(|_| HeadError::Header)?,
-        );
-    }
+    let mut headers = header_map(&head, &spans[..count])?;
     let framing = response_framing(method, status, &mut headers)?;
     let keep_alive = framing != Framing::Close && persistent(version, &headers);
     // The version is the peer's business: what goes on from here is the
@@ -225,6 +238,151 @@ pub fn write_headers(out: &mut BytesMut, headers: &HeaderMap) {
         out.put_slice(b": ");
         out.put_slice(value.as_bytes());
         out.put_slice(b"\r\n");
+    }
+}
+
+/// The most header fields the proxy's own server parses; a request with more
+/// (when the configured limit allows more) goes to hyper's.
+pub const MAX_REQUEST_HEADERS: usize = 128;
+
+/// A parsed request head.
+#[derive(Debug)]
+pub struct RequestHead {
+    pub parts: http::request::Parts,
+    /// The head's bytes as they came, for handing the connection on.
+    pub raw: Bytes,
+}
+
+/// Parses the request head at the start of `buf` with at most `max_headers`
+/// fields, taking its bytes out of `buf` when it is complete. `Ok(None)`: more
+/// bytes are needed (or the head is past `MAX_HEAD_BYTES`: see the error).
+pub fn parse_request(
+    buf: &mut BytesMut,
+    max_headers: usize,
+) -> Result<Option<RequestHead>, HeadError> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_REQUEST_HEADERS];
+    let mut spans = [Span {
+        name: (0, 0),
+        value: (0, 0),
+    }; MAX_REQUEST_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let n = max_headers.min(MAX_REQUEST_HEADERS);
+    let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        buf,
+        &mut slots[..n],
+    );
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(HeadError::TooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(HeadError::Parse(e)),
+    };
+    let version = match req.version {
+        Some(1) => Version::HTTP_11,
+        Some(0) => Version::HTTP_10,
+        _ => return Err(HeadError::Version),
+    };
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return Err(HeadError::Parse(httparse::Error::Token));
+    };
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| HeadError::Parse(httparse::Error::Token))?;
+    let target = offset(buf, path.as_bytes());
+    let count = record(buf, req.headers, &mut spans);
+    let raw = buf.split_to(len).freeze();
+    let uri = http::Uri::from_maybe_shared(raw.slice(target.0..target.1))
+        .map_err(|_| HeadError::Target)?;
+    let headers = header_map(&raw, &spans[..count])?;
+    let mut parts = http::Request::new(()).into_parts().0;
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(RequestHead { parts, raw }))
+}
+
+/// How a response body goes to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// No body is sent (HEAD, 1xx, 204, 304), whatever the headers say.
+    None,
+    /// `Content-Length` (already among the headers, or added).
+    Length(u64),
+    Chunked,
+    /// The body ends with the connection (an HTTP/1.0 client, length unknown).
+    Close,
+}
+
+/// Writes a response head: the status line, the headers as given but for
+/// `Connection` (replaced by what `keep_alive` says for `version`), the
+/// framing header, and `Date` when the headers have none.
+pub fn write_response_head(
+    out: &mut BytesMut,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: ResponseFraming,
+    version: Version,
+    keep_alive: bool,
+) {
+    out.reserve(128 + headers.len() * 48);
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+    for (name, value) in headers {
+        if name == header::CONNECTION {
+            continue;
+        }
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    match framing {
+        ResponseFraming::Length(n) if !headers.contains_key(header::CONTENT_LENGTH) => {
+            out.put_slice(b"content-length: ");
+            out.put_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        ResponseFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    if !keep_alive {
+        out.put_slice(b"connection: close\r\n");
+    } else if version == Version::HTTP_10 {
+        out.put_slice(b"connection: keep-alive\r\n");
+    }
+    if !headers.contains_key(header::DATE) {
+        out.put_slice(b"date: ");
+        date::with_now(|d| out.put_slice(d));
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// The `Date` value, formatted once a second per thread.
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static NOW: RefCell<(u64, Vec<u8>)> = const { RefCell::new((0, Vec::new())) };
+    }
+
+    pub fn with_now(f: impl FnOnce(&[u8])) {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        NOW.with(|cell| {
+            let mut cached = cell.borrow_mut();
+            if cached.0 != secs || cached.1.is_empty() {
+                *cached = (secs, httpdate::fmt_http_date(now).into_bytes());
+            }
+            f(&cached.1);
+        });
     }
 }
 

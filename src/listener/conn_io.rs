@@ -65,7 +65,7 @@ pub const PARK_AFTER: Duration = Duration::from_secs(1);
 const HEAD_END: u32 = u32::from_be_bytes(*b"\r\n\r\n");
 
 /// Written to an HTTP/1 client whose request head did not arrive in time.
-const HEAD_TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
+pub(super) const HEAD_TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
 content-type: text/plain; charset=utf-8\r\ncontent-length: 29\r\nconnection: close\r\n\r\n\
 request head not sent in time";
 

@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 mod conn_io;
+mod native;
 pub use conn_io::{Activity, InFlightRequest, PARK_AFTER};
 use conn_io::{ClientIo, ConnTimeouts, ParkSlot, Parked, ParkedFor};
 
@@ -176,7 +177,7 @@ fn accepted_one(task: &ConnTask, stream: TcpStream, peer: SocketAddr) {
     metrics.open_connections.inc();
     let open = OpenConn(metrics.open_connections.clone());
     if !serving.tls {
-        serve_io(task.clone(), stream, false, peer, open);
+        native::spawn(task.clone(), stream, peer, open);
         return;
     }
     let Some(config) = snap.tls.clone() else {

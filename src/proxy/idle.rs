@@ -120,7 +120,7 @@ pub enum BodyCut {
 /// (when the size was not declared) the size limit applied as it streams.
 #[derive(Debug)]
 pub struct ClientBody {
-    inner: hyper::body::Incoming,
+    inner: super::RequestBody,
     timer: IdleTimer,
     /// 0: no limit.
     limit: u64,
@@ -129,7 +129,7 @@ pub struct ClientBody {
 }
 
 impl ClientBody {
-    pub fn new(inner: hyper::body::Incoming, idle: Duration, limit: u64, verdict: Verdict) -> Self {
+    pub fn new(inner: super::RequestBody, idle: Duration, limit: u64, verdict: Verdict) -> Self {
         Self {
             inner,
             timer: IdleTimer::new(idle),
@@ -161,7 +161,7 @@ impl http_body::Body for ClientBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 if this.timer.poll_expired(cx) {

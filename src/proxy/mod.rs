@@ -12,6 +12,7 @@ mod body;
 mod error;
 pub mod headers;
 mod idle;
+mod incoming;
 mod replay;
 mod retry;
 mod session;
@@ -45,6 +46,7 @@ use crate::metrics::TargetMetrics;
 use crate::state::{Shared, Snapshot};
 pub use body::ProxyBody;
 pub use error::{ProxyError, Side};
+pub use incoming::{PipeError, PipeReader, PipeWriter, RequestBody, Room, pipe};
 pub use replay::UpstreamBody;
 pub use retry::RetryBudget;
 use session::Session;
@@ -179,6 +181,18 @@ impl Proxy {
     }
 }
 
+/// The request path's future, boxed: it is large, and the connection that
+/// awaits it should not carry its room while idle.
+pub type Handling = StdPin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>;
+
+impl Proxy {
+    /// Serves one request from the proxy's own HTTP/1.1 server.
+    pub fn handle(&self, req: Request<RequestBody>) -> Handling {
+        let ctx = Arc::clone(&self.0);
+        Box::pin(async move { ctx.handle(req).await })
+    }
+}
+
 impl hyper::service::Service<Request<Incoming>> for Proxy {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
@@ -188,7 +202,7 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
         let ctx = Arc::clone(&self.0);
         let request = ctx.activity.enter();
         Box::pin(async move {
-            let mut resp = ctx.handle(req).await;
+            let mut resp = ctx.handle(req.map(RequestBody::Hyper)).await;
             // The connection counts as busy until the response body is done.
             resp.body_mut().hold(request);
             Ok(resp)
@@ -204,7 +218,7 @@ pub fn unix_now() -> u32 {
 }
 
 impl ConnContext {
-    async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn handle(&self, mut req: Request<RequestBody>) -> Response<ProxyBody> {
         let start = Instant::now();
         let snap = self.shared.snapshot();
         let host = match headers::check_framing(&req)
@@ -382,7 +396,7 @@ impl ConnContext {
         snap: &Snapshot,
         g: usize,
         first: usize,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         now_ms: u64,
         upgrade: bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -577,10 +591,10 @@ impl ConnContext {
 
     /// Answers the plain listener with a permanent redirect to the same URL on
     /// the HTTPS listener (`tls.redirect_http`). 308 keeps method and body.
-    fn redirect(
+    fn redirect<B>(
         &self,
         snap: &Snapshot,
-        req: &Request<Incoming>,
+        req: &Request<B>,
         host: &http::uri::Authority,
     ) -> Response<ProxyBody> {
         let port = match self

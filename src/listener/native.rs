@@ -1,0 +1,828 @@
+//! The proxy's own HTTP/1.1 server, for cleartext client connections: the
+//! request head parsed straight off the connection's read buffer
+//! ([`crate::h1`]), the request path run on it, and the response head and
+//! body written back with as few writes as the body allows (a small response
+//! goes out head and body in one). One task per connection, no dispatcher,
+//! no channel for requests without a body.
+//!
+//! ```text
+//! read head -> native? --no--> hand over to hyper (bytes read so far first)
+//!              | yes
+//!              v
+//!   proxy.handle(request) <- body fed from the socket through a pipe
+//!              v
+//!   write head + body (Content-Length | chunked | close) -> next request
+//! ```
+//! Whatever this server does not do itself goes to hyper's, with the bytes
+//! already read put in front of the socket: upgrades (WebSocket), CONNECT,
+//! HTTP/2 with prior knowledge, transfer codings other than a lone `chunked`,
+//! an unknown `Expect`, and heads httparse refuses or that have more fields
+//! than it parses here (hyper answers those 400 or 431, as before). The rest
+//! of that connection is hyper's.
+//!
+//! Deadlines are those of [`super::conn_io`]: `timeouts.client_header` for a
+//! head (from the accept for the first, from its first byte for later ones;
+//! 408 if a byte came), `timeouts.keepalive` between requests, and
+//! `timeouts.client_write` for a blocked write. One timer serves them all and
+//! is moved only when a deadline comes nearer: a busy connection resets it
+//! about once a second. A connection idle for [`super::PARK_AFTER`] gives its
+//! buffers back and counts as parked until its next byte.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap};
+use http::{Method, Request, StatusCode, Version};
+use http_body::{Body, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use super::conn_io::{ConnTimeouts, HEAD_TIMEOUT_RESPONSE, PARK_AFTER};
+use super::{ClientStream, ConnTask, OpenConn};
+use crate::h1::head::{ResponseFraming, write_response_head};
+use crate::h1::{self, Decoded, Decoder, Framing};
+use crate::proxy::{PipeError, PipeWriter, Proxy, ProxyBody, RequestBody, Room};
+use crate::state::Shared;
+
+/// Room made in the read buffer before each read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Body data up to this size is copied behind the head (one write); larger
+/// frames are written from where they are.
+const COPY_MAX: usize = 8 * 1024;
+/// How long a closing connection keeps reading (and dropping) what the client
+/// still sends, so that its answer is not lost to a reset.
+const LINGER: Duration = Duration::from_secs(2);
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// One client connection served natively.
+struct Conn {
+    io: TcpStream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    /// One timer for every deadline; armed no later than the nearest one.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// A blocked write's deadline.
+    write_deadline: Option<Instant>,
+    shared: Arc<Shared>,
+    proxy: Proxy,
+    timeouts: ConnTimeouts,
+    max_headers: usize,
+}
+
+/// How waiting for a head ended.
+// Returned once per request and taken apart at once; boxing the head would
+// cost an allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Head {
+    Ready(h1::head::RequestHead),
+    /// Not for this server: hyper takes the connection.
+    HandOver,
+    /// The client closed (or the connection failed) between requests.
+    Closed,
+    /// Nothing came in time.
+    Quiet,
+    /// Part of a head came, not all of it in time.
+    Slow,
+    Shutdown,
+}
+
+/// What to do after a request.
+enum Next {
+    Keep,
+    Close {
+        linger: bool,
+    },
+    /// Hand the connection (and these bytes, read but not used) to hyper.
+    HandOver(Bytes),
+}
+
+/// Serves a cleartext client connection.
+pub(super) fn spawn(task: ConnTask, io: TcpStream, peer: SocketAddr, open: OpenConn) {
+    tokio::spawn(run(task, io, peer, open));
+}
+
+async fn run(mut task: ConnTask, io: TcpStream, peer: SocketAddr, open: OpenConn) {
+    let accepted = Instant::now();
+    let shared = Arc::clone(&task.serving.shared);
+    let snap = shared.snapshot();
+    let t = &snap.config.timeouts;
+    let timeouts = ConnTimeouts {
+        header: t.client_header,
+        keepalive: t.keepalive,
+        write: t.client_write,
+    };
+    let max_headers = snap.config.limits.max_headers as usize + 1;
+    drop(snap);
+    let proxy = Proxy::new(Arc::clone(&shared), peer, false, Arc::default());
+    let mut conn = Conn {
+        io,
+        rbuf: BytesMut::new(),
+        wbuf: BytesMut::new(),
+        timer: None,
+        write_deadline: None,
+        shared,
+        proxy,
+        timeouts,
+        max_headers,
+    };
+    let end = {
+        let mut stop = Stop {
+            fut: pin!(super::stopping(&mut task.shutdown)),
+            done: false,
+        };
+        let mut first = true;
+        loop {
+            let head = conn.next_head(first, accepted, &mut stop).await;
+            let next = match head {
+                Head::Ready(head) => match native_framing(&head.parts) {
+                    Some(framing) => Box::pin(conn.serve(head, framing, &mut stop)).await,
+                    None => Next::HandOver(joined(head.raw, &mut conn.rbuf)),
+                },
+                Head::HandOver => Next::HandOver(conn.rbuf.split().freeze()),
+                Head::Closed | Head::Shutdown => Next::Close { linger: false },
+                Head::Quiet => {
+                    conn.count_timeout(if first { 0 } else { 2 });
+                    Next::Close { linger: false }
+                }
+                Head::Slow => {
+                    conn.count_timeout(0);
+                    conn.wbuf.clear();
+                    conn.wbuf.extend_from_slice(HEAD_TIMEOUT_RESPONSE);
+                    let _ = tokio::time::timeout(timeouts.write, conn.flush()).await;
+                    Next::Close { linger: true }
+                }
+            };
+            match next {
+                Next::Keep => first = false,
+                other => break other,
+            }
+        }
+    };
+    match end {
+        Next::HandOver(read) => {
+            let io = Prefixed {
+                read,
+                inner: conn.io,
+            };
+            super::serve_io(task, io, false, peer, open);
+        }
+        Next::Close { linger } => conn.close(linger).await,
+        Next::Keep => {}
+    }
+}
+
+/// A head's bytes and what followed them, as one buffer.
+fn joined(head: Bytes, rest: &mut BytesMut) -> Bytes {
+    if rest.is_empty() {
+        return head;
+    }
+    let mut all = BytesMut::with_capacity(head.len() + rest.len());
+    all.extend_from_slice(&head);
+    all.extend_from_slice(rest);
+    rest.clear();
+    all.freeze()
+}
+
+/// The request body's framing, when this server takes the request; `None`
+/// hands the connection to hyper (module docs).
+fn native_framing(parts: &http::request::Parts) -> Option<Framing> {
+    let h = &parts.headers;
+    if parts.method == Method::CONNECT || h.contains_key(header::UPGRADE) {
+        return None;
+    }
+    if let Some(expect) = h.get(header::EXPECT) {
+        if parts.version != Version::HTTP_11
+            || !expect.as_bytes().eq_ignore_ascii_case(b"100-continue")
+        {
+            return None;
+        }
+    }
+    let mut te = h.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(coding) = te.next() {
+        let lone_chunked = te.next().is_none()
+            && coding
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked")
+            && !h.contains_key(header::CONTENT_LENGTH)
+            && parts.version == Version::HTTP_11;
+        return lone_chunked.then_some(Framing::Chunked);
+    }
+    match h1::head::content_length(h) {
+        Ok(None | Some(0)) => Some(Framing::Empty),
+        Ok(Some(n)) => Some(Framing::Length(n)),
+        Err(_) => None,
+    }
+}
+
+/// The shutdown signal, polled where it may matter; stays stopped once it is.
+struct Stop<'a, F> {
+    fut: Pin<&'a mut F>,
+    done: bool,
+}
+
+impl<F: Future<Output = ()>> Stop<'_, F> {
+    fn poll_stopped(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.done && self.fut.as_mut().poll(cx).is_ready() {
+            self.done = true;
+        }
+        self.done
+    }
+}
+
+/// The request body on its way from the socket into the request path.
+struct Feeder {
+    pipe: PipeWriter,
+    decoder: Decoder,
+    /// `Expect: 100-continue` not yet answered.
+    continue_owed: bool,
+    /// Nobody reads the body any more (the request path let go of it).
+    abandoned: bool,
+}
+
+impl Feeder {
+    /// Every byte of the body has been read off the connection.
+    fn complete(&self) -> bool {
+        self.decoder.is_done()
+    }
+}
+
+/// The response on its way out.
+struct Outgoing {
+    body: ProxyBody,
+    framing: ResponseFraming,
+    /// Bytes due under `Content-Length`.
+    left: u64,
+    chunked_any: bool,
+    data: Bytes,
+    body_done: bool,
+    /// The body did not match its framing (or failed): close after it.
+    broken: bool,
+}
+
+impl Outgoing {
+    fn new(body: ProxyBody, framing: ResponseFraming) -> Self {
+        Self {
+            body,
+            framing,
+            left: match framing {
+                ResponseFraming::Length(n) => n,
+                _ => 0,
+            },
+            chunked_any: false,
+            data: Bytes::new(),
+            body_done: framing == ResponseFraming::None,
+            broken: false,
+        }
+    }
+}
+
+impl Conn {
+    fn count_timeout(&self, which: usize) {
+        self.shared.metrics.client_timeouts[which].inc();
+    }
+
+    /// Reads what the socket has. `Ok(0)`: the client closed.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
+    }
+
+    /// True once `target` has passed. The timer is moved only when `target`
+    /// is nearer than where it stands; a timer that fires early is moved on.
+    fn poll_until(&mut self, cx: &mut Context<'_>, target: Instant) -> bool {
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(target)));
+        if timer.deadline() > target {
+            timer.as_mut().reset(target);
+        }
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if timer.deadline() >= target {
+                return true;
+            }
+            timer.as_mut().reset(target);
+        }
+    }
+
+    /// Waits for a whole request head (module docs for the deadlines).
+    async fn next_head(
+        &mut self,
+        first: bool,
+        accepted: Instant,
+        stop: &mut Stop<'_, impl Future<Output = ()>>,
+    ) -> Head {
+        // (deadline, park point), fixed when the wait first has to wait.
+        let mut clock: Option<(Instant, Option<Instant>)> = None;
+        let mut bytes = !self.rbuf.is_empty();
+        let mut parked = false;
+        let head = poll_fn(|cx| {
+            loop {
+                if !self.rbuf.is_empty() {
+                    match h1::head::parse_request(&mut self.rbuf, self.max_headers) {
+                        Ok(Some(head)) => return Poll::Ready(Head::Ready(head)),
+                        Ok(None) => {}
+                        Err(_) => return Poll::Ready(Head::HandOver),
+                    }
+                } else if stop.poll_stopped(cx) {
+                    return Poll::Ready(Head::Shutdown);
+                }
+                let polled = if parked {
+                    // Wait without a buffer; make one when bytes come.
+                    match self.io.poll_read_ready(cx) {
+                        Poll::Pending => Poll::Pending,
+                        Poll::Ready(_) => {
+                            parked = false;
+                            self.shared.metrics.parked_connections.dec();
+                            continue;
+                        }
+                    }
+                } else {
+                    self.poll_fill(cx)
+                };
+                match polled {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Head::Closed),
+                    Poll::Ready(Ok(_)) => {
+                        if !bytes {
+                            bytes = true;
+                            // A head has begun: its own clock from now on
+                            // (the first request's still runs from the accept).
+                            clock = None;
+                        }
+                        continue;
+                    }
+                    Poll::Pending => {}
+                }
+                let now = Instant::now();
+                let (deadline, park_at) = *clock.get_or_insert_with(|| {
+                    let limit = if bytes || first {
+                        self.timeouts.header
+                    } else {
+                        self.timeouts.keepalive
+                    };
+                    let deadline = if first { accepted + limit } else { now + limit };
+                    let park = (!bytes && PARK_AFTER < limit).then(|| now + PARK_AFTER);
+                    (deadline, park)
+                });
+                let next = match park_at {
+                    Some(p) if !parked && p < deadline => p,
+                    _ => deadline,
+                };
+                if !self.poll_until(cx, next) {
+                    return Poll::Pending;
+                }
+                if next == deadline {
+                    return Poll::Ready(if bytes { Head::Slow } else { Head::Quiet });
+                }
+                // Idle past the park point: give the buffers back.
+                clock = Some((deadline, None));
+                if self.rbuf.is_empty() {
+                    self.rbuf = BytesMut::new();
+                    self.wbuf = BytesMut::new();
+                    parked = true;
+                    self.shared.metrics.parked_connections.inc();
+                }
+            }
+        })
+        .await;
+        if parked {
+            self.shared.metrics.parked_connections.dec();
+        }
+        head
+    }
+
+    /// Serves one request the module takes.
+    async fn serve(
+        &mut self,
+        head: h1::head::RequestHead,
+        framing: Framing,
+        stop: &mut Stop<'_, impl Future<Output = ()>>,
+    ) -> Next {
+        let mut parts = head.parts;
+        let version = parts.version;
+        let head_only = parts.method == Method::HEAD;
+        let wants_keep = h1::head::persistent(version, &parts.headers);
+        let (mut feeder, body) = match framing {
+            Framing::Empty => (None, RequestBody::Empty),
+            f => {
+                let hint = match f {
+                    Framing::Length(n) => SizeHint::with_exact(n),
+                    _ => SizeHint::default(),
+                };
+                let (pipe, reader) = crate::proxy::pipe(hint);
+                let feeder = Feeder {
+                    pipe,
+                    decoder: Decoder::new(f),
+                    continue_owed: parts.headers.contains_key(header::EXPECT),
+                    abandoned: false,
+                };
+                (Some(feeder), RequestBody::Native(reader))
+            }
+        };
+        // The upstream is not asked to expect anything: this hop answers.
+        parts.headers.remove(header::EXPECT);
+        let mut handling = self.proxy.handle(Request::from_parts(parts, body));
+        let resp = poll_fn(|cx| {
+            if self.poll_fed_or_gone(cx, feeder.as_mut()) {
+                return Poll::Ready(None);
+            }
+            handling.as_mut().poll(cx).map(Some)
+        })
+        .await;
+        drop(handling);
+        let Some(resp) = resp else {
+            // The client left before its answer: the upstream exchange is
+            // dropped with it.
+            return Next::Close { linger: false };
+        };
+        let (head, mut body) = resp.into_parts();
+        let stopping = poll_fn(|cx| Poll::Ready(stop.poll_stopped(cx))).await;
+        let mut framing = response_framing(head.status, &head.headers, &body, head_only, version);
+        // A small upstream answer is usually whole in hand by now: then it
+        // goes with a Content-Length (which HTTP/1.0 clients need to keep
+        // their connection) and in one write.
+        let mut first = None;
+        let mut ended = false;
+        if matches!(framing, ResponseFraming::Chunked | ResponseFraming::Close) {
+            match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+                Poll::Ready(None) => {
+                    framing = ResponseFraming::Length(0);
+                    ended = true;
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(d) = frame.into_data() {
+                        if body.is_end_stream() {
+                            framing = ResponseFraming::Length(d.len() as u64);
+                        }
+                        first = Some(d);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    // Nothing is written yet: the client gets a 502, not a
+                    // response cut short.
+                    tracing::debug!(error = %e, "upstream body failed before its first byte");
+                    let resp =
+                        crate::proxy::error_response(crate::proxy::ProxyError::UpstreamProtocol);
+                    let (h, b) = resp.into_parts();
+                    let f = response_framing(h.status, &h.headers, &b, head_only, version);
+                    write_response_head(&mut self.wbuf, h.status, &h.headers, f, version, false);
+                    let mut out = Outgoing::new(b, f);
+                    let _ = poll_fn(|cx| self.poll_respond(cx, &mut out)).await;
+                    return Next::Close { linger: false };
+                }
+                Poll::Pending => {}
+            }
+        }
+        let keep = wants_keep
+            && !stopping
+            && framing != ResponseFraming::Close
+            && h1::head::persistent(Version::HTTP_11, &head.headers)
+            && feeder.as_ref().is_none_or(Feeder::complete);
+        write_response_head(
+            &mut self.wbuf,
+            head.status,
+            &head.headers,
+            framing,
+            version,
+            keep,
+        );
+        let mut out = Outgoing::new(body, framing);
+        if let Some(d) = first {
+            self.encode(&mut out, d);
+            ended = out.body.is_end_stream();
+        }
+        if ended {
+            self.end_body(&mut out);
+        }
+        let written = poll_fn(|cx| {
+            if self.poll_fed_or_gone(cx, feeder.as_mut()) {
+                return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
+            }
+            self.poll_respond(cx, &mut out)
+        })
+        .await;
+        let unread = feeder.as_ref().is_some_and(|f| !f.complete());
+        match written {
+            Ok(()) if keep && !out.broken => Next::Keep,
+            Ok(()) => Next::Close { linger: unread },
+            // The client stopped reading, or the body failed mid-way: the
+            // response cannot be completed, so the connection ends here.
+            Err(_) => Next::Close { linger: false },
+        }
+    }
+
+    /// Feeds the request body while there is one to read; after that, watches
+    /// the socket for the client leaving (true). Bytes of a next request stay
+    /// in the buffer for later.
+    fn poll_fed_or_gone(&mut self, cx: &mut Context<'_>, feeder: Option<&mut Feeder>) -> bool {
+        if let Some(f) = feeder {
+            if !f.pipe.is_done() && !f.abandoned {
+                self.feed(cx, f);
+                return false;
+            }
+        }
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        matches!(self.poll_fill(cx), Poll::Ready(Ok(0) | Err(_)))
+    }
+
+    /// Moves the request body from the socket into the pipe, as far as the
+    /// pipe has room and the socket has bytes.
+    fn feed(&mut self, cx: &mut Context<'_>, f: &mut Feeder) {
+        while !f.pipe.is_done() && !f.abandoned {
+            match f.pipe.poll_room(cx) {
+                Poll::Pending => return,
+                Poll::Ready(Room::Gone) => {
+                    f.abandoned = true;
+                    return;
+                }
+                Poll::Ready(Room::Free) => {}
+            }
+            match f.decoder.decode(&mut self.rbuf) {
+                Ok(Decoded::Data(b)) => {
+                    f.pipe.send(b);
+                    continue;
+                }
+                Ok(Decoded::End) => return f.pipe.finish(Ok(())),
+                Ok(Decoded::NeedMore) => {}
+                Err(e) => return f.pipe.finish(Err(PipeError::Framing(e))),
+            }
+            if f.continue_owed {
+                // Only once the request path asks for the body.
+                if !f.pipe.poll_wanted(cx) {
+                    return;
+                }
+                f.continue_owed = false;
+                self.wbuf.extend_from_slice(CONTINUE);
+            }
+            if !self.wbuf.is_empty() {
+                match self.poll_write_out(cx, &mut Bytes::new()) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return f.pipe.finish(Err(PipeError::Io)),
+                    Poll::Pending => return,
+                }
+            }
+            match self.poll_fill(cx) {
+                Poll::Pending => return,
+                Poll::Ready(Ok(0)) => {
+                    let end = f.decoder.eof().map_err(PipeError::Framing);
+                    return f.pipe.finish(end);
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(_)) => return f.pipe.finish(Err(PipeError::Io)),
+            }
+        }
+    }
+
+    /// Writes `wbuf`, then `data`, until both are out. A write that blocks
+    /// for `timeouts.client_write` fails (counted).
+    fn poll_write_out(&mut self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<()>> {
+        loop {
+            if self.wbuf.is_empty() && data.is_empty() {
+                self.write_deadline = None;
+                return Poll::Ready(Ok(()));
+            }
+            let io = Pin::new(&mut self.io);
+            let polled = match (self.wbuf.is_empty(), data.is_empty()) {
+                (false, false) => {
+                    let bufs = [io::IoSlice::new(&self.wbuf), io::IoSlice::new(data)];
+                    io.poll_write_vectored(cx, &bufs)
+                }
+                (false, true) => io.poll_write(cx, &self.wbuf),
+                _ => io.poll_write(cx, data),
+            };
+            match polled {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(mut n)) => {
+                    self.write_deadline = None;
+                    let head = n.min(self.wbuf.len());
+                    self.wbuf.advance(head);
+                    n -= head;
+                    data.advance(n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    let deadline = *self
+                        .write_deadline
+                        .get_or_insert_with(|| Instant::now() + self.timeouts.write);
+                    if !self.poll_until(cx, deadline) {
+                        return Poll::Pending;
+                    }
+                    self.count_timeout(3);
+                    return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+                }
+            }
+        }
+    }
+
+    /// Writes the head in `wbuf` and the body behind it, frame by frame.
+    fn poll_respond(&mut self, cx: &mut Context<'_>, out: &mut Outgoing) -> Poll<io::Result<()>> {
+        loop {
+            let mut waiting = false;
+            if out.data.is_empty() && !out.body_done && self.wbuf.len() < 2 * COPY_MAX {
+                match Pin::new(&mut out.body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Ok(d) = frame.into_data() {
+                            self.encode(out, d);
+                        }
+                        if out.body.is_end_stream() {
+                            self.end_body(out);
+                        }
+                        continue;
+                    }
+                    Poll::Ready(None) => {
+                        self.end_body(out);
+                        continue;
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::debug!(error = %e, "response body failed; closing the client connection");
+                        return Poll::Ready(Err(io::Error::other(e)));
+                    }
+                    Poll::Pending => waiting = true,
+                }
+            }
+            let mut data = std::mem::take(&mut out.data);
+            let written = self.poll_write_out(cx, &mut data);
+            out.data = data;
+            match written {
+                Poll::Ready(Ok(())) if out.body_done => return Poll::Ready(Ok(())),
+                // All out, and the body's waker is registered.
+                Poll::Ready(Ok(())) if waiting => return Poll::Pending,
+                // All out: room for the frames that did not fit.
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn encode(&mut self, out: &mut Outgoing, mut d: Bytes) {
+        if d.is_empty() {
+            return;
+        }
+        match out.framing {
+            ResponseFraming::None => return,
+            ResponseFraming::Chunked => {
+                h1::framing::chunk_start(&mut self.wbuf, d.len(), out.chunked_any);
+                out.chunked_any = true;
+            }
+            ResponseFraming::Length(_) => {
+                if d.len() as u64 > out.left {
+                    // More than the length said: send what it said, then close.
+                    d.truncate(out.left as usize);
+                    out.broken = true;
+                }
+                out.left -= d.len() as u64;
+            }
+            ResponseFraming::Close => {}
+        }
+        if d.len() <= COPY_MAX {
+            self.wbuf.extend_from_slice(&d);
+        } else {
+            out.data = d;
+        }
+    }
+
+    fn end_body(&mut self, out: &mut Outgoing) {
+        if out.body_done {
+            return;
+        }
+        out.body_done = true;
+        match out.framing {
+            ResponseFraming::Chunked => h1::framing::chunked_end(&mut self.wbuf, out.chunked_any),
+            ResponseFraming::Length(_) if out.left > 0 => out.broken = true,
+            _ => {}
+        }
+    }
+
+    /// Writes what `wbuf` holds.
+    async fn flush(&mut self) -> io::Result<()> {
+        poll_fn(|cx| self.poll_write_out(cx, &mut Bytes::new())).await
+    }
+
+    /// Ends the connection: a FIN after what was written and, when the client
+    /// may still be sending, a short read-and-drop so that its answer is not
+    /// lost to a reset.
+    async fn close(mut self, linger: bool) {
+        let write = self.timeouts.write;
+        let _ = tokio::time::timeout(write, self.io.shutdown()).await;
+        if linger {
+            let _ = tokio::time::timeout(LINGER, async {
+                let mut sink = [0u8; 16 * 1024];
+                loop {
+                    match tokio::io::AsyncReadExt::read(&mut self.io, &mut sink).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+        }
+    }
+}
+
+/// How the response body goes to the client (RFC 9112 §6.1-6.3).
+fn response_framing(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &ProxyBody,
+    head_only: bool,
+    version: Version,
+) -> ResponseFraming {
+    if head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return ResponseFraming::None;
+    }
+    match h1::head::content_length(headers) {
+        Ok(Some(n)) => return ResponseFraming::Length(n),
+        Err(_) => return ResponseFraming::Close,
+        Ok(None) => {}
+    }
+    if let Some(n) = body.size_hint().exact() {
+        return ResponseFraming::Length(n);
+    }
+    if version == Version::HTTP_11 {
+        ResponseFraming::Chunked
+    } else {
+        ResponseFraming::Close
+    }
+}
+
+/// A socket with bytes already read from it in front: what hyper is handed.
+pub(super) struct Prefixed {
+    read: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.read.is_empty() {
+            let n = this.read.len().min(buf.remaining());
+            buf.put_slice(&this.read[..n]);
+            this.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl ClientStream for Prefixed {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(self.inner.poll_read_ready(cx))?;
+        Poll::Ready(Ok(()))
+    }
+}
