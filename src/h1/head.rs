@@ -43,37 +43,39 @@ pub struct ResponseHead {
     pub keep_alive: bool,
 }
 
-/// Where a header's name and value sit in the head's bytes.
-#[derive(Clone, Copy)]
-struct Span {
-    name: (usize, usize),
-    value: (usize, usize),
+/// Where a header's name and value sit in the head's bytes. Parsers take a
+/// `Vec` of them to reuse, so that no table is cleared or allocated per head.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
 }
 
-fn offset(base: &[u8], part: &[u8]) -> (usize, usize) {
+/// Heads are at most `MAX_HEAD_BYTES`, so offsets fit in 32 bits.
+fn offset(base: &[u8], part: &[u8]) -> (u32, u32) {
     let start = part.as_ptr() as usize - base.as_ptr() as usize;
-    (start, start + part.len())
+    (start as u32, (start + part.len()) as u32)
 }
 
-/// Notes where each parsed header sits in `buf`; how many there are.
-fn record(buf: &[u8], parsed: &[httparse::Header<'_>], spans: &mut [Span]) -> usize {
-    for (span, h) in spans.iter_mut().zip(parsed) {
-        *span = Span {
-            name: offset(buf, h.name.as_bytes()),
-            value: offset(buf, h.value),
-        };
-    }
-    parsed.len().min(spans.len())
+/// Notes where each parsed header sits in `buf`.
+fn record(buf: &[u8], parsed: &[httparse::Header<'_>], spans: &mut Vec<Span>) {
+    spans.clear();
+    spans.extend(parsed.iter().map(|h| Span {
+        name: offset(buf, h.name.as_bytes()),
+        value: offset(buf, h.value),
+    }));
 }
 
-/// The header map of a frozen head, values sliced out of it.
-fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, HeadError> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+/// The header map of a frozen head, values sliced out of it, with room for
+/// `extra` more fields (what the proxy adds) without growing.
+fn header_map(head: &Bytes, spans: &[Span], extra: usize) -> Result<HeaderMap, HeadError> {
+    let mut headers = HeaderMap::with_capacity(spans.len() + extra);
     for s in spans {
+        let (n0, n1) = (s.name.0 as usize, s.name.1 as usize);
+        let (v0, v1) = (s.value.0 as usize, s.value.1 as usize);
         headers.append(
-            HeaderName::from_bytes(&head[s.name.0..s.name.1]).map_err(|_| HeadError::Header)?,
-            HeaderValue::from_maybe_shared(head.slice(s.value.0..s.value.1))
-                .map_err(|_| HeadError::Header)?,
+            HeaderName::from_bytes(&head[n0..n1]).map_err(|_| HeadError::Header)?,
+            HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| HeadError::Header)?,
         );
     }
     Ok(headers)
@@ -85,12 +87,9 @@ fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, HeadError> {
 pub fn parse_response(
     buf: &mut BytesMut,
     method: &Method,
+    spans: &mut Vec<Span>,
 ) -> Result<Option<ResponseHead>, HeadError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
-    let mut spans = [Span {
-        name: (0, 0),
-        value: (0, 0),
-    }; MAX_RESPONSE_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     let parsed = httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
@@ -111,9 +110,10 @@ pub fn parse_response(
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(HeadError::Parse(httparse::Error::Status))?;
-    let count = record(buf, resp.headers, &mut spans);
+    record(buf, resp.headers, spans);
     let head = buf.split_to(len).freeze();
-    let mut headers = header_map(&head, &spans[..count])?;
+    // Room for the Set-Cookie the proxy may add.
+    let mut headers = header_map(&head, spans, 1)?;
     let framing = response_framing(method, status, &mut headers)?;
     let keep_alive = framing != Framing::Close && persistent(version, &headers);
     // The version is the peer's business: what goes on from here is the
@@ -259,12 +259,9 @@ pub struct RequestHead {
 pub fn parse_request(
     buf: &mut BytesMut,
     max_headers: usize,
+    spans: &mut Vec<Span>,
 ) -> Result<Option<RequestHead>, HeadError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_REQUEST_HEADERS];
-    let mut spans = [Span {
-        name: (0, 0),
-        value: (0, 0),
-    }; MAX_REQUEST_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let n = max_headers.min(MAX_REQUEST_HEADERS);
     let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -291,11 +288,12 @@ pub fn parse_request(
     let method = Method::from_bytes(method.as_bytes())
         .map_err(|_| HeadError::Parse(httparse::Error::Token))?;
     let target = offset(buf, path.as_bytes());
-    let count = record(buf, req.headers, &mut spans);
+    record(buf, req.headers, spans);
     let raw = buf.split_to(len).freeze();
-    let uri = http::Uri::from_maybe_shared(raw.slice(target.0..target.1))
+    let uri = http::Uri::from_maybe_shared(raw.slice(target.0 as usize..target.1 as usize))
         .map_err(|_| HeadError::Target)?;
-    let headers = header_map(&raw, &spans[..count])?;
+    // Room for Host and the X-Forwarded-* fields the proxy adds.
+    let headers = header_map(&raw, spans, 4)?;
     let mut parts = http::Request::new(()).into_parts().0;
     parts.method = method;
     parts.uri = uri;
@@ -396,7 +394,7 @@ mod tests {
 
     fn parse(wire: &[u8], method: &Method) -> Result<Option<ResponseHead>, HeadError> {
         let mut buf = BytesMut::from(wire);
-        parse_response(&mut buf, method)
+        parse_response(&mut buf, method, &mut Vec::new())
     }
 
     #[test]
@@ -404,7 +402,9 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 201 Made\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\nhello"[..],
         );
-        let head = parse_response(&mut buf, &Method::GET).ok().flatten();
+        let head = parse_response(&mut buf, &Method::GET, &mut Vec::new())
+            .ok()
+            .flatten();
         let Some(head) = head else { panic!("no head") };
         assert_eq!(head.parts.status, StatusCode::CREATED);
         assert_eq!(head.framing, Framing::Length(5));

@@ -67,6 +67,8 @@ struct Conn {
     io: TcpStream,
     rbuf: BytesMut,
     wbuf: BytesMut,
+    /// Where parsed header fields sit, reused from head to head.
+    spans: Vec<h1::head::Span>,
     /// One timer for every deadline; armed no later than the nearest one.
     timer: Option<Pin<Box<Sleep>>>,
     /// A blocked write's deadline.
@@ -92,6 +94,8 @@ enum Head {
     /// Part of a head came, not all of it in time.
     Slow,
     Shutdown,
+    /// Idle past the park point with nothing buffered; the wait's deadline.
+    Park(Instant),
 }
 
 /// What to do after a request.
@@ -102,14 +106,25 @@ enum Next {
     },
     /// Hand the connection (and these bytes, read but not used) to hyper.
     HandOver(Bytes),
+    /// Idle: park until this deadline.
+    Park(Instant),
+}
+
+/// A connection between its tasks: what it keeps while active and parked.
+struct Session {
+    conn: Conn,
+    task: ConnTask,
+    peer: SocketAddr,
+    open: OpenConn,
+    accepted: Instant,
+    /// No request has been served yet.
+    first: bool,
+    /// Woken from parking: the wait goes on to this deadline.
+    resumed: Option<Instant>,
 }
 
 /// Serves a cleartext client connection.
 pub(super) fn spawn(task: ConnTask, io: TcpStream, peer: SocketAddr, open: OpenConn) {
-    tokio::spawn(run(task, io, peer, open));
-}
-
-async fn run(mut task: ConnTask, io: TcpStream, peer: SocketAddr, open: OpenConn) {
     let accepted = Instant::now();
     let shared = Arc::clone(&task.serving.shared);
     let snap = shared.snapshot();
@@ -122,10 +137,11 @@ async fn run(mut task: ConnTask, io: TcpStream, peer: SocketAddr, open: OpenConn
     let max_headers = snap.config.limits.max_headers as usize + 1;
     drop(snap);
     let proxy = Proxy::new(Arc::clone(&shared), peer, false, Arc::default());
-    let mut conn = Conn {
+    let conn = Conn {
         io,
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
+        spans: Vec::new(),
         timer: None,
         write_deadline: None,
         shared,
@@ -133,49 +149,127 @@ async fn run(mut task: ConnTask, io: TcpStream, peer: SocketAddr, open: OpenConn
         timeouts,
         max_headers,
     };
-    let end = {
-        let mut stop = Stop {
-            fut: pin!(super::stopping(&mut task.shutdown)),
-            done: false,
-        };
-        let mut first = true;
-        loop {
-            let head = conn.next_head(first, accepted, &mut stop).await;
-            let next = match head {
-                Head::Ready(head) => match native_framing(&head.parts) {
-                    Some(framing) => Box::pin(conn.serve(head, framing, &mut stop)).await,
-                    None => Next::HandOver(joined(head.raw, &mut conn.rbuf)),
-                },
-                Head::HandOver => Next::HandOver(conn.rbuf.split().freeze()),
-                Head::Closed | Head::Shutdown => Next::Close { linger: false },
-                Head::Quiet => {
-                    conn.count_timeout(if first { 0 } else { 2 });
-                    Next::Close { linger: false }
-                }
-                Head::Slow => {
-                    conn.count_timeout(0);
-                    conn.wbuf.clear();
-                    conn.wbuf.extend_from_slice(HEAD_TIMEOUT_RESPONSE);
-                    let _ = tokio::time::timeout(timeouts.write, conn.flush()).await;
-                    Next::Close { linger: true }
-                }
+    tokio::spawn(active(Session {
+        conn,
+        task,
+        peer,
+        open,
+        accepted,
+        first: true,
+        resumed: None,
+    }));
+}
+
+/// Serves requests until the connection ends, is handed over, or parks.
+/// The request path's future lives inside this task's (no allocation or
+/// copy per request); parking moves the connection to a small task instead,
+/// so an idle connection does not keep this one's room.
+// Not `async fn`: `active` and `parked` spawn each other, and only a
+// declared `Send` lets the compiler check that without a cycle.
+#[allow(clippy::manual_async_fn)]
+fn active(mut s: Session) -> impl Future<Output = ()> + Send {
+    async move {
+        let end = {
+            let conn = &mut s.conn;
+            let mut stop = Stop {
+                fut: pin!(super::stopping(&mut s.task.shutdown)),
+                done: false,
             };
-            match next {
-                Next::Keep => first = false,
-                other => break other,
+            loop {
+                let resumed = s.resumed.take();
+                let head = conn
+                    .next_head(s.first, s.accepted, resumed, &mut stop)
+                    .await;
+                let next = match head {
+                    Head::Ready(head) => match native_framing(&head.parts) {
+                        Some(framing) => conn.serve(head, framing, &mut stop).await,
+                        None => Next::HandOver(joined(head.raw, &mut conn.rbuf)),
+                    },
+                    Head::HandOver => Next::HandOver(conn.rbuf.split().freeze()),
+                    Head::Park(deadline) => Next::Park(deadline),
+                    Head::Closed | Head::Shutdown => Next::Close { linger: false },
+                    Head::Quiet => {
+                        conn.count_timeout(if s.first { 0 } else { 2 });
+                        Next::Close { linger: false }
+                    }
+                    Head::Slow => {
+                        conn.count_timeout(0);
+                        conn.wbuf.clear();
+                        conn.wbuf.extend_from_slice(HEAD_TIMEOUT_RESPONSE);
+                        let _ = tokio::time::timeout(conn.timeouts.write, conn.flush()).await;
+                        Next::Close { linger: true }
+                    }
+                };
+                match next {
+                    Next::Keep => s.first = false,
+                    other => break other,
+                }
             }
+        };
+        match end {
+            Next::HandOver(read) => {
+                let io = Prefixed {
+                    read,
+                    inner: s.conn.io,
+                };
+                super::serve_io(s.task, io, false, s.peer, s.open);
+            }
+            Next::Park(deadline) => {
+                tokio::spawn(parked(s, deadline));
+            }
+            Next::Close { linger } => s.conn.close(linger).await,
+            Next::Keep => {}
         }
-    };
-    match end {
-        Next::HandOver(read) => {
-            let io = Prefixed {
-                read,
-                inner: conn.io,
+    }
+}
+
+/// How a parked connection's wait ended.
+enum Wake {
+    Readable,
+    Deadline,
+    Shutdown,
+}
+
+/// A parked connection: its socket, no buffers, a small task. Served again
+/// when the client sends; closed at the deadline or at shutdown.
+#[allow(clippy::manual_async_fn)]
+fn parked(mut s: Session, deadline: Instant) -> impl Future<Output = ()> + Send {
+    async move {
+        let gauge = &s.conn.shared.metrics.parked_connections;
+        gauge.inc();
+        let wake = {
+            let conn = &mut s.conn;
+            let mut stop = Stop {
+                fut: pin!(super::stopping(&mut s.task.shutdown)),
+                done: false,
             };
-            super::serve_io(task, io, false, peer, open);
+            poll_fn(|cx| {
+                if stop.poll_stopped(cx) {
+                    return Poll::Ready(Wake::Shutdown);
+                }
+                // A reset counts as readable: the read that follows sees it.
+                if conn.io.poll_read_ready(cx).is_ready() {
+                    return Poll::Ready(Wake::Readable);
+                }
+                if conn.poll_until(cx, deadline) {
+                    return Poll::Ready(Wake::Deadline);
+                }
+                Poll::Pending
+            })
+            .await
+        };
+        s.conn.shared.metrics.parked_connections.dec();
+        match wake {
+            Wake::Readable => {
+                s.resumed = Some(deadline);
+                tokio::spawn(active(s));
+            }
+            Wake::Deadline => {
+                s.conn.count_timeout(if s.first { 0 } else { 2 });
+                s.conn.close(false).await;
+            }
+            Wake::Shutdown => s.conn.close(false).await,
         }
-        Next::Close { linger } => conn.close(linger).await,
-        Next::Keep => {}
     }
 }
 
@@ -319,20 +413,22 @@ impl Conn {
     }
 
     /// Waits for a whole request head (module docs for the deadlines).
+    /// `resumed`: served again after parking, with this deadline still on.
     async fn next_head(
         &mut self,
         first: bool,
         accepted: Instant,
+        resumed: Option<Instant>,
         stop: &mut Stop<'_, impl Future<Output = ()>>,
     ) -> Head {
         // (deadline, park point), fixed when the wait first has to wait.
-        let mut clock: Option<(Instant, Option<Instant>)> = None;
+        let mut clock: Option<(Instant, Option<Instant>)> = resumed.map(|d| (d, None));
         let mut bytes = !self.rbuf.is_empty();
-        let mut parked = false;
-        let head = poll_fn(|cx| {
+        poll_fn(|cx| {
             loop {
                 if !self.rbuf.is_empty() {
-                    match h1::head::parse_request(&mut self.rbuf, self.max_headers) {
+                    match h1::head::parse_request(&mut self.rbuf, self.max_headers, &mut self.spans)
+                    {
                         Ok(Some(head)) => return Poll::Ready(Head::Ready(head)),
                         Ok(None) => {}
                         Err(_) => return Poll::Ready(Head::HandOver),
@@ -340,20 +436,7 @@ impl Conn {
                 } else if stop.poll_stopped(cx) {
                     return Poll::Ready(Head::Shutdown);
                 }
-                let polled = if parked {
-                    // Wait without a buffer; make one when bytes come.
-                    match self.io.poll_read_ready(cx) {
-                        Poll::Pending => Poll::Pending,
-                        Poll::Ready(_) => {
-                            parked = false;
-                            self.shared.metrics.parked_connections.dec();
-                            continue;
-                        }
-                    }
-                } else {
-                    self.poll_fill(cx)
-                };
-                match polled {
+                match self.poll_fill(cx) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Head::Closed),
                     Poll::Ready(Ok(_)) => {
                         if !bytes {
@@ -377,31 +460,23 @@ impl Conn {
                     let park = (!bytes && PARK_AFTER < limit).then(|| now + PARK_AFTER);
                     (deadline, park)
                 });
-                let next = match park_at {
-                    Some(p) if !parked && p < deadline => p,
-                    _ => deadline,
-                };
+                let next = park_at.filter(|&p| p < deadline).unwrap_or(deadline);
                 if !self.poll_until(cx, next) {
                     return Poll::Pending;
                 }
                 if next == deadline {
                     return Poll::Ready(if bytes { Head::Slow } else { Head::Quiet });
                 }
-                // Idle past the park point: give the buffers back.
-                clock = Some((deadline, None));
                 if self.rbuf.is_empty() {
+                    // Idle past the park point: give the buffers back.
                     self.rbuf = BytesMut::new();
                     self.wbuf = BytesMut::new();
-                    parked = true;
-                    self.shared.metrics.parked_connections.inc();
+                    return Poll::Ready(Head::Park(deadline));
                 }
+                clock = Some((deadline, None));
             }
         })
-        .await;
-        if parked {
-            self.shared.metrics.parked_connections.dec();
-        }
-        head
+        .await
     }
 
     /// Serves one request the module takes.
@@ -434,7 +509,7 @@ impl Conn {
         };
         // The upstream is not asked to expect anything: this hop answers.
         parts.headers.remove(header::EXPECT);
-        let mut handling = self.proxy.handle(Request::from_parts(parts, body));
+        let mut handling = pin!(self.proxy.serve(Request::from_parts(parts, body)));
         let resp = poll_fn(|cx| {
             if self.poll_fed_or_gone(cx, feeder.as_mut()) {
                 return Poll::Ready(None);
@@ -442,7 +517,6 @@ impl Conn {
             handling.as_mut().poll(cx).map(Some)
         })
         .await;
-        drop(handling);
         let Some(resp) = resp else {
             // The client left before its answer: the upstream exchange is
             // dropped with it.

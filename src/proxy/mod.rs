@@ -181,15 +181,15 @@ impl Proxy {
     }
 }
 
-/// The request path's future, boxed: it is large, and the connection that
-/// awaits it should not carry its room while idle.
-pub type Handling = StdPin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>;
-
 impl Proxy {
-    /// Serves one request from the proxy's own HTTP/1.1 server.
-    pub fn handle(&self, req: Request<RequestBody>) -> Handling {
+    /// Serves one request from the proxy's own HTTP/1.1 server, which keeps
+    /// the future where it is (no box).
+    pub fn serve(
+        &self,
+        req: Request<RequestBody>,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
         let ctx = Arc::clone(&self.0);
-        Box::pin(async move { ctx.handle(req).await })
+        async move { ctx.handle(req).await }
     }
 }
 

@@ -96,6 +96,7 @@ struct Conn {
     /// The head and chunk lines still to write (before `out.data`).
     wbuf: BytesMut,
     out: Outgoing,
+    spans: Vec<h1::head::Span>,
 }
 
 /// The request as it is being written.
@@ -194,6 +195,7 @@ impl Conn {
             rbuf: BytesMut::new(),
             wbuf: BytesMut::with_capacity(1024),
             out: Outgoing::idle(),
+            spans: Vec::new(),
         })
     }
 
@@ -271,7 +273,7 @@ impl Conn {
         loop {
             self.poll_send(cx)?;
             if !self.rbuf.is_empty() {
-                match h1::head::parse_response(&mut self.rbuf, method)? {
+                match h1::head::parse_response(&mut self.rbuf, method, &mut self.spans)? {
                     Some(head) if head.parts.status == http::StatusCode::SWITCHING_PROTOCOLS => {
                         return Poll::Ready(Err(InlineError::UnexpectedUpgrade));
                     }
