@@ -266,9 +266,9 @@ fn parked(mut s: Session, deadline: Instant) -> impl Future<Output = ()> + Send 
             }
             Wake::Deadline => {
                 s.conn.count_timeout(if s.first { 0 } else { 2 });
-                s.conn.close(false).await;
+                s.conn.close_idle();
             }
-            Wake::Shutdown => s.conn.close(false).await,
+            Wake::Shutdown => s.conn.close_idle(),
         }
     }
 }
@@ -787,6 +787,12 @@ impl Conn {
         poll_fn(|cx| self.poll_write_out(cx, &mut Bytes::new())).await
     }
 
+    /// Ends an idle connection (nothing to write, nothing unread): a FIN,
+    /// without a future of its own, so that a parked task stays small.
+    fn close_idle(self) {
+        let _ = socket2::SockRef::from(&self.io).shutdown(std::net::Shutdown::Write);
+    }
+
     /// Ends the connection: a FIN after what was written and, when the client
     /// may still be sending, a short read-and-drop so that its answer is not
     /// lost to a reset.
@@ -794,10 +800,12 @@ impl Conn {
         let write = self.timeouts.write;
         let _ = tokio::time::timeout(write, self.io.shutdown()).await;
         if linger {
+            // Read into the connection's own buffer: a buffer in this future
+            // would make every connection's task that much larger.
             let _ = tokio::time::timeout(LINGER, async {
-                let mut sink = [0u8; 16 * 1024];
                 loop {
-                    match tokio::io::AsyncReadExt::read(&mut self.io, &mut sink).await {
+                    self.rbuf.clear();
+                    match poll_fn(|cx| self.poll_fill(cx)).await {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {}
                     }
