@@ -3,10 +3,12 @@
 //! ```text
 //!  proxy.yaml --config--> Config --state::Snapshot::build--> ArcSwap<Snapshot>
 //!      ^  reload: inotify / SIGHUP / periodic -> same path -> one atomic store |
-//!  client --listener--> proxy (one snapshot load per request) ----+
+//!  client --listener (native HTTP/1.1 | hyper: TLS, h2, upgrades)-->
+//!         proxy (one snapshot load per request) ----+
 //!            |             |-> assign::decide   (pure: cookie, bucket, group)
 //!            |             |-> balance::pick    (target in the group)
-//!            |             '-> upstream (pooled HTTP/1.1) -> response + Set-Cookie
+//!            |             '-> upstream (pooled native HTTP/1.1 | hyper-util: TLS, h2)
+//!            |                   -> response + Set-Cookie
 //!            |             '-> store (sticky.store: memory | redis; session id in the cookie)
 //!            '-> metrics (label handles cached in the snapshot)  <- admin: /metrics /status /sessions
 //! ```

@@ -3,14 +3,18 @@
 //! over TLS, by prior knowledge in cleartext), upgrades, and graceful shutdown.
 //!
 //! ```text
-//! accept -> limit check -> [TLS handshake, certificate by SNI, ALPN] -> serve_io
-//!        -> hyper (h1 | h2, upgrades on) -> proxy::Proxy per connection
-//!             ^                  | HTTP/1 idle 1 s, nothing buffered
-//!             '-- next bytes -- parked (bare socket, small task)
+//! accept -> limit check -> cleartext -> native (HTTP/1.x, the proxy's own) --.
+//!                       |                  | not for it: bytes read so far  |
+//!                       |                  v                                |
+//!                       '-> TLS handshake (SNI, ALPN) -> serve_io -> hyper  |
+//!                           (h1 | h2, upgrades on) -> proxy::Proxy          |
+//!             ^  idle 1 s, nothing buffered                                 |
+//!             '-- next bytes -- parked (bare socket, small task) <----------'
 //! ```
-//! Connection-level timeouts (head, keep-alive idle, blocked writes) and the
-//! decision to park live in [`conn_io`], under hyper; the tasks that serve,
-//! park and resume a connection are here.
+//! The native server and its own timeouts and parking are in [`native`]. For
+//! hyper's connections, connection-level timeouts (head, keep-alive idle,
+//! blocked writes) and the decision to park live in [`conn_io`], under hyper;
+//! the tasks that serve, park and resume them are here.
 //!
 //! The TLS config and the connection builder are read from the snapshot current
 //! at accept time, so reloaded certificates and timeouts reach new connections
@@ -33,6 +37,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 mod conn_io;
+mod lot;
 mod native;
 pub use conn_io::{Activity, InFlightRequest, PARK_AFTER};
 use conn_io::{ClientIo, ConnTimeouts, ParkSlot, Parked, ParkedFor};
@@ -131,11 +136,13 @@ pub async fn accept_loop(
         shutdown: shutdown.clone(),
         _alive: alive,
     };
+    // Where this listener's idle cleartext connections wait.
+    let lot = lot::Lot::spawn(task.clone());
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => accepted_one(&task, stream, peer),
+                Ok((stream, peer)) => accepted_one(&task, &lot, stream, peer),
                 Err(e) => {
                     // Out of file descriptors and the like: back off, don't spin.
                     tracing::warn!(error = %e, "accept failed");
@@ -159,7 +166,7 @@ pub async fn accept_loop(
 
 /// One accepted socket: over the limit it is closed at once (counted); else it
 /// is served, after a TLS handshake on the HTTPS listener.
-fn accepted_one(task: &ConnTask, stream: TcpStream, peer: SocketAddr) {
+fn accepted_one(task: &ConnTask, lot: &Arc<lot::Lot>, stream: TcpStream, peer: SocketAddr) {
     let serving = &task.serving;
     let shared = &serving.shared;
     let metrics = &shared.metrics;
@@ -177,7 +184,7 @@ fn accepted_one(task: &ConnTask, stream: TcpStream, peer: SocketAddr) {
     metrics.open_connections.inc();
     let open = OpenConn(metrics.open_connections.clone());
     if !serving.tls {
-        native::spawn(task.clone(), stream, peer, open);
+        native::spawn(task.clone(), Arc::clone(lot), stream, peer, open);
         return;
     }
     let Some(config) = snap.tls.clone() else {

@@ -45,6 +45,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::conn_io::{ConnTimeouts, HEAD_TIMEOUT_RESPONSE, PARK_AFTER};
+use super::lot::{Lot, Resting};
 use super::{ClientStream, ConnTask, OpenConn};
 use crate::h1::head::{ResponseFraming, write_response_head};
 use crate::h1::{self, Decoded, Decoder, Framing};
@@ -110,10 +111,11 @@ enum Next {
     Park(Instant),
 }
 
-/// A connection between its tasks: what it keeps while active and parked.
+/// An active connection: what its task keeps.
 struct Session {
     conn: Conn,
     task: ConnTask,
+    lot: Arc<Lot>,
     peer: SocketAddr,
     open: OpenConn,
     accepted: Instant,
@@ -123,8 +125,38 @@ struct Session {
     resumed: Option<Instant>,
 }
 
-/// Serves a cleartext client connection.
-pub(super) fn spawn(task: ConnTask, io: TcpStream, peer: SocketAddr, open: OpenConn) {
+impl Conn {
+    fn new(
+        io: TcpStream,
+        shared: Arc<Shared>,
+        peer: SocketAddr,
+        timeouts: ConnTimeouts,
+        max_headers: usize,
+    ) -> Self {
+        let proxy = Proxy::new(Arc::clone(&shared), peer, false, Arc::default());
+        Self {
+            io,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            spans: Vec::new(),
+            timer: None,
+            write_deadline: None,
+            shared,
+            proxy,
+            timeouts,
+            max_headers,
+        }
+    }
+}
+
+/// Serves a cleartext client connection; `lot` is where it parks.
+pub(super) fn spawn(
+    task: ConnTask,
+    lot: Arc<Lot>,
+    io: TcpStream,
+    peer: SocketAddr,
+    open: OpenConn,
+) {
     let accepted = Instant::now();
     let shared = Arc::clone(&task.serving.shared);
     let snap = shared.snapshot();
@@ -136,22 +168,10 @@ pub(super) fn spawn(task: ConnTask, io: TcpStream, peer: SocketAddr, open: OpenC
     };
     let max_headers = snap.config.limits.max_headers as usize + 1;
     drop(snap);
-    let proxy = Proxy::new(Arc::clone(&shared), peer, false, Arc::default());
-    let conn = Conn {
-        io,
-        rbuf: BytesMut::new(),
-        wbuf: BytesMut::new(),
-        spans: Vec::new(),
-        timer: None,
-        write_deadline: None,
-        shared,
-        proxy,
-        timeouts,
-        max_headers,
-    };
     tokio::spawn(active(Session {
-        conn,
+        conn: Conn::new(io, shared, peer, timeouts, max_headers),
         task,
+        lot,
         peer,
         open,
         accepted,
@@ -160,15 +180,39 @@ pub(super) fn spawn(task: ConnTask, io: TcpStream, peer: SocketAddr, open: OpenC
     }));
 }
 
+/// Serves a parked connection again: its socket became readable.
+pub(super) fn resume(rest: Resting, lot: &Arc<Lot>, deadline: Instant, task: &ConnTask) {
+    let shared = Arc::clone(&task.serving.shared);
+    let conn = Conn::new(
+        rest.io,
+        shared,
+        rest.peer,
+        rest.timeouts,
+        rest.max_headers as usize,
+    );
+    tokio::spawn(active(Session {
+        conn,
+        task: task.clone(),
+        lot: Arc::clone(lot),
+        peer: rest.peer,
+        open: rest.open,
+        accepted: rest.accepted,
+        first: rest.first,
+        resumed: Some(deadline),
+    }));
+}
+
+/// Ends an idle connection (nothing to write, nothing unread): a FIN.
+pub(super) fn close_idle(io: TcpStream) {
+    let _ = socket2::SockRef::from(&io).shutdown(std::net::Shutdown::Write);
+}
+
 /// Serves requests until the connection ends, is handed over, or parks.
 /// The request path's future lives inside this task's (no allocation or
 /// copy per request); parking moves the connection to a small task instead,
 /// so an idle connection does not keep this one's room.
-// Not `async fn`: `active` and `parked` spawn each other, and only a
-// declared `Send` lets the compiler check that without a cycle.
-#[allow(clippy::manual_async_fn)]
-fn active(mut s: Session) -> impl Future<Output = ()> + Send {
-    async move {
+async fn active(mut s: Session) {
+    {
         let end = {
             let conn = &mut s.conn;
             let mut stop = Stop {
@@ -215,60 +259,24 @@ fn active(mut s: Session) -> impl Future<Output = ()> + Send {
                 super::serve_io(s.task, io, false, s.peer, s.open);
             }
             Next::Park(deadline) => {
-                tokio::spawn(parked(s, deadline));
+                let rest = Resting {
+                    io: s.conn.io,
+                    open: s.open,
+                    peer: s.peer,
+                    accepted: s.accepted,
+                    first: s.first,
+                    timeouts: s.conn.timeouts,
+                    max_headers: s.conn.max_headers as u32,
+                };
+                let parked = &s.conn.shared.metrics.parked_connections;
+                parked.inc();
+                if let Some(rest) = s.lot.park(rest, deadline) {
+                    parked.dec();
+                    close_idle(rest.io);
+                }
             }
             Next::Close { linger } => s.conn.close(linger).await,
             Next::Keep => {}
-        }
-    }
-}
-
-/// How a parked connection's wait ended.
-enum Wake {
-    Readable,
-    Deadline,
-    Shutdown,
-}
-
-/// A parked connection: its socket, no buffers, a small task. Served again
-/// when the client sends; closed at the deadline or at shutdown.
-#[allow(clippy::manual_async_fn)]
-fn parked(mut s: Session, deadline: Instant) -> impl Future<Output = ()> + Send {
-    async move {
-        let gauge = &s.conn.shared.metrics.parked_connections;
-        gauge.inc();
-        let wake = {
-            let conn = &mut s.conn;
-            let mut stop = Stop {
-                fut: pin!(super::stopping(&mut s.task.shutdown)),
-                done: false,
-            };
-            poll_fn(|cx| {
-                if stop.poll_stopped(cx) {
-                    return Poll::Ready(Wake::Shutdown);
-                }
-                // A reset counts as readable: the read that follows sees it.
-                if conn.io.poll_read_ready(cx).is_ready() {
-                    return Poll::Ready(Wake::Readable);
-                }
-                if conn.poll_until(cx, deadline) {
-                    return Poll::Ready(Wake::Deadline);
-                }
-                Poll::Pending
-            })
-            .await
-        };
-        s.conn.shared.metrics.parked_connections.dec();
-        match wake {
-            Wake::Readable => {
-                s.resumed = Some(deadline);
-                tokio::spawn(active(s));
-            }
-            Wake::Deadline => {
-                s.conn.count_timeout(if s.first { 0 } else { 2 });
-                s.conn.close_idle();
-            }
-            Wake::Shutdown => s.conn.close_idle(),
         }
     }
 }
@@ -785,12 +793,6 @@ impl Conn {
     /// Writes what `wbuf` holds.
     async fn flush(&mut self) -> io::Result<()> {
         poll_fn(|cx| self.poll_write_out(cx, &mut Bytes::new())).await
-    }
-
-    /// Ends an idle connection (nothing to write, nothing unread): a FIN,
-    /// without a future of its own, so that a parked task stays small.
-    fn close_idle(self) {
-        let _ = socket2::SockRef::from(&self.io).shutdown(std::net::Shutdown::Write);
     }
 
     /// Ends the connection: a FIN after what was written and, when the client

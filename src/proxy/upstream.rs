@@ -297,8 +297,16 @@ impl Conn {
     /// Whether it can take another request now, checked without waiting: a
     /// close, a reset or stray bytes that already arrived show here.
     fn reusable(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
         let mut cx = Context::from_waker(Waker::noop());
-        self.rbuf.is_empty() && self.poll_fill(&mut cx).is_pending()
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // The readiness may be left over from the last read: look.
+            Poll::Ready(Ok(())) => self.poll_fill(&mut cx).is_pending(),
+        }
     }
 }
 
@@ -386,7 +394,12 @@ impl H1Pool {
         }
     }
 
-    fn put(&self, conn: Box<Conn>) {
+    fn put(&self, mut conn: Box<Conn>) {
+        // An idle connection holds no read buffer: idle upstream connections
+        // would otherwise pin the pages of every client buffer freed beside
+        // theirs, and idle client connections would stay costly (see
+        // benches/README.md, memory).
+        conn.rbuf = BytesMut::new();
         let mut idle = self.lock();
         if idle.len() < MAX_IDLE {
             idle.push((conn, Instant::now()));
