@@ -342,3 +342,42 @@ async fn shutdown_closes_parked_connections_at_once() {
     let (resp, closed) = read_until_close(&mut s, Duration::from_secs(2)).await;
     assert!(closed && resp.is_empty(), "closed quietly: {resp:?}");
 }
+
+#[tokio::test]
+async fn many_parked_connections_are_each_served_again_or_closed_on_time() {
+    let (blue, _g, proxy) = blue_green(100, 0, "timeouts:\n  keepalive: 3s\n").await;
+    let mut conns = Vec::new();
+    for _ in 0..200 {
+        let mut s = ok(TcpStream::connect(proxy.proxy_addr).await, "connect");
+        get_on(&mut s).await;
+        conns.push(s);
+    }
+    wait_parked(&proxy, 200.0).await;
+    let (wake, rest) = conns.split_at_mut(100);
+    // Half come back, in an order unlike the one they parked in; each is
+    // served on its own connection, and parks again.
+    for s in wake.iter_mut().rev() {
+        get_on(s).await;
+    }
+    assert_eq!(blue.hits(), 300);
+    wait_parked(&proxy, 200.0).await;
+    // The other half never sends again: closed at keep-alive, quietly.
+    for s in rest.iter_mut() {
+        let (resp, closed) = read_until_close(s, Duration::from_secs(5)).await;
+        assert!(closed && resp.is_empty(), "{resp:?}");
+    }
+    // The first half's clocks restarted when they were served again.
+    for s in wake.iter_mut() {
+        get_on(s).await;
+    }
+    assert_eq!(blue.hits(), 400);
+    assert_eq!(
+        metric(
+            &proxy,
+            "switchyard_client_timeouts_total{phase=\"keepalive\"}"
+        )
+        .await,
+        100.0
+    );
+    assert_eq!(metric(&proxy, "switchyard_open_connections").await, 100.0);
+}
