@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the per-request pieces: cookie encode and verify (valid,
-//! tampered, garbage), the sticky decision, target choice, and the request
-//! header rewrite. Before timing, each piece's allocations per call are counted
+//! tampered, garbage), the sticky decision, target choice, the request header
+//! rewrite, and the native HTTP/1.1 code's request-head parse and
+//! response-head write. Before timing, each piece's allocations per call are counted
 //! and printed (a counting allocator, so absolute times of allocating pieces are
 //! a little higher than under mimalloc in the binary).
 //! Run: `cargo bench --bench hot_path`. Quote ratios, not absolute times.
@@ -33,6 +34,49 @@ fn request_headers(cookie: &str) -> HeaderMap {
         h.insert("cookie", v);
     }
     h
+}
+
+/// The same browser-like request as it comes off the wire.
+const WIRE_HEAD: &[u8] = b"GET /cart?item=42 HTTP/1.1\r\nHost: shop.example.com\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0\r\nAccept: text/html,application/xhtml+xml\r\n\
+Accept-Encoding: gzip, br\r\nAccept-Language: en-GB,en;q=0.9\r\nConnection: keep-alive\r\n\r\n";
+
+fn parse_head(spans: &mut Vec<switchyard::h1::head::Span>) -> Option<http::request::Parts> {
+    let mut buf = bytes::BytesMut::from(WIRE_HEAD);
+    switchyard::h1::head::parse_request(&mut buf, 101, spans)
+        .ok()
+        .flatten()
+        .map(|h| h.parts)
+}
+
+/// An upstream's answer headers, plus the proxy's Set-Cookie.
+fn response_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in [
+        ("server", "nginx/1.22.1"),
+        ("date", "Tue, 01 Dec 2026 22:22:50 GMT"),
+        ("content-type", "text/html; charset=utf-8"),
+        ("content-length", "5120"),
+        (
+            "set-cookie",
+            "switchyard=v1.abc.def; Max-Age=3600; Path=/; HttpOnly; SameSite=Lax",
+        ),
+    ] {
+        h.append(k, HeaderValue::from_static(v));
+    }
+    h
+}
+
+fn write_head(out: &mut bytes::BytesMut, h: &HeaderMap) {
+    out.clear();
+    switchyard::h1::head::write_response_head(
+        out,
+        http::StatusCode::OK,
+        h,
+        switchyard::h1::head::ResponseFraming::Length(5120),
+        http::Version::HTTP_11,
+        true,
+    );
 }
 
 /// Allocations one call of `f` makes (after a warm-up call).
@@ -147,9 +191,33 @@ fn benches(c: &mut Criterion) {
             let mut h = request_headers(&sticky_cookie);
             allocation_counter::measure(|| rewrite(&mut h)).count_total
         }),
+        ("h1_parse_request (head into http parts)", {
+            let mut spans = Vec::new();
+            let _ = parse_head(&mut spans);
+            allocation_counter::measure(|| {
+                let _ = black_box(parse_head(&mut spans));
+            })
+            .count_total
+        }),
+        ("h1_write_response_head (into a reused buffer)", {
+            let h = response_headers();
+            let mut out = bytes::BytesMut::with_capacity(1024);
+            write_head(&mut out, &h);
+            allocation_counter::measure(|| write_head(&mut out, &h)).count_total
+        }),
     ] {
         println!("  {name:55} {n}");
     }
+
+    c.bench_function("h1_parse_request", |b| {
+        let mut spans = Vec::new();
+        b.iter(|| black_box(parse_head(&mut spans)))
+    });
+    c.bench_function("h1_write_response_head", |b| {
+        let h = response_headers();
+        let mut out = bytes::BytesMut::with_capacity(1024);
+        b.iter(|| write_head(&mut out, black_box(&h)))
+    });
 
     c.bench_function("rewrite_headers", |b| {
         b.iter_batched_ref(
