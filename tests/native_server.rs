@@ -11,32 +11,8 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Reads one response off `s` (sized, chunked, or until close), whole.
 async fn response_bytes(s: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
-            let body = &out[end + 4..];
-            let done = match head.lines().find_map(|l| l.strip_prefix("content-length:")) {
-                Some(n) => body.len() >= n.trim().parse::<usize>().unwrap_or(usize::MAX),
-                None if head.contains("transfer-encoding: chunked") => body.ends_with(b"0\r\n\r\n"),
-                None => false,
-            };
-            if done {
-                return out;
-            }
-        }
-        let n = ok(
-            tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await,
-            "an answer in time",
-        );
-        match ok(n, "read") {
-            0 => return out,
-            n => out.extend_from_slice(&buf[..n]),
-        }
-    }
+    read_response_bytes(s).await.0
 }
 
 async fn response(s: &mut TcpStream) -> String {

@@ -18,7 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use switchyard::app::Running;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -28,33 +28,10 @@ const PARKED: &str = "switchyard_parked_connections";
 
 /// Reads one HTTP/1 response (sized or chunked body); returns it whole.
 async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
-            let body = &out[end + 4..];
-            let done = match head.lines().find_map(|l| l.strip_prefix("content-length:")) {
-                Some(n) => body.len() >= n.trim().parse::<usize>().unwrap_or(usize::MAX),
-                None if head.contains("transfer-encoding: chunked") => body.ends_with(b"0\r\n\r\n"),
-                None => true,
-            };
-            if done {
-                return String::from_utf8_lossy(&out).into_owned();
-            }
-        }
-        let n = ok(
-            tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await,
-            "a response in time",
-        );
-        let n = ok(n, "read");
-        assert!(
-            n > 0,
-            "closed mid-response: {:?}",
-            String::from_utf8_lossy(&out)
-        );
-        out.extend_from_slice(&buf[..n]);
-    }
+    let (out, closed) = read_response_bytes(s).await;
+    let out = String::from_utf8_lossy(&out).into_owned();
+    assert!(!closed, "closed mid-response: {out:?}");
+    out
 }
 
 async fn get_on<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> String {

@@ -57,6 +57,24 @@ fn offset(base: &[u8], part: &[u8]) -> (u32, u32) {
     (start as u32, (start + part.len()) as u32)
 }
 
+/// The length of a complete head; `None` while more bytes may complete it.
+fn head_len(parsed: httparse::Result<usize>, buffered: usize) -> Result<Option<usize>, HeadError> {
+    match parsed {
+        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
+        Ok(httparse::Status::Partial) if buffered > MAX_HEAD_BYTES => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(HeadError::Parse(e)),
+    }
+}
+
+fn version_of(minor: Option<u8>) -> Result<Version, HeadError> {
+    match minor {
+        Some(1) => Ok(Version::HTTP_11),
+        Some(0) => Ok(Version::HTTP_10),
+        _ => Err(HeadError::Version),
+    }
+}
+
 /// Notes where each parsed header sits in `buf`.
 fn record(buf: &[u8], parsed: &[httparse::Header<'_>], spans: &mut Vec<Span>) {
     spans.clear();
@@ -93,19 +111,10 @@ pub fn parse_response(
     let mut resp = httparse::Response::new(&mut []);
     let parsed = httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
-    let len = match parsed {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
-            return Err(HeadError::TooLarge);
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(HeadError::Parse(e)),
+    let Some(len) = head_len(parsed, buf.len())? else {
+        return Ok(None);
     };
-    let version = match resp.version {
-        Some(1) => Version::HTTP_11,
-        Some(0) => Version::HTTP_10,
-        _ => return Err(HeadError::Version),
-    };
+    let version = version_of(resp.version)?;
     let status = resp
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
@@ -269,19 +278,10 @@ pub fn parse_request(
         buf,
         &mut slots[..n],
     );
-    let len = match parsed {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
-            return Err(HeadError::TooLarge);
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(HeadError::Parse(e)),
+    let Some(len) = head_len(parsed, buf.len())? else {
+        return Ok(None);
     };
-    let version = match req.version {
-        Some(1) => Version::HTTP_11,
-        Some(0) => Version::HTTP_10,
-        _ => return Err(HeadError::Version),
-    };
+    let version = version_of(req.version)?;
     let (Some(method), Some(path)) = (req.method, req.path) else {
         return Err(HeadError::Parse(httparse::Error::Token));
     };

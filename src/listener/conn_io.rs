@@ -126,6 +126,16 @@ pub struct ConnTimeouts {
     pub write: Duration,
 }
 
+impl ConnTimeouts {
+    pub fn of(t: &crate::config::Timeouts) -> Self {
+        Self {
+            header: t.client_header,
+            keepalive: t.keepalive,
+            write: t.client_write,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Proto {
     /// Matching the HTTP/2 preface; this many bytes matched so far.

@@ -265,12 +265,7 @@ struct ClientConnState<S> {
 fn serve_io<S: ClientStream>(task: ConnTask, io: S, h2: bool, peer: SocketAddr, open: OpenConn) {
     let shared = Arc::clone(&task.serving.shared);
     let snap = shared.snapshot();
-    let t = &snap.config.timeouts;
-    let timeouts = ConnTimeouts {
-        header: t.client_header,
-        keepalive: t.keepalive,
-        write: t.client_write,
-    };
+    let timeouts = ConnTimeouts::of(&snap.config.timeouts);
     let activity = Arc::new(Activity::default());
     let service = Proxy::new(
         Arc::clone(&shared),

@@ -160,12 +160,7 @@ pub(super) fn spawn(
     let accepted = Instant::now();
     let shared = Arc::clone(&task.serving.shared);
     let snap = shared.snapshot();
-    let t = &snap.config.timeouts;
-    let timeouts = ConnTimeouts {
-        header: t.client_header,
-        keepalive: t.keepalive,
-        write: t.client_write,
-    };
+    let timeouts = ConnTimeouts::of(&snap.config.timeouts);
     let max_headers = snap.config.limits.max_headers as usize + 1;
     drop(snap);
     tokio::spawn(active(Session {

@@ -660,3 +660,37 @@ where
     .is_ok();
     (String::from_utf8_lossy(&out).into_owned(), closed)
 }
+
+/// Reads one HTTP/1 response off `s`: to its Content-Length, to its last
+/// chunk, or (with neither) to the close. What came, and whether the peer
+/// closed before the framing said the response was whole.
+pub async fn read_response_bytes<S>(s: &mut S) -> (Vec<u8>, bool)
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+            let body = &out[end + 4..];
+            let done = match head.lines().find_map(|l| l.strip_prefix("content-length:")) {
+                Some(n) => body.len() >= n.trim().parse::<usize>().unwrap_or(usize::MAX),
+                None if head.contains("transfer-encoding: chunked") => body.ends_with(b"0\r\n\r\n"),
+                None => false,
+            };
+            if done {
+                return (out, false);
+            }
+        }
+        let n = ok(
+            tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await,
+            "a response in time",
+        );
+        match ok(n, "read") {
+            0 => return (out, true),
+            n => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
