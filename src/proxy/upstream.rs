@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker, ready};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -36,7 +37,7 @@ use tokio::net::TcpStream;
 use super::UpstreamBody;
 use crate::h1::{self, Decoded, Decoder, Framing, HeadError};
 
-/// Idle connections kept per target.
+/// Idle connections kept per target and runtime.
 const MAX_IDLE: usize = 1024;
 
 /// Room made in the read buffer before each read.
@@ -335,23 +336,60 @@ fn request_framing(
     })
 }
 
-/// The idle connections of one cleartext HTTP/1.1 target.
+/// Idle connections, most recently used last: taken from the top, so the
+/// bottom ages out.
+type Shelf = Vec<(Box<Conn>, Instant)>;
+
+thread_local! {
+    static THIS_THREAD: ThreadId = std::thread::current().id();
+}
+
+/// The idle connections of one cleartext HTTP/1.1 target, a shelf per
+/// runtime. A socket answers to the I/O driver of the runtime that opened it,
+/// and with `run.workers` above 1 each worker is a current-thread runtime of
+/// its own: a connection another worker took would only hear of its
+/// readiness when its owner's thread next polled, a cross-thread hop per
+/// request (with one shared shelf, 2 workers were slower than 1,
+/// benches/README.md).
 pub struct H1Pool {
     address: Authority,
     connect: Duration,
     idle_timeout: Duration,
-    /// Most recently used last: taken from the top, so the bottom ages out.
     /// Held for a push or a pop only, never across IO.
-    idle: Mutex<Vec<(Box<Conn>, Instant)>>,
+    idle: Mutex<Vec<(Option<ThreadId>, Shelf)>>,
 }
 
 impl std::fmt::Debug for H1Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let idle: usize = self.lock().iter().map(|(_, shelf)| shelf.len()).sum();
         f.debug_struct("H1Pool")
             .field("address", &self.address)
-            .field("idle", &self.lock().len())
+            .field("idle", &idle)
             .finish()
     }
+}
+
+/// The runtime a shelf belongs to: on a current-thread runtime, its thread
+/// (the two are one); a multi-thread runtime's threads share one I/O driver,
+/// and so one shelf.
+fn runtime_key() -> Option<ThreadId> {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => Some(THIS_THREAD.with(|t| *t)),
+        _ => None,
+    }
+}
+
+/// This runtime's shelf, made on first use.
+fn shelf_of(shelves: &mut Vec<(Option<ThreadId>, Shelf)>) -> &mut Shelf {
+    let me = runtime_key();
+    let at = match shelves.iter().position(|(k, _)| *k == me) {
+        Some(i) => i,
+        None => {
+            shelves.push((me, Vec::new()));
+            shelves.len() - 1
+        }
+    };
+    &mut shelves[at].1
 }
 
 impl H1Pool {
@@ -372,7 +410,7 @@ impl H1Pool {
         pool
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Box<Conn>, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Option<ThreadId>, Shelf)>> {
         match self.idle.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -382,10 +420,10 @@ impl H1Pool {
     fn take(&self) -> Option<Box<Conn>> {
         let now = Instant::now();
         loop {
-            let (mut conn, since) = self.lock().pop()?;
+            let (mut conn, since) = shelf_of(&mut self.lock()).pop()?;
             if now.duration_since(since) >= self.idle_timeout {
                 // Everything under it is older still.
-                self.lock().clear();
+                shelf_of(&mut self.lock()).clear();
                 return None;
             }
             if conn.reusable() {
@@ -400,17 +438,20 @@ impl H1Pool {
         // theirs, and idle client connections would stay costly (see
         // benches/README.md, memory).
         conn.rbuf = BytesMut::new();
-        let mut idle = self.lock();
-        if idle.len() < MAX_IDLE {
-            idle.push((conn, Instant::now()));
+        let mut shelves = self.lock();
+        let shelf = shelf_of(&mut shelves);
+        if shelf.len() < MAX_IDLE {
+            shelf.push((conn, Instant::now()));
         }
     }
 
     fn sweep(&self) {
         let now = Instant::now();
-        self.lock().retain_mut(|(c, since)| {
-            now.duration_since(*since) < self.idle_timeout && c.reusable()
-        });
+        for (_, shelf) in self.lock().iter_mut() {
+            shelf.retain_mut(|(c, since)| {
+                now.duration_since(*since) < self.idle_timeout && c.reusable()
+            });
+        }
     }
 
     async fn connect(&self) -> Result<Box<Conn>, InlineError> {
@@ -601,5 +642,63 @@ impl Drop for InlineBody {
         if self.decoder.is_done() {
             self.release();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection to a real loopback listener of its own, which
+    /// (like its accepted end) is leaked so that the connection stays open
+    /// and reusable.
+    async fn idle_conn() -> io::Result<Box<Conn>> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (io, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        std::mem::forget(accepted?);
+        std::mem::forget(listener);
+        Ok(Conn::new(io?))
+    }
+
+    fn current_thread() -> io::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+
+    #[test]
+    fn a_connection_goes_back_to_the_shelf_of_the_worker_that_used_it() -> Result<(), BoxError> {
+        let rt = current_thread()?;
+        let pool = H1Pool::new(
+            "127.0.0.1:1".parse()?,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
+        rt.block_on(async {
+            pool.put(idle_conn().await?);
+            io::Result::Ok(())
+        })?;
+        // Another worker (a runtime of its own on its own thread) finds
+        // nothing to take, and what it puts back stays its own.
+        let other = Arc::clone(&pool);
+        let theirs = std::thread::spawn(move || -> io::Result<(bool, bool)> {
+            current_thread()?.block_on(async {
+                let found = other.take().is_some();
+                other.put(idle_conn().await?);
+                let own = other.take().is_some();
+                other.put(idle_conn().await?);
+                Ok((found, own))
+            })
+        })
+        .join()
+        .map_err(|_| "the other worker panicked")??;
+        assert_eq!(theirs, (false, true), "(took another's, took its own)");
+        let mine = rt.block_on(async { (pool.take().is_some(), pool.take().is_some()) });
+        assert_eq!(mine, (true, false), "(took its own, took another's)");
+        let shelves = pool.lock();
+        assert_eq!(shelves.len(), 2);
+        assert_eq!(shelves.iter().map(|(_, s)| s.len()).sum::<usize>(), 1);
+        Ok(())
     }
 }
