@@ -110,18 +110,27 @@ fn tune_allocator() {
     }
 }
 
-/// Once a second, lets mimalloc free this thread's empty pages and return
-/// purged memory to the OS (a walk of the thread's page queues; microseconds).
+/// Once a second, on a thread that served no request in that second, lets
+/// mimalloc free the thread's empty pages and return purged memory to the OS
+/// (a walk of the thread's page queues). A thread that is serving calls into
+/// mimalloc all the time, which purges as it goes; the walk there only
+/// stalled requests (p99 at 64 keep-alive connections for new clients: 2.9-3.0
+/// ms with it, 2.2-2.5 without).
 async fn release_idle_memory() {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut seen = u64::MAX;
     loop {
         tick.tick().await;
-        #[allow(unsafe_code)]
-        // SAFETY: no arguments but a flag; collects the calling thread's heap.
-        unsafe {
-            libmimalloc_sys::mi_collect(false);
+        let served = switchyard::proxy::served_on_this_thread();
+        if served == seen {
+            #[allow(unsafe_code)]
+            // SAFETY: no arguments but a flag; collects the calling thread's heap.
+            unsafe {
+                libmimalloc_sys::mi_collect(false);
+            }
         }
+        seen = served;
     }
 }
 

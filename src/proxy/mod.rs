@@ -210,6 +210,18 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
     }
 }
 
+thread_local! {
+    static SERVED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Requests this thread has begun to serve. The binary's idle-memory release
+/// looks at it: it walks the allocator's pages only on a thread that served
+/// nothing since its last look (a busy thread's allocator purges as it goes,
+/// and the walk would stall its requests).
+pub fn served_on_this_thread() -> u64 {
+    SERVED.with(std::cell::Cell::get)
+}
+
 pub fn unix_now() -> u32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -219,6 +231,7 @@ pub fn unix_now() -> u32 {
 
 impl ConnContext {
     async fn handle(&self, mut req: Request<RequestBody>) -> Response<ProxyBody> {
+        SERVED.with(|n| n.set(n.get().wrapping_add(1)));
         let start = Instant::now();
         let snap = self.shared.snapshot();
         let host = match headers::check_framing(&req)
