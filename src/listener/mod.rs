@@ -138,6 +138,7 @@ pub async fn accept_loop(
     };
     // Where this listener's idle cleartext connections wait.
     let lot = lot::Lot::spawn(task.clone());
+    crate::batch::start();
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,

@@ -47,6 +47,7 @@ use tokio::time::{Instant, Sleep};
 use super::conn_io::{ConnTimeouts, HEAD_TIMEOUT_RESPONSE, PARK_AFTER};
 use super::lot::{Lot, Resting};
 use super::{ClientStream, ConnTask, OpenConn};
+use crate::batch::{Side, Turn};
 use crate::h1::head::{ResponseFraming, write_response_head};
 use crate::h1::{self, Decoded, Decoder, Framing};
 use crate::proxy::{PipeError, PipeWriter, Proxy, ProxyBody, RequestBody, Room};
@@ -363,6 +364,8 @@ struct Outgoing {
     body_done: bool,
     /// The body did not match its framing (or failed): close after it.
     broken: bool,
+    /// The first write waits for its turn in the thread's batch.
+    turn: Option<Turn>,
 }
 
 impl Outgoing {
@@ -378,6 +381,7 @@ impl Outgoing {
             data: Bytes::new(),
             body_done: framing == ResponseFraming::None,
             broken: false,
+            turn: Some(Turn::default()),
         }
     }
 }
@@ -731,6 +735,10 @@ impl Conn {
                     }
                     Poll::Pending => waiting = true,
                 }
+            }
+            if let Some(turn) = &mut out.turn {
+                ready!(turn.poll(cx, Side::Client));
+                out.turn = None;
             }
             let mut data = std::mem::take(&mut out.data);
             let written = self.poll_write_out(cx, &mut data);

@@ -35,6 +35,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use super::UpstreamBody;
+use crate::batch::{Side, Turn};
 use crate::h1::{self, Decoded, Decoder, Framing, HeadError};
 
 /// Idle connections kept per target and runtime.
@@ -116,6 +117,8 @@ struct Outgoing {
     wrote_any: bool,
     /// Writing failed; the response may still come.
     failed: Option<InlineError>,
+    /// The first write waits for its turn in the thread's batch.
+    turn: Option<Turn>,
 }
 
 impl Outgoing {
@@ -137,6 +140,7 @@ impl Outgoing {
             body_read: false,
             wrote_any: false,
             failed: None,
+            turn: Some(Turn::default()),
         }
     }
 
@@ -240,6 +244,12 @@ impl Conn {
             }
             if self.wbuf.is_empty() && out.data.is_empty() {
                 return Ok(());
+            }
+            if let Some(turn) = &mut out.turn {
+                if turn.poll(cx, Side::Upstream).is_pending() {
+                    return Ok(());
+                }
+                out.turn = None;
             }
             let io = Pin::new(&mut self.io);
             let written = match (self.wbuf.is_empty(), out.data.is_empty()) {
