@@ -399,24 +399,10 @@ impl Conn {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
     }
 
-    /// True once `target` has passed. The timer is moved only when `target`
-    /// is nearer than where it stands; a timer that fires early is moved on.
+    /// True once `target` has passed (`proxy::poll_deadline`: the one timer
+    /// moves only when a deadline comes nearer).
     fn poll_until(&mut self, cx: &mut Context<'_>, target: Instant) -> bool {
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(target)));
-        if timer.deadline() > target {
-            timer.as_mut().reset(target);
-        }
-        loop {
-            if timer.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            if timer.deadline() >= target {
-                return true;
-            }
-            timer.as_mut().reset(target);
-        }
+        crate::proxy::poll_deadline(&mut self.timer, cx, target)
     }
 
     /// Waits for a whole request head (module docs for the deadlines).

@@ -118,6 +118,7 @@ impl ProxyError {
         use super::upstream::InlineError;
         match e {
             InlineError::ConnectTimeout => (ProxyError::ConnectTimeout, false),
+            InlineError::ResponseTimeout => (ProxyError::ResponseTimeout, false),
             InlineError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => {
                 (ProxyError::ConnectTimeout, false)
             }

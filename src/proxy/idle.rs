@@ -16,6 +16,31 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
+/// True once `target` has passed, on a timer kept for a stream of
+/// deadlines: it is moved only when `target` is nearer than where it stands,
+/// and moved on when it fires early. Deadlines that only ever move later (one
+/// per request on a kept-alive connection) then cost one timer registration
+/// per span of the timer, not one per deadline.
+pub fn poll_deadline(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    cx: &mut Context<'_>,
+    target: Instant,
+) -> bool {
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(target)));
+    if timer.deadline() > target {
+        timer.as_mut().reset(target);
+    }
+    loop {
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        if timer.deadline() >= target {
+            return true;
+        }
+        timer.as_mut().reset(target);
+    }
+}
+
 /// Fires when a stream has made no progress for `idle`.
 #[derive(Debug)]
 pub struct IdleTimer {

@@ -46,6 +46,7 @@ use crate::metrics::TargetMetrics;
 use crate::state::{Shared, Snapshot};
 pub use body::ProxyBody;
 pub use error::{ProxyError, Side};
+pub use idle::poll_deadline;
 pub use incoming::{PipeError, PipeReader, PipeWriter, RequestBody, Room, pipe};
 pub use replay::UpstreamBody;
 pub use retry::RetryBudget;
@@ -481,14 +482,17 @@ impl ConnContext {
             let in_flight = target.live.begin(&target.metrics.outstanding);
             // Boxed: inlined, the exchange's state would be copied with every
             // move of the request's future (it is the larger part of it).
-            let sent = tokio::time::timeout(
+            let sent = Box::pin(exchange(
+                group,
+                target,
+                inline,
+                req,
                 cfg.timeouts.upstream_response,
-                Box::pin(exchange(group, target, inline, req)),
-            )
+            ))
             .await;
             let now = crate::health::now_ms();
             let (err, closed_early) = match sent {
-                Ok(Ok(resp)) => {
+                Ok(resp) => {
                     let status = resp.status().as_u16();
                     if status >= 500 {
                         self.failed(snap, g, t, now);
@@ -518,8 +522,7 @@ impl ConnContext {
                         ),
                     ));
                 }
-                Ok(Err(e)) => e,
-                Err(_) => (ProxyError::ResponseTimeout, false),
+                Err(e) => e,
             };
             drop(in_flight);
             // The client's body, not the upstream, ended the exchange: the
@@ -707,17 +710,20 @@ pub fn error_response(e: ProxyError) -> Response<ProxyBody> {
     resp
 }
 
-/// One exchange with one target: on `inline` (its HTTP/1.1 connections) when
-/// given, else (TLS, HTTP/2, upgrades) on its hyper-util client. An error
-/// comes classified, with whether the upstream closed before answering.
+/// One exchange with one target, its response head due within `timeout`: on
+/// `inline` (its HTTP/1.1 connections) when given, else (TLS, HTTP/2,
+/// upgrades) on its hyper-util client. An error comes classified, with
+/// whether the upstream closed before answering.
 async fn exchange(
     group: &crate::state::Group,
     target: &crate::state::Target,
     inline: Option<&Arc<H1Pool>>,
     req: Request<UpstreamBody>,
+    timeout: Duration,
 ) -> Result<Response<body::UpstreamIncoming>, (ProxyError, bool)> {
     if let Some(pool) = inline {
-        return match pool.send(req).await {
+        // The pool keeps a timer per connection for this deadline.
+        return match pool.send(req, timeout).await {
             Ok(resp) => Ok(resp.map(body::UpstreamIncoming::Inline)),
             Err(e) => {
                 tracing::debug!(target = %target.address, error = %e, "upstream request failed");
@@ -725,7 +731,10 @@ async fn exchange(
             }
         };
     }
-    match target.client.request(req).await {
+    let Ok(sent) = tokio::time::timeout(timeout, target.client.request(req)).await else {
+        return Err((ProxyError::ResponseTimeout, false));
+    };
+    match sent {
         Ok(resp) => Ok(resp.map(body::UpstreamIncoming::Pooled)),
         Err(e) => {
             let (kind, early) = ProxyError::classify(&e);

@@ -53,6 +53,9 @@ pub enum InlineError {
     Connect(#[source] io::Error),
     #[error("connect timed out")]
     ConnectTimeout,
+    /// No whole response head within `timeouts.upstream_response`.
+    #[error("no response within the response timeout")]
+    ResponseTimeout,
     /// The connection ended before a whole response head came.
     #[error("upstream closed the connection before answering")]
     Closed,
@@ -99,6 +102,8 @@ struct Conn {
     wbuf: BytesMut,
     out: Outgoing,
     spans: Vec<h1::head::Span>,
+    /// The response deadline's timer, kept from request to request.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// The request as it is being written.
@@ -201,6 +206,7 @@ impl Conn {
             wbuf: BytesMut::with_capacity(1024),
             out: Outgoing::idle(),
             spans: Vec::new(),
+            timer: None,
         })
     }
 
@@ -427,8 +433,7 @@ impl H1Pool {
         }
     }
 
-    fn take(&self) -> Option<Box<Conn>> {
-        let now = Instant::now();
+    fn take(&self, now: Instant) -> Option<Box<Conn>> {
         loop {
             let (mut conn, since) = shelf_of(&mut self.lock()).pop()?;
             if now.duration_since(since) >= self.idle_timeout {
@@ -464,10 +469,19 @@ impl H1Pool {
         }
     }
 
-    async fn connect(&self) -> Result<Box<Conn>, InlineError> {
-        let stream = tokio::time::timeout(self.connect, connect_to(&self.address))
+    /// Connects within the connect timeout, and not past `deadline` (the
+    /// response's).
+    async fn connect(&self, deadline: tokio::time::Instant) -> Result<Box<Conn>, InlineError> {
+        let limit = tokio::time::Instant::now() + self.connect;
+        let stream = tokio::time::timeout_at(limit.min(deadline), connect_to(&self.address))
             .await
-            .map_err(|_| InlineError::ConnectTimeout)?
+            .map_err(|_| {
+                if deadline < limit {
+                    InlineError::ResponseTimeout
+                } else {
+                    InlineError::ConnectTimeout
+                }
+            })?
             .map_err(InlineError::Connect)?;
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
@@ -476,25 +490,34 @@ impl H1Pool {
     }
 
     /// Sends `req` (its URI in origin form) on an idle connection or a new
-    /// one, and returns once the response head is in.
+    /// one, and returns once the response head is in, within `timeout`.
     pub async fn send(
         self: &Arc<Self>,
         req: Request<UpstreamBody>,
+        timeout: Duration,
     ) -> Result<Response<InlineBody>, InlineError> {
         let (mut parts, body) = req.into_parts();
         let framing = request_framing(&mut parts, &body)?;
-        let (mut conn, mut reused) = match self.take() {
+        let now = Instant::now();
+        let deadline = tokio::time::Instant::from_std(now + timeout);
+        let (mut conn, mut reused) = match self.take(now) {
             Some(c) => (c, true),
             // Boxed, like the reconnect below: resolving and connecting make
             // a large future that a request on a pooled connection never needs.
-            None => (Box::pin(self.connect()).await?, false),
+            None => (Box::pin(self.connect(deadline)).await?, false),
         };
         let mut body = Some(body);
         loop {
             conn.out = Outgoing::new(body.take(), framing);
             conn.wbuf.clear();
             h1::head::write_request_head(&mut conn.wbuf, &parts, framing);
-            let head = poll_fn(|cx| conn.poll_head(cx, &parts.method)).await;
+            let head = poll_fn(|cx| match conn.poll_head(cx, &parts.method) {
+                Poll::Pending if super::idle::poll_deadline(&mut conn.timer, cx, deadline) => {
+                    Poll::Ready(Err(InlineError::ResponseTimeout))
+                }
+                other => other,
+            })
+            .await;
             match head {
                 Ok(head) => {
                     let decoder = Decoder::new(head.framing);
@@ -518,7 +541,7 @@ impl H1Pool {
                     // of the request reached it, or repeating it is harmless.
                     tracing::debug!(target = %self.address, error = %e, "pooled connection was closed; sending on a new one");
                     body = conn.out.body.take();
-                    conn = Box::pin(self.connect()).await?;
+                    conn = Box::pin(self.connect(deadline)).await?;
                     reused = false;
                 }
                 Err(e) => return Err(e),
@@ -694,9 +717,9 @@ mod tests {
         let other = Arc::clone(&pool);
         let theirs = std::thread::spawn(move || -> io::Result<(bool, bool)> {
             current_thread()?.block_on(async {
-                let found = other.take().is_some();
+                let found = other.take(Instant::now()).is_some();
                 other.put(idle_conn().await?);
-                let own = other.take().is_some();
+                let own = other.take(Instant::now()).is_some();
                 other.put(idle_conn().await?);
                 Ok((found, own))
             })
@@ -704,7 +727,12 @@ mod tests {
         .join()
         .map_err(|_| "the other worker panicked")??;
         assert_eq!(theirs, (false, true), "(took another's, took its own)");
-        let mine = rt.block_on(async { (pool.take().is_some(), pool.take().is_some()) });
+        let mine = rt.block_on(async {
+            (
+                pool.take(Instant::now()).is_some(),
+                pool.take(Instant::now()).is_some(),
+            )
+        });
         assert_eq!(mine, (true, false), "(took its own, took another's)");
         let shelves = pool.lock();
         assert_eq!(shelves.len(), 2);
