@@ -41,31 +41,48 @@ struct Queue {
 }
 
 thread_local! {
-    static QUEUE: RefCell<Queue> = RefCell::new(Queue::default());
+    static QUEUE: RefCell<Queue> = const {
+        RefCell::new(Queue {
+            flusher: None,
+            armed: false,
+            pass: 0,
+            waiting: [Vec::new(), Vec::new()],
+        })
+    };
 }
 
-/// A writer's place in the queue.
+/// One write's place in the queue; once granted, it stays granted (the rest
+/// of that write's bytes go without waiting).
 #[derive(Debug, Default)]
-pub struct Turn {
+pub struct Turn(TurnState);
+
+#[derive(Debug, Default, Clone, Copy)]
+enum TurnState {
+    #[default]
+    Fresh,
     /// Queued in this pass, at this index of its side's list.
-    queued: Option<(u64, usize)>,
+    Queued(u64, usize),
+    Granted,
 }
 
 impl Turn {
     /// Ready when this writer may write now: at once where no flusher runs,
     /// else once the flusher has released the pass it queued in.
     pub fn poll(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<()> {
+        if let TurnState::Granted = self.0 {
+            return Poll::Ready(());
+        }
         QUEUE.with_borrow_mut(|q| {
             let Some(flusher) = &q.flusher else {
-                self.queued = None;
+                self.0 = TurnState::Granted;
                 return Poll::Ready(());
             };
-            match self.queued {
-                Some((pass, _)) if pass != q.pass => {
-                    self.queued = None;
+            match self.0 {
+                TurnState::Queued(pass, _) if pass != q.pass => {
+                    self.0 = TurnState::Granted;
                     Poll::Ready(())
                 }
-                Some((_, i)) => {
+                TurnState::Queued(_, i) => {
                     // Polled again before its turn (by another wake-up): keep
                     // the waker current.
                     if let Some(w) = q.waiting[side as usize].get_mut(i) {
@@ -75,14 +92,14 @@ impl Turn {
                     }
                     Poll::Pending
                 }
-                None => {
+                _ => {
                     if !q.armed {
                         q.armed = true;
                         flusher.wake_by_ref();
                     }
                     let list = &mut q.waiting[side as usize];
                     list.push(cx.waker().clone());
-                    self.queued = Some((q.pass, list.len() - 1));
+                    self.0 = TurnState::Queued(q.pass, list.len() - 1);
                     Poll::Pending
                 }
             }

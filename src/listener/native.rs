@@ -365,7 +365,7 @@ struct Outgoing {
     /// The body did not match its framing (or failed): close after it.
     broken: bool,
     /// The first write waits for its turn in the thread's batch.
-    turn: Option<Turn>,
+    turn: Turn,
 }
 
 impl Outgoing {
@@ -381,7 +381,7 @@ impl Outgoing {
             data: Bytes::new(),
             body_done: framing == ResponseFraming::None,
             broken: false,
-            turn: Some(Turn::default()),
+            turn: Turn::default(),
         }
     }
 }
@@ -722,10 +722,7 @@ impl Conn {
                     Poll::Pending => waiting = true,
                 }
             }
-            if let Some(turn) = &mut out.turn {
-                ready!(turn.poll(cx, Side::Client));
-                out.turn = None;
-            }
+            ready!(out.turn.poll(cx, Side::Client));
             let mut data = std::mem::take(&mut out.data);
             let written = self.poll_write_out(cx, &mut data);
             out.data = data;

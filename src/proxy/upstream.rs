@@ -123,7 +123,7 @@ struct Outgoing {
     /// Writing failed; the response may still come.
     failed: Option<InlineError>,
     /// The first write waits for its turn in the thread's batch.
-    turn: Option<Turn>,
+    turn: Turn,
 }
 
 impl Outgoing {
@@ -145,7 +145,7 @@ impl Outgoing {
             body_read: false,
             wrote_any: false,
             failed: None,
-            turn: Some(Turn::default()),
+            turn: Turn::default(),
         }
     }
 
@@ -251,11 +251,8 @@ impl Conn {
             if self.wbuf.is_empty() && out.data.is_empty() {
                 return Ok(());
             }
-            if let Some(turn) = &mut out.turn {
-                if turn.poll(cx, Side::Upstream).is_pending() {
-                    return Ok(());
-                }
-                out.turn = None;
+            if out.turn.poll(cx, Side::Upstream).is_pending() {
+                return Ok(());
             }
             let io = Pin::new(&mut self.io);
             let written = match (self.wbuf.is_empty(), out.data.is_empty()) {
