@@ -269,6 +269,32 @@ async fn a_slow_upstream_is_a_504() {
     proxy.shutdown().await;
 }
 
+/// The pool takes the response timer of a connection that rests on its
+/// shelf (benches/README.md, memory): the next request on it still gets one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_that_rested_still_times_out_a_slow_answer() {
+    let (up, proxy) = one_group("timeouts:\n  upstream_response: 300ms\n").await;
+    let first = get(&h1_client(), &format!("http://{}/", proxy.proxy_addr), None).await;
+    assert_eq!(first.status, 200);
+    // The sweep runs once a second and takes the timer after a second's rest.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let started = std::time::Instant::now();
+    let slow = get(
+        &h1_client(),
+        &format!("http://{}/slow?ms=3000", proxy.proxy_addr),
+        None,
+    )
+    .await;
+    assert_eq!(slow.status, 504);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(
+        up.accepted_connections(),
+        1,
+        "the slow request went on the connection that rested"
+    );
+    proxy.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn override_header_reaches_a_group_at_weight_zero() {
     let (_b, _g, proxy) = blue_green(100, 0, "override_header: X-Switchyard-Group\n").await;
