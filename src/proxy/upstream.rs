@@ -426,7 +426,7 @@ impl H1Pool {
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&pool);
-            rt.spawn(sweep(weak, TIMER_KEPT_IDLE));
+            rt.spawn(sweep(weak));
         }
         pool
     }
@@ -560,9 +560,10 @@ impl H1Pool {
     }
 }
 
-async fn sweep(pool: Weak<H1Pool>, every: Duration) {
+/// Sweeps `pool` as often as a resting connection's timer is to be taken.
+async fn sweep(pool: Weak<H1Pool>) {
     loop {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(TIMER_KEPT_IDLE).await;
         let Some(pool) = pool.upgrade() else { return };
         pool.sweep(Instant::now());
     }
