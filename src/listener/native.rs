@@ -473,13 +473,17 @@ impl Conn {
     }
 
     /// Serves one request the module takes.
-    async fn serve(
-        &mut self,
+    ///
+    /// Not an `async fn`: the head is unpacked before the future exists, so
+    /// the future (copied into the connection's task once per request) does
+    /// not hold it twice.
+    fn serve<'a>(
+        &'a mut self,
         head: h1::head::RequestHead,
         framing: Framing,
-        stop: &mut Stop<'_, impl Future<Output = ()>>,
-    ) -> Next {
-        let mut parts = head.parts;
+        stop: &'a mut Stop<'_, impl Future<Output = ()>>,
+    ) -> impl Future<Output = Next> + 'a {
+        let h1::head::RequestHead { mut parts, .. } = head;
         let version = parts.version;
         let head_only = parts.method == Method::HEAD;
         let wants_keep = h1::head::persistent(version, &parts.headers);
@@ -502,92 +506,103 @@ impl Conn {
         };
         // The upstream is not asked to expect anything: this hop answers.
         parts.headers.remove(header::EXPECT);
-        let mut handling = pin!(self.proxy.serve(Request::from_parts(parts, body)));
-        let resp = poll_fn(|cx| {
-            if self.poll_fed_or_gone(cx, feeder.as_mut()) {
-                return Poll::Ready(None);
-            }
-            handling.as_mut().poll(cx).map(Some)
-        })
-        .await;
-        let Some(resp) = resp else {
-            // The client left before its answer: the upstream exchange is
-            // dropped with it.
-            return Next::Close { linger: false };
-        };
-        let (head, mut body) = resp.into_parts();
-        let stopping = poll_fn(|cx| Poll::Ready(stop.poll_stopped(cx))).await;
-        let mut framing = response_framing(head.status, &head.headers, &body, head_only, version);
-        // A small upstream answer is usually whole in hand by now: then it
-        // goes with a Content-Length (which HTTP/1.0 clients need to keep
-        // their connection) and in one write.
-        let mut first = None;
-        let mut ended = false;
-        if matches!(framing, ResponseFraming::Chunked | ResponseFraming::Close) {
-            match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
-                Poll::Ready(None) => {
-                    framing = ResponseFraming::Length(0);
-                    ended = true;
+        async move {
+            let mut handling = pin!(self.proxy.serve(Request::from_parts(parts, body)));
+            let resp = poll_fn(|cx| {
+                if self.poll_fed_or_gone(cx, feeder.as_mut()) {
+                    return Poll::Ready(None);
                 }
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Ok(d) = frame.into_data() {
-                        if body.is_end_stream() {
-                            framing = ResponseFraming::Length(d.len() as u64);
-                        }
-                        first = Some(d);
+                handling.as_mut().poll(cx).map(Some)
+            })
+            .await;
+            let Some(resp) = resp else {
+                // The client left before its answer: the upstream exchange is
+                // dropped with it.
+                return Next::Close { linger: false };
+            };
+            let (head, mut body) = resp.into_parts();
+            let stopping = poll_fn(|cx| Poll::Ready(stop.poll_stopped(cx))).await;
+            let mut framing =
+                response_framing(head.status, &head.headers, &body, head_only, version);
+            // A small upstream answer is usually whole in hand by now: then it
+            // goes with a Content-Length (which HTTP/1.0 clients need to keep
+            // their connection) and in one write.
+            let mut first = None;
+            let mut ended = false;
+            if matches!(framing, ResponseFraming::Chunked | ResponseFraming::Close) {
+                match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+                    Poll::Ready(None) => {
+                        framing = ResponseFraming::Length(0);
+                        ended = true;
                     }
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Ok(d) = frame.into_data() {
+                            if body.is_end_stream() {
+                                framing = ResponseFraming::Length(d.len() as u64);
+                            }
+                            first = Some(d);
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        // Nothing is written yet: the client gets a 502, not a
+                        // response cut short.
+                        tracing::debug!(error = %e, "upstream body failed before its first byte");
+                        let resp = crate::proxy::error_response(
+                            crate::proxy::ProxyError::UpstreamProtocol,
+                        );
+                        let (h, b) = resp.into_parts();
+                        let f = response_framing(h.status, &h.headers, &b, head_only, version);
+                        write_response_head(
+                            &mut self.wbuf,
+                            h.status,
+                            &h.headers,
+                            f,
+                            version,
+                            false,
+                        );
+                        let mut out = Outgoing::new(b, f);
+                        let _ = poll_fn(|cx| self.poll_respond(cx, &mut out)).await;
+                        return Next::Close { linger: false };
+                    }
+                    Poll::Pending => {}
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    // Nothing is written yet: the client gets a 502, not a
-                    // response cut short.
-                    tracing::debug!(error = %e, "upstream body failed before its first byte");
-                    let resp =
-                        crate::proxy::error_response(crate::proxy::ProxyError::UpstreamProtocol);
-                    let (h, b) = resp.into_parts();
-                    let f = response_framing(h.status, &h.headers, &b, head_only, version);
-                    write_response_head(&mut self.wbuf, h.status, &h.headers, f, version, false);
-                    let mut out = Outgoing::new(b, f);
-                    let _ = poll_fn(|cx| self.poll_respond(cx, &mut out)).await;
-                    return Next::Close { linger: false };
+            }
+            let keep = wants_keep
+                && !stopping
+                && framing != ResponseFraming::Close
+                && h1::head::persistent(Version::HTTP_11, &head.headers)
+                && feeder.as_ref().is_none_or(Feeder::complete);
+            write_response_head(
+                &mut self.wbuf,
+                head.status,
+                &head.headers,
+                framing,
+                version,
+                keep,
+            );
+            let mut out = Outgoing::new(body, framing);
+            if let Some(d) = first {
+                self.encode(&mut out, d);
+                ended = out.body.is_end_stream();
+            }
+            if ended {
+                self.end_body(&mut out);
+            }
+            let written = poll_fn(|cx| {
+                if self.poll_fed_or_gone(cx, feeder.as_mut()) {
+                    return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
                 }
-                Poll::Pending => {}
+                self.poll_respond(cx, &mut out)
+            })
+            .await;
+            let unread = feeder.as_ref().is_some_and(|f| !f.complete());
+            match written {
+                Ok(()) if keep && !out.broken => Next::Keep,
+                Ok(()) => Next::Close { linger: unread },
+                // The client stopped reading, or the body failed mid-way: the
+                // response cannot be completed, so the connection ends here.
+                Err(_) => Next::Close { linger: false },
             }
-        }
-        let keep = wants_keep
-            && !stopping
-            && framing != ResponseFraming::Close
-            && h1::head::persistent(Version::HTTP_11, &head.headers)
-            && feeder.as_ref().is_none_or(Feeder::complete);
-        write_response_head(
-            &mut self.wbuf,
-            head.status,
-            &head.headers,
-            framing,
-            version,
-            keep,
-        );
-        let mut out = Outgoing::new(body, framing);
-        if let Some(d) = first {
-            self.encode(&mut out, d);
-            ended = out.body.is_end_stream();
-        }
-        if ended {
-            self.end_body(&mut out);
-        }
-        let written = poll_fn(|cx| {
-            if self.poll_fed_or_gone(cx, feeder.as_mut()) {
-                return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
-            }
-            self.poll_respond(cx, &mut out)
-        })
-        .await;
-        let unread = feeder.as_ref().is_some_and(|f| !f.complete());
-        match written {
-            Ok(()) if keep && !out.broken => Next::Keep,
-            Ok(()) => Next::Close { linger: unread },
-            // The client stopped reading, or the body failed mid-way: the
-            // response cannot be completed, so the connection ends here.
-            Err(_) => Next::Close { linger: false },
         }
     }
 

@@ -189,8 +189,7 @@ impl Proxy {
         &self,
         req: Request<RequestBody>,
     ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
-        let ctx = Arc::clone(&self.0);
-        async move { ctx.handle(req).await }
+        ConnContext::handle(Arc::clone(&self.0), req)
     }
 }
 
@@ -200,10 +199,10 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
     type Future = StdPin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let ctx = Arc::clone(&self.0);
-        let request = ctx.activity.enter();
+        let request = self.0.activity.enter();
+        let handled = ConnContext::handle(Arc::clone(&self.0), req.map(RequestBody::Hyper));
         Box::pin(async move {
-            let mut resp = ctx.handle(req.map(RequestBody::Hyper)).await;
+            let mut resp = handled.await;
             // The connection counts as busy until the response body is done.
             resp.body_mut().hold(request);
             Ok(resp)
@@ -213,6 +212,9 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
 
 thread_local! {
     static SERVED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Where a `Set-Cookie` value is written before it is copied out.
+    static COOKIE_SCRATCH: std::cell::RefCell<String> =
+        std::cell::RefCell::new(String::with_capacity(256));
 }
 
 /// Requests this thread has begun to serve. The binary's idle-memory release
@@ -231,181 +233,192 @@ pub fn unix_now() -> u32 {
 }
 
 impl ConnContext {
-    async fn handle(&self, mut req: Request<RequestBody>) -> Response<ProxyBody> {
-        SERVED.with(|n| n.set(n.get().wrapping_add(1)));
-        let start = Instant::now();
-        let snap = self.shared.snapshot();
-        let host = match headers::check_framing(&req)
-            .and_then(|()| headers::check_limits(&req, &snap.config.limits))
-            .and_then(|()| headers::request_host(&req).map_err(ProxyError::BadRequest))
-        {
-            Ok(h) => h,
-            Err(e) => return self.refuse(&snap, e),
-        };
-        let upgrade = match upgrade::detect(&req) {
-            Ok(u) => u,
-            Err(e) => return self.refuse(&snap, e),
-        };
-        if !self.tls && snap.config.tls.as_ref().is_some_and(|t| t.redirect_http) {
-            return self.redirect(&snap, &req, &host);
-        }
-        let sticky = &snap.config.sticky;
-        let now = unix_now();
-        let peer_ip = self.peer.ip().to_canonical();
-        let ip_key = match peer_ip {
-            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-            std::net::IpAddr::V6(v6) => v6.octets(),
-        };
-        let (decision, session) = {
-            let h = req.headers();
-            let mut view = RequestView {
-                cookie: read_cookie(
-                    &snap.codec,
-                    headers::sticky_cookies(h, sticky.cookie_name.as_str()),
+    /// Serves one request. Not an `async fn`, which would keep `req` twice in
+    /// its state (as given and as bound); the block captures it once.
+    #[expect(clippy::manual_async_fn, reason = "see above: the future's size")]
+    fn handle(
+        self: Arc<Self>,
+        mut req: Request<RequestBody>,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
+        async move {
+            SERVED.with(|n| n.set(n.get().wrapping_add(1)));
+            let start = Instant::now();
+            let snap = self.shared.snapshot();
+            let host = match headers::check_framing(&req)
+                .and_then(|()| headers::check_limits(&req, &snap.config.limits))
+                .and_then(|()| headers::request_host(&req).map_err(ProxyError::BadRequest))
+            {
+                Ok(h) => h,
+                Err(e) => return self.refuse(&snap, e),
+            };
+            let upgrade = match upgrade::detect(&req) {
+                Ok(u) => u,
+                Err(e) => return self.refuse(&snap, e),
+            };
+            if !self.tls && snap.config.tls.as_ref().is_some_and(|t| t.redirect_http) {
+                return self.redirect(&snap, &req, &host);
+            }
+            let sticky = &snap.config.sticky;
+            let now = unix_now();
+            let peer_ip = self.peer.ip().to_canonical();
+            let ip_key = match peer_ip {
+                std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                std::net::IpAddr::V6(v6) => v6.octets(),
+            };
+            let (decision, session) = {
+                let h = req.headers();
+                let mut view = RequestView {
+                    cookie: read_cookie(
+                        &snap.codec,
+                        headers::sticky_cookies(h, sticky.cookie_name.as_str()),
+                    ),
+                    override_group: snap
+                        .config
+                        .override_header
+                        .as_ref()
+                        .and_then(|name| h.get(name))
+                        .map(HeaderValue::as_bytes),
+                    bucket_key: match &sticky.bucket_by {
+                        None => None,
+                        Some(BucketBy::ClientIp) => Some(&ip_key[..]),
+                        Some(BucketBy::Header(name)) => h.get(name).map(HeaderValue::as_bytes),
+                    },
+                };
+                let session = match &self.shared.store {
+                    Some(store) if view.override_group.is_none() => {
+                        // Boxed: the Redis round trip's future is large, and
+                        // inlined it would grow every request's future, store or not.
+                        Box::pin(session::resolve(store, &mut view, now)).await
+                    }
+                    _ => Session::CookieMode,
+                };
+                let mut d = decide(&snap, &view, now, &mut rand::random);
+                if let Some(d) = d.as_mut() {
+                    session.adjust(d);
+                }
+                (d, session)
+            };
+            let Some(mut decision) = decision else {
+                return self.refuse(&snap, ProxyError::NoTarget);
+            };
+            let metrics = &self.shared.metrics;
+            if let Some(r) = decision.rejected {
+                metrics.rejected_by[r as usize].inc();
+            }
+            let now_ms = crate::health::now_ms();
+            let mut draw = |n: u64| rand::random_range(0..n);
+            let Some(first) = crate::balance::route(&snap, &mut decision, now_ms, &mut draw) else {
+                return self.refuse(&snap, ProxyError::NoTarget);
+            };
+            let group = &snap.groups[decision.group];
+            if upgrade.is_some() && group.h2 {
+                return self.refuse(&snap, ProxyError::UpgradeToH2Upstream);
+            }
+            group.metrics.assignments[decision.reason as usize].inc();
+
+            let (set_cookie, record) = match session {
+                Session::CookieMode if decision.issue_cookie => (
+                    decision
+                        .pin(group, &group.targets[first])
+                        .and_then(|p| self.set_cookie(&snap, &p, now)),
+                    None,
                 ),
-                override_group: snap
-                    .config
-                    .override_header
-                    .as_ref()
-                    .and_then(|name| h.get(name))
-                    .map(HeaderValue::as_bytes),
-                bucket_key: match &sticky.bucket_by {
-                    None => None,
-                    Some(BucketBy::ClientIp) => Some(&ip_key[..]),
-                    Some(BucketBy::Header(name)) => h.get(name).map(HeaderValue::as_bytes),
-                },
-            };
-            let session = match &self.shared.store {
-                Some(store) if view.override_group.is_none() => {
-                    // Boxed: the Redis round trip's future is large, and
-                    // inlined it would grow every request's future, store or not.
-                    Box::pin(session::resolve(store, &mut view, now)).await
-                }
-                _ => Session::CookieMode,
-            };
-            let mut d = decide(&snap, &view, now, &mut rand::random);
-            if let Some(d) = d.as_mut() {
-                session.adjust(d);
-            }
-            (d, session)
-        };
-        let Some(mut decision) = decision else {
-            return self.refuse(&snap, ProxyError::NoTarget);
-        };
-        let metrics = &self.shared.metrics;
-        if let Some(r) = decision.rejected {
-            metrics.rejected_by[r as usize].inc();
-        }
-        let now_ms = crate::health::now_ms();
-        let mut draw = |n: u64| rand::random_range(0..n);
-        let Some(first) = crate::balance::route(&snap, &mut decision, now_ms, &mut draw) else {
-            return self.refuse(&snap, ProxyError::NoTarget);
-        };
-        let group = &snap.groups[decision.group];
-        if upgrade.is_some() && group.h2 {
-            return self.refuse(&snap, ProxyError::UpgradeToH2Upstream);
-        }
-        group.metrics.assignments[decision.reason as usize].inc();
-
-        let (set_cookie, record) = match session {
-            Session::CookieMode if decision.issue_cookie => (
-                decision
-                    .pin(group, &group.targets[first])
+                Session::CookieMode | Session::Unavailable => (None, None),
+                Session::New if decision.reason != crate::assign::Reason::Override => (
+                    // The cookie carries the session id alone: no group, no target.
+                    Pin::new(
+                        decision.client_id,
+                        "",
+                        0,
+                        decision.issued_at,
+                        decision.expires_at,
+                    )
                     .and_then(|p| self.set_cookie(&snap, &p, now)),
-                None,
-            ),
-            Session::CookieMode | Session::Unavailable => (None, None),
-            Session::New if decision.reason != crate::assign::Reason::Override => (
-                // The cookie carries the session id alone: no group, no target.
-                Pin::new(
-                    decision.client_id,
-                    "",
-                    0,
-                    decision.issued_at,
-                    decision.expires_at,
-                )
-                .and_then(|p| self.set_cookie(&snap, &p, now)),
-                Some(session::record(&decision, group, &group.targets[first])),
-            ),
-            Session::New => (None, None),
-            Session::Stored | Session::Missing { .. } => (
-                None,
-                decision
-                    .issue_cookie
-                    .then(|| session::record(&decision, group, &group.targets[first])),
-            ),
-        };
+                    Some(session::record(&decision, group, &group.targets[first])),
+                ),
+                Session::New => (None, None),
+                Session::Stored | Session::Missing { .. } => (
+                    None,
+                    decision
+                        .issue_cookie
+                        .then(|| session::record(&decision, group, &group.targets[first])),
+                ),
+            };
 
-        let trusted = snap
-            .config
-            .trusted_proxies
-            .iter()
-            .any(|n| n.contains(&peer_ip));
-        let proto = if self.tls { "https" } else { "http" };
-        {
-            let h = req.headers_mut();
-            headers::strip_hop_by_hop(h);
-            headers::strip_sticky_cookie(h, sticky.cookie_name.as_str());
-            headers::set_forwarded(h, &self.peer_value, trusted, &host, proto);
-            if !h.contains_key(header::HOST) {
-                if let Ok(v) = HeaderValue::from_str(host.as_str()) {
-                    h.insert(header::HOST, v);
-                }
-            }
-        }
-        *req.version_mut() = if group.h2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        };
-        let client_upgrade = upgrade.as_ref().map(|u| {
-            upgrade::prepare_request(u, &mut req);
-            hyper::upgrade::on(&mut req)
-        });
-        let forwarded = self.forward(
-            &snap,
-            decision.group,
-            first,
-            req,
-            now_ms,
-            client_upgrade.is_some(),
-        );
-        let forwarded = match (&self.shared.store, record) {
-            (Some(store), Some(record)) => {
-                // The record is written while the request is on its way; a
-                // failed write is counted by the store and costs the client
-                // nothing (its session id buckets it to the same group).
-                let id = decision.client_id;
-                tokio::join!(forwarded, Box::pin(store.put(&id, record, now))).0
-            }
-            _ => forwarded.await,
-        };
-        let response = match forwarded {
-            Ok(mut resp) => {
-                if let (Some(u), Some(on_client)) = (&upgrade, client_upgrade) {
-                    if upgrade::prepare_response(u, &mut resp) {
-                        self.start_tunnel(&snap, decision.group, on_client, &mut resp);
+            let trusted = snap
+                .config
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(&peer_ip));
+            let proto = if self.tls { "https" } else { "http" };
+            {
+                let h = req.headers_mut();
+                headers::strip_hop_by_hop(h);
+                headers::strip_sticky_cookie(h, sticky.cookie_name.as_str());
+                headers::set_forwarded(h, &self.peer_value, trusted, &host, proto);
+                if !h.contains_key(header::HOST) {
+                    if let Ok(v) = HeaderValue::from_str(host.as_str()) {
+                        h.insert(header::HOST, v);
                     }
                 }
-                if let Some(c) = set_cookie {
-                    resp.headers_mut().append(header::SET_COOKIE, c);
-                }
-                resp
             }
-            Err(e) => error_response(e),
-        };
-        group
-            .metrics
-            .duration
-            .observe(start.elapsed().as_secs_f64());
-        response
+            *req.version_mut() = if group.h2 {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            };
+            let client_upgrade = upgrade.as_ref().map(|u| {
+                upgrade::prepare_request(u, &mut req);
+                hyper::upgrade::on(&mut req)
+            });
+            let forwarded = self.forward(
+                &snap,
+                decision.group,
+                first,
+                req,
+                now_ms,
+                client_upgrade.is_some(),
+            );
+            let forwarded = match (&self.shared.store, record) {
+                (Some(store), Some(record)) => {
+                    // The record is written while the request is on its way; a
+                    // failed write is counted by the store and costs the client
+                    // nothing (its session id buckets it to the same group).
+                    let id = decision.client_id;
+                    tokio::join!(forwarded, Box::pin(store.put(&id, record, now))).0
+                }
+                _ => forwarded.await,
+            };
+            let response = match forwarded {
+                Ok(mut resp) => {
+                    if let (Some(u), Some(on_client)) = (&upgrade, client_upgrade) {
+                        if upgrade::prepare_response(u, &mut resp) {
+                            self.start_tunnel(&snap, decision.group, on_client, &mut resp);
+                        }
+                    }
+                    if let Some(c) = set_cookie {
+                        resp.headers_mut().append(header::SET_COOKIE, c);
+                    }
+                    resp
+                }
+                Err(e) => error_response(e),
+            };
+            group
+                .metrics
+                .duration
+                .observe(start.elapsed().as_secs_f64());
+            response
+        }
     }
 
     /// Sends the request to `first`, and on a failure that left the request
     /// unsent (or, for idempotent methods, unanswered with nothing streamed)
     /// to other usable targets of the same group, within the attempt limit and
     /// the retry budget. Records each outcome in the target's health.
-    async fn forward(
+    ///
+    /// The request is unpacked before the returned future exists, so that
+    /// its state holds the parts once (see [`H1Pool::send`]).
+    fn forward(
         &self,
         snap: &Snapshot,
         g: usize,
@@ -413,7 +426,7 @@ impl ConnContext {
         req: Request<RequestBody>,
         now_ms: u64,
         upgrade: bool,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send {
         let group = &snap.groups[g];
         let cfg = &snap.config;
         let (mut parts, body) = req.into_parts();
@@ -454,130 +467,139 @@ impl ConnContext {
         let mut t = first;
         let budget = &self.shared.retry_budget;
         budget.note_request(now_ms);
-        for attempt in 1..=max {
-            tried[attempt - 1] = t;
-            let target = &group.targets[t];
-            let mut uri = http::uri::Parts::default();
-            // Upgrades need hyper-util's client, which keeps the connection
-            // for the tunnel; everything else goes inline when the group can.
-            let inline = target.inline.as_ref().filter(|_| !upgrade);
-            if inline.is_none() {
-                // The hyper-util client connects to the URI's authority and
-                // sends the origin form; an inline connection sends the URI as
-                // given, so it gets the origin form alone.
-                uri.scheme = Some(group.scheme.clone());
-                uri.authority = Some(target.address.clone());
-            }
-            uri.path_and_query = Some(path.clone());
-            let last = attempt == max;
-            let mut head = if last {
-                std::mem::replace(&mut parts, Request::new(()).into_parts().0)
-            } else {
-                parts.clone()
-            };
-            head.uri = Uri::from_parts(uri)
-                .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
-            let req =
-                Request::from_parts(head, body.take().unwrap_or_else(UpstreamBody::new_empty));
-            let in_flight = target.live.begin(&target.metrics.outstanding);
-            // Boxed: inlined, the exchange's state would be copied with every
-            // move of the request's future (it is the larger part of it).
-            let sent = Box::pin(exchange(
-                group,
-                target,
-                inline,
-                req,
-                cfg.timeouts.upstream_response,
-            ))
-            .await;
-            let now = crate::health::now_ms();
-            let (err, closed_early) = match sent {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    if status >= 500 {
-                        self.failed(snap, g, t, now);
-                    } else {
-                        target.live.health.record_success(now, &cfg.health.outlier);
+        async move {
+            for attempt in 1..=max {
+                tried[attempt - 1] = t;
+                let target = &group.targets[t];
+                let mut uri = http::uri::Parts::default();
+                // Upgrades need hyper-util's client, which keeps the connection
+                // for the tunnel; everything else goes inline when the group can.
+                let inline = target.inline.as_ref().filter(|_| !upgrade);
+                if inline.is_none() {
+                    // The hyper-util client connects to the URI's authority and
+                    // sends the origin form; an inline connection sends the URI as
+                    // given, so it gets the origin form alone.
+                    uri.scheme = Some(group.scheme.clone());
+                    uri.authority = Some(target.address.clone());
+                }
+                uri.path_and_query = Some(path.clone());
+                let last = attempt == max;
+                let mut head = if last {
+                    std::mem::replace(&mut parts, Request::new(()).into_parts().0)
+                } else {
+                    parts.clone()
+                };
+                head.uri = Uri::from_parts(uri)
+                    .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+                let req =
+                    Request::from_parts(head, body.take().unwrap_or_else(UpstreamBody::new_empty));
+                let in_flight = target.live.begin(&target.metrics.outstanding);
+                let timeout = cfg.timeouts.upstream_response;
+                let sent = match inline {
+                    // The pool keeps a timer per connection for this deadline.
+                    Some(pool) => match pool.send(req, timeout).await {
+                        Ok(resp) => Ok(resp.map(body::UpstreamIncoming::Inline)),
+                        Err(e) => {
+                            tracing::debug!(target = %target.address, error = %e, "upstream request failed");
+                            Err(ProxyError::classify_inline(&e))
+                        }
+                    },
+                    // Boxed: hyper-util's request future is large, and inlined
+                    // it would grow (and be copied with) every request's
+                    // future, inline or not.
+                    None => Box::pin(exchange(group, target, req, timeout)).await,
+                };
+                let now = crate::health::now_ms();
+                let (err, closed_early) = match sent {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        if status >= 500 {
+                            self.failed(snap, g, t, now);
+                        } else {
+                            target.live.health.record_success(now, &cfg.health.outlier);
+                        }
+                        target.metrics.count_status(status);
+                        let (mut head, body) = resp.into_parts();
+                        // A 101's `Upgrade` names the protocol the tunnel carries.
+                        let upgrade = (status == 101)
+                            .then(|| head.headers.remove(header::UPGRADE))
+                            .flatten();
+                        headers::strip_hop_by_hop(&mut head.headers);
+                        if let Some(p) = upgrade {
+                            head.headers.insert(header::UPGRADE, p);
+                        }
+                        let body_timeouts = target.metrics.errors
+                            [crate::metrics::UpstreamErrorKind::BodyTimeout as usize]
+                            .clone();
+                        return Ok(Response::from_parts(
+                            head,
+                            ProxyBody::upstream(
+                                body,
+                                in_flight,
+                                cfg.timeouts.upstream_body,
+                                body_timeouts,
+                            ),
+                        ));
                     }
-                    target.metrics.count_status(status);
-                    let (mut head, body) = resp.into_parts();
-                    // A 101's `Upgrade` names the protocol the tunnel carries.
-                    let upgrade = (status == 101)
-                        .then(|| head.headers.remove(header::UPGRADE))
-                        .flatten();
-                    headers::strip_hop_by_hop(&mut head.headers);
-                    if let Some(p) = upgrade {
-                        head.headers.insert(header::UPGRADE, p);
+                    Err(e) => e,
+                };
+                drop(in_flight);
+                // The client's body, not the upstream, ended the exchange: the
+                // client is told, and the target is not blamed.
+                let cut = match verdict.get() {
+                    idle::BodyVerdict::Fine => None,
+                    idle::BodyVerdict::TimedOut => {
+                        self.shared.metrics.client_timeouts[1].inc();
+                        Some(ProxyError::ClientBodyTimeout)
                     }
-                    let body_timeouts = target.metrics.errors
-                        [crate::metrics::UpstreamErrorKind::BodyTimeout as usize]
-                        .clone();
-                    return Ok(Response::from_parts(
-                        head,
-                        ProxyBody::upstream(
-                            body,
-                            in_flight,
-                            cfg.timeouts.upstream_body,
-                            body_timeouts,
-                        ),
-                    ));
+                    idle::BodyVerdict::TooLarge => Some(ProxyError::BodyTooLarge),
+                };
+                if let Some(e) = cut {
+                    target.metrics.count_status(e.status().as_u16());
+                    if let Side::Downstream(kind) = e.side() {
+                        self.shared.metrics.downstream_by[kind as usize].inc();
+                    }
+                    return Err(e);
                 }
-                Err(e) => e,
-            };
-            drop(in_flight);
-            // The client's body, not the upstream, ended the exchange: the
-            // client is told, and the target is not blamed.
-            let cut = match verdict.get() {
-                idle::BodyVerdict::Fine => None,
-                idle::BodyVerdict::TimedOut => {
-                    self.shared.metrics.client_timeouts[1].inc();
-                    Some(ProxyError::ClientBodyTimeout)
+                if let Side::Upstream(kind) = err.side() {
+                    target.metrics.count_error(kind);
                 }
-                idle::BodyVerdict::TooLarge => Some(ProxyError::BodyTooLarge),
-            };
-            if let Some(e) = cut {
-                target.metrics.count_status(e.status().as_u16());
-                if let Side::Downstream(kind) = e.side() {
-                    self.shared.metrics.downstream_by[kind as usize].inc();
-                }
-                return Err(e);
-            }
-            if let Side::Upstream(kind) = err.side() {
-                target.metrics.count_error(kind);
-            }
-            self.failed(snap, g, t, now);
-            let unsent = matches!(
-                err,
-                ProxyError::UpstreamConnect | ProxyError::ConnectTimeout
-            );
-            let retry = if last || !(unsent || (closed_early && idempotent)) {
-                None
-            } else {
-                let next = crate::balance::pick_random(
-                    group,
-                    now,
-                    cfg.health.slow_start,
-                    &tried[..attempt],
+                self.failed(snap, g, t, now);
+                let unsent = matches!(
+                    err,
+                    ProxyError::UpstreamConnect | ProxyError::ConnectTimeout
                 );
-                match (next, replay.again()) {
-                    (Some(next), Some(again)) if budget.allow(&cfg.retries) => Some((next, again)),
-                    (Some(_), Some(_)) => {
-                        group.metrics.retries[1].inc();
-                        None
+                let retry = if last || !(unsent || (closed_early && idempotent)) {
+                    None
+                } else {
+                    let next = crate::balance::pick_random(
+                        group,
+                        now,
+                        cfg.health.slow_start,
+                        &tried[..attempt],
+                    );
+                    match (next, replay.again()) {
+                        (Some(next), Some(again)) if budget.allow(&cfg.retries) => {
+                            Some((next, again))
+                        }
+                        (Some(_), Some(_)) => {
+                            group.metrics.retries[1].inc();
+                            None
+                        }
+                        _ => None,
                     }
-                    _ => None,
-                }
-            };
-            let Some((next, again)) = retry else {
-                target.metrics.count_status(err.status().as_u16());
-                return Err(err);
-            };
-            group.metrics.retries[0].inc();
-            tracing::debug!(from = %target.address, to = %group.targets[next].address, "retrying on a sibling");
-            body = Some(again);
-            t = next;
+                };
+                let Some((next, again)) = retry else {
+                    target.metrics.count_status(err.status().as_u16());
+                    return Err(err);
+                };
+                group.metrics.retries[0].inc();
+                tracing::debug!(from = %target.address, to = %group.targets[next].address, "retrying on a sibling");
+                body = Some(again);
+                t = next;
+            }
+            Err(ProxyError::NoTarget)
         }
-        Err(ProxyError::NoTarget)
     }
 
     /// Spawns the tunnel of an accepted upgrade; it starts copying once the
@@ -657,16 +679,20 @@ impl ConnContext {
 
     fn set_cookie(&self, snap: &Snapshot, pin: &Pin, now: u32) -> Option<HeaderValue> {
         let sticky = &snap.config.sticky;
-        let mut v = String::with_capacity(256);
-        v.push_str(sticky.cookie_name.as_str());
-        v.push('=');
-        snap.codec.encode_into(pin, &mut v);
-        let _ = write!(v, "; Max-Age={}", pin.expires_at.saturating_sub(now));
-        v.push_str(&snap.cookie_attrs);
-        if sticky.secure.unwrap_or(self.tls) {
-            v.push_str("; Secure");
-        }
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
+        COOKIE_SCRATCH.with_borrow_mut(|v| {
+            v.clear();
+            v.push_str(sticky.cookie_name.as_str());
+            v.push('=');
+            snap.codec.encode_into(pin, v);
+            let _ = write!(v, "; Max-Age={}", pin.expires_at.saturating_sub(now));
+            v.push_str(&snap.cookie_attrs);
+            if sticky.secure.unwrap_or(self.tls) {
+                v.push_str("; Secure");
+            }
+            // One allocation of the exact size: a `Bytes` made from a string
+            // with room to spare would allocate a second time for its header.
+            HeaderValue::from_str(v).ok()
+        })
     }
 
     fn refuse(&self, snap: &Snapshot, e: ProxyError) -> Response<ProxyBody> {
@@ -710,27 +736,15 @@ pub fn error_response(e: ProxyError) -> Response<ProxyBody> {
     resp
 }
 
-/// One exchange with one target, its response head due within `timeout`: on
-/// `inline` (its HTTP/1.1 connections) when given, else (TLS, HTTP/2,
-/// upgrades) on its hyper-util client. An error comes classified, with
-/// whether the upstream closed before answering.
+/// One exchange with one target on its hyper-util client (TLS, HTTP/2,
+/// upgrades), its response head due within `timeout`. An error comes
+/// classified, with whether the upstream closed before answering.
 async fn exchange(
     group: &crate::state::Group,
     target: &crate::state::Target,
-    inline: Option<&Arc<H1Pool>>,
     req: Request<UpstreamBody>,
     timeout: Duration,
 ) -> Result<Response<body::UpstreamIncoming>, (ProxyError, bool)> {
-    if let Some(pool) = inline {
-        // The pool keeps a timer per connection for this deadline.
-        return match pool.send(req, timeout).await {
-            Ok(resp) => Ok(resp.map(body::UpstreamIncoming::Inline)),
-            Err(e) => {
-                tracing::debug!(target = %target.address, error = %e, "upstream request failed");
-                Err(ProxyError::classify_inline(&e))
-            }
-        };
-    }
     let Ok(sent) = tokio::time::timeout(timeout, target.client.request(req)).await else {
         return Err((ProxyError::ResponseTimeout, false));
     };

@@ -501,60 +501,67 @@ impl H1Pool {
 
     /// Sends `req` (its URI in origin form) on an idle connection or a new
     /// one, and returns once the response head is in, within `timeout`.
-    pub async fn send(
+    ///
+    /// Not an `async fn`: one of those keeps its arguments twice in its state
+    /// (as given and as unpacked), and the state is copied whole each time the
+    /// caller's future moves. Unpacked here, the request is kept once.
+    pub fn send(
         self: &Arc<Self>,
         req: Request<UpstreamBody>,
         timeout: Duration,
-    ) -> Result<Response<InlineBody>, InlineError> {
+    ) -> impl Future<Output = Result<Response<InlineBody>, InlineError>> + Send + '_ {
         let (mut parts, body) = req.into_parts();
-        let framing = request_framing(&mut parts, &body)?;
-        let now = Instant::now();
-        let deadline = tokio::time::Instant::from_std(now + timeout);
-        let (mut conn, mut reused) = match self.take(now) {
-            Some(c) => (c, true),
-            // Boxed, like the reconnect below: resolving and connecting make
-            // a large future that a request on a pooled connection never needs.
-            None => (Box::pin(self.connect(deadline)).await?, false),
-        };
+        let framing = request_framing(&mut parts, &body);
         let mut body = Some(body);
-        loop {
-            conn.out = Outgoing::new(body.take(), framing);
-            conn.wbuf.clear();
-            h1::head::write_request_head(&mut conn.wbuf, &parts, framing);
-            let head = poll_fn(|cx| match conn.poll_head(cx, &parts.method) {
-                Poll::Pending if super::idle::poll_deadline(&mut conn.timer, cx, deadline) => {
-                    Poll::Ready(Err(InlineError::ResponseTimeout))
+        async move {
+            let framing = framing?;
+            let now = Instant::now();
+            let deadline = tokio::time::Instant::from_std(now + timeout);
+            let (mut conn, mut reused) = match self.take(now) {
+                Some(c) => (c, true),
+                // Boxed, like the reconnect below: resolving and connecting make
+                // a large future that a request on a pooled connection never needs.
+                None => (Box::pin(self.connect(deadline)).await?, false),
+            };
+            loop {
+                conn.out = Outgoing::new(body.take(), framing);
+                conn.wbuf.clear();
+                h1::head::write_request_head(&mut conn.wbuf, &parts, framing);
+                let head = poll_fn(|cx| match conn.poll_head(cx, &parts.method) {
+                    Poll::Pending if super::idle::poll_deadline(&mut conn.timer, cx, deadline) => {
+                        Poll::Ready(Err(InlineError::ResponseTimeout))
+                    }
+                    other => other,
+                })
+                .await;
+                match head {
+                    Ok(head) => {
+                        let decoder = Decoder::new(head.framing);
+                        return Ok(Response::from_parts(
+                            head.parts,
+                            InlineBody {
+                                conn: Some(conn),
+                                decoder,
+                                keep_alive: head.keep_alive,
+                                pool: Arc::clone(self),
+                            },
+                        ));
+                    }
+                    Err(e)
+                        if reused
+                            && e.closed_early()
+                            && !conn.out.body_read
+                            && (!conn.out.wrote_any || parts.method.is_idempotent()) =>
+                    {
+                        // The upstream had closed this idle connection: nothing
+                        // of the request reached it, or repeating it is harmless.
+                        tracing::debug!(target = %self.address, error = %e, "pooled connection was closed; sending on a new one");
+                        body = conn.out.body.take();
+                        conn = Box::pin(self.connect(deadline)).await?;
+                        reused = false;
+                    }
+                    Err(e) => return Err(e),
                 }
-                other => other,
-            })
-            .await;
-            match head {
-                Ok(head) => {
-                    let decoder = Decoder::new(head.framing);
-                    return Ok(Response::from_parts(
-                        head.parts,
-                        InlineBody {
-                            conn: Some(conn),
-                            decoder,
-                            keep_alive: head.keep_alive,
-                            pool: Arc::clone(self),
-                        },
-                    ));
-                }
-                Err(e)
-                    if reused
-                        && e.closed_early()
-                        && !conn.out.body_read
-                        && (!conn.out.wrote_any || parts.method.is_idempotent()) =>
-                {
-                    // The upstream had closed this idle connection: nothing
-                    // of the request reached it, or repeating it is harmless.
-                    tracing::debug!(target = %self.address, error = %e, "pooled connection was closed; sending on a new one");
-                    body = conn.out.body.take();
-                    conn = Box::pin(self.connect(deadline)).await?;
-                    reused = false;
-                }
-                Err(e) => return Err(e),
             }
         }
     }
