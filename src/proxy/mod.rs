@@ -199,10 +199,12 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
     type Future = StdPin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let request = self.0.activity.enter();
-        let handled = ConnContext::handle(Arc::clone(&self.0), req.map(RequestBody::Hyper));
+        let ctx = Arc::clone(&self.0);
+        let request = ctx.activity.enter();
+        // The request's future is made inside the block: made outside and
+        // captured, it would be kept twice (as captured and as awaited).
         Box::pin(async move {
-            let mut resp = handled.await;
+            let mut resp = ConnContext::handle(ctx, req.map(RequestBody::Hyper)).await;
             // The connection counts as busy until the response body is done.
             resp.body_mut().hold(request);
             Ok(resp)
