@@ -26,14 +26,21 @@ pub enum FramingError {
     ChunkSize,
     #[error("chunk data not followed by CRLF")]
     ChunkEnd,
-    #[error("chunk extension or trailer section too long")]
+    #[error("invalid trailer section")]
+    Trailer,
+    #[error("chunk extensions or trailer section too long")]
     TooLong,
     #[error("connection closed before the body ended")]
     Incomplete,
 }
 
-/// The longest chunk size line (with extensions) and trailer section taken.
-const MAX_CONTROL: usize = 16 * 1024;
+/// Extension bytes taken over a whole chunked body, and the size of its
+/// trailer section: hyper's limits, so that both stacks refuse alike.
+const MAX_EXTENSIONS: u64 = 16 * 1024;
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+
+/// Trailer fields taken when the caller names no limit (hyper's default).
+pub const DEFAULT_MAX_TRAILERS: usize = 100;
 
 /// What one step of decoding gave.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,37 +52,92 @@ pub enum Decoded {
     End,
 }
 
+/// Where a chunk-size line (`chunk-size [ BWS ] *( ";" chunk-ext ) CRLF`) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// Nothing yet: a hex digit must come.
+    Start,
+    Digits,
+    /// Blanks after the digits: no more digits may come.
+    Blank,
+    /// Inside the extensions: anything but CR and LF, until CR.
+    Extension,
+    /// After the CR: the LF must come.
+    Lf,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Bytes left of a sized body.
     Length(u64),
-    /// Expecting a chunk size line.
-    Size,
+    /// Reading a chunk-size line; the size so far.
+    Size(Line, u64),
     /// Bytes left of the current chunk's data.
     Data(u64),
     /// The CRLF after a chunk's data.
     DataEnd,
-    /// The trailer section after the last chunk; `usize`: bytes of it seen.
-    Trailers(usize),
+    /// After the last chunk, at the start of a line: a trailer field or the
+    /// CRLF that ends the message.
+    LineStart,
+    /// Inside a trailer field line.
+    Trailer,
+    /// After a trailer line's CR.
+    TrailerLf,
+    /// After the final CR.
+    EndLf,
     Close,
     Done,
 }
 
 /// Reads one message body, as framed, out of a read buffer.
-#[derive(Debug, Clone, Copy)]
+///
+/// The chunked coding is read as RFC 9112 §7.1 writes it, and as hyper
+/// reads it (the proxy's two HTTP stacks must frame every message alike,
+/// `tests/smuggling.rs`): a size line needs a hex digit, takes blanks only
+/// after the digits, ends in CRLF, and has no CR or LF in its extensions;
+/// chunk data ends in CRLF; every trailer line ends in CRLF and the trailer
+/// section parses as header fields. Anything else is an error, never a guess.
+#[derive(Debug, Clone)]
 pub struct Decoder {
     state: State,
+    /// Extension bytes seen so far.
+    extensions: u64,
+    /// The trailer section as read (validated, then dropped, at its end).
+    trailers: Option<BytesMut>,
+    trailer_lines: usize,
+    max_trailers: usize,
+}
+
+fn hex_digit(b: u8) -> Option<u64> {
+    match b {
+        b'0'..=b'9' => Some(u64::from(b - b'0')),
+        b'a'..=b'f' => Some(u64::from(b - b'a' + 10)),
+        b'A'..=b'F' => Some(u64::from(b - b'A' + 10)),
+        _ => None,
+    }
 }
 
 impl Decoder {
     pub fn new(framing: Framing) -> Self {
+        Self::with_max_trailers(framing, DEFAULT_MAX_TRAILERS)
+    }
+
+    /// A decoder that takes at most `max_trailers` trailer fields (the
+    /// server's header field limit, as hyper applies it).
+    pub fn with_max_trailers(framing: Framing, max_trailers: usize) -> Self {
         let state = match framing {
             Framing::Empty | Framing::Length(0) => State::Done,
             Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::Size,
+            Framing::Chunked => State::Size(Line::Start, 0),
             Framing::Close => State::Close,
         };
-        Self { state }
+        Self {
+            state,
+            extensions: 0,
+            trailers: None,
+            trailer_lines: 0,
+            max_trailers,
+        }
     }
 
     /// Whether the whole body has been read.
@@ -116,21 +178,11 @@ impl Decoder {
                     }
                     return Ok(Decoded::Data(buf.split().freeze()));
                 }
-                State::Size => match httparse::parse_chunk_size(buf) {
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        buf.advance(used);
-                        self.state = if size == 0 {
-                            State::Trailers(0)
-                        } else {
-                            State::Data(size)
-                        };
+                State::Size(..) => {
+                    if !self.size_line(buf)? {
+                        return Ok(Decoded::NeedMore);
                     }
-                    Ok(httparse::Status::Partial) if buf.len() > MAX_CONTROL => {
-                        return Err(FramingError::TooLong);
-                    }
-                    Ok(httparse::Status::Partial) => return Ok(Decoded::NeedMore),
-                    Err(_) => return Err(FramingError::ChunkSize),
-                },
+                }
                 State::Data(left) => {
                     if buf.is_empty() {
                         return Ok(Decoded::NeedMore);
@@ -151,7 +203,7 @@ impl Decoder {
                 State::DataEnd => match buf.get(..2) {
                     Some(b"\r\n") => {
                         buf.advance(2);
-                        self.state = State::Size;
+                        self.state = State::Size(Line::Start, 0);
                     }
                     Some(_) => return Err(FramingError::ChunkEnd),
                     None if buf.first().is_some_and(|&b| b != b'\r') => {
@@ -159,31 +211,140 @@ impl Decoder {
                     }
                     None => return Ok(Decoded::NeedMore),
                 },
-                State::Trailers(seen) => {
-                    // Trailer fields are dropped: each line up to its CRLF,
-                    // until the empty line that ends the message.
-                    let Some(eol) = buf.iter().position(|&b| b == b'\n') else {
-                        if seen + buf.len() > MAX_CONTROL {
-                            return Err(FramingError::TooLong);
-                        }
+                State::LineStart | State::Trailer | State::TrailerLf | State::EndLf => {
+                    if !self.trailer_section(buf)? {
                         return Ok(Decoded::NeedMore);
-                    };
-                    let line = &buf[..eol];
-                    let empty = line == b"\r";
-                    if !line.ends_with(b"\r") {
-                        return Err(FramingError::ChunkEnd);
-                    }
-                    let seen = seen + eol + 1;
-                    buf.advance(eol + 1);
-                    if empty {
-                        self.state = State::Done;
-                    } else if seen > MAX_CONTROL {
-                        return Err(FramingError::TooLong);
-                    } else {
-                        self.state = State::Trailers(seen);
                     }
                 }
             }
+        }
+    }
+
+    /// Reads a chunk-size line out of `buf` as far as it goes; true once it
+    /// is complete (the state then is the chunk's data, or the trailers).
+    fn size_line(&mut self, buf: &mut BytesMut) -> Result<bool, FramingError> {
+        let State::Size(mut line, mut size) = self.state else {
+            return Ok(true);
+        };
+        let mut used = 0;
+        let mut complete = false;
+        for &b in buf.iter() {
+            used += 1;
+            let digit = hex_digit(b);
+            line = match (line, b) {
+                (Line::Start | Line::Digits, _) if digit.is_some() => {
+                    size = size
+                        .checked_mul(16)
+                        .and_then(|s| s.checked_add(digit.unwrap_or(0)))
+                        .ok_or(FramingError::ChunkSize)?;
+                    Line::Digits
+                }
+                (Line::Digits | Line::Blank, b' ' | b'\t') => Line::Blank,
+                (Line::Digits | Line::Blank, b';') => Line::Extension,
+                (Line::Digits | Line::Blank | Line::Extension, b'\r') => Line::Lf,
+                (Line::Extension, b'\n') => return Err(FramingError::ChunkSize),
+                (Line::Extension, _) => {
+                    self.extensions += 1;
+                    if self.extensions >= MAX_EXTENSIONS {
+                        return Err(FramingError::TooLong);
+                    }
+                    Line::Extension
+                }
+                (Line::Lf, b'\n') => {
+                    complete = true;
+                    break;
+                }
+                _ => return Err(FramingError::ChunkSize),
+            };
+        }
+        buf.advance(used);
+        self.state = match (complete, size) {
+            (false, _) => State::Size(line, size),
+            (true, 0) => State::LineStart,
+            (true, n) => State::Data(n),
+        };
+        Ok(complete)
+    }
+
+    /// Reads the trailer section after the last chunk as far as `buf` goes;
+    /// true once the message has ended (and its trailers were valid).
+    fn trailer_section(&mut self, buf: &mut BytesMut) -> Result<bool, FramingError> {
+        let mut used = 0;
+        let mut ended = false;
+        for &b in buf.iter() {
+            used += 1;
+            self.state = match (self.state, b) {
+                (State::LineStart, b'\r') => {
+                    self.keep_trailer_byte(b, false)?;
+                    State::EndLf
+                }
+                (State::LineStart | State::Trailer, _) => {
+                    self.keep_trailer_byte(b, true)?;
+                    if b == b'\r' {
+                        State::TrailerLf
+                    } else {
+                        State::Trailer
+                    }
+                }
+                (State::TrailerLf, b'\n') => {
+                    if self.trailer_lines >= self.max_trailers {
+                        return Err(FramingError::TooLong);
+                    }
+                    self.trailer_lines += 1;
+                    self.keep_trailer_byte(b, false)?;
+                    State::LineStart
+                }
+                (State::EndLf, b'\n') => {
+                    self.keep_trailer_byte(b, false)?;
+                    ended = true;
+                    break;
+                }
+                _ => return Err(FramingError::Trailer),
+            };
+        }
+        buf.advance(used);
+        if ended {
+            self.check_trailers()?;
+            self.state = State::Done;
+        }
+        Ok(ended)
+    }
+
+    /// Keeps a byte of the trailer section, once there is one (`start`: this
+    /// byte may start it).
+    fn keep_trailer_byte(&mut self, b: u8, start: bool) -> Result<(), FramingError> {
+        match self.trailers.as_mut() {
+            Some(t) => {
+                t.extend_from_slice(&[b]);
+                if t.len() >= MAX_TRAILER_BYTES {
+                    return Err(FramingError::TooLong);
+                }
+            }
+            None if start => self.trailers = Some(BytesMut::from(&[b][..])),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// The trailer section must be header fields, one a line.
+    fn check_trailers(&mut self) -> Result<(), FramingError> {
+        let Some(section) = self.trailers.take() else {
+            return Ok(());
+        };
+        let mut fields = vec![httparse::EMPTY_HEADER; self.trailer_lines];
+        match httparse::parse_headers(&section, &mut fields) {
+            Ok(httparse::Status::Complete((_, fields))) => {
+                let valid = fields.iter().all(|f| {
+                    http::HeaderName::from_bytes(f.name.as_bytes()).is_ok()
+                        && http::HeaderValue::from_bytes(f.value).is_ok()
+                });
+                if valid {
+                    Ok(())
+                } else {
+                    Err(FramingError::Trailer)
+                }
+            }
+            _ => Err(FramingError::Trailer),
         }
     }
 
@@ -192,15 +353,9 @@ impl Decoder {
     /// be complete with its last data (and the next read is not needed to
     /// learn it). Anything else is left for [`Self::decode`].
     fn settle(&mut self, buf: &mut BytesMut) {
-        if !buf.starts_with(b"\r\n0") {
-            return;
-        }
-        let rest = &buf[2..];
-        let Ok(httparse::Status::Complete((used, 0))) = httparse::parse_chunk_size(rest) else {
-            return;
-        };
-        if rest[used..].starts_with(b"\r\n") {
-            buf.advance(2 + used + 2);
+        const END: &[u8] = b"\r\n0\r\n\r\n";
+        if buf.starts_with(END) {
+            buf.advance(END.len());
             self.state = State::Done;
         }
     }
@@ -342,6 +497,41 @@ mod tests {
             feed(Framing::Chunked, b"5\r\nhel", 100),
             Err(FramingError::Incomplete)
         );
+        // RFC 9112 §7.1: a size line needs a digit and ends in CRLF; no CR
+        // or LF inside an extension; trailer lines are fields ending in CRLF.
+        for wire in [
+            &b"\r\n\r\nGET /x HTTP/1.1\r\n\r\n"[..],
+            b" \r\n\r\n",
+            b";x\r\n\r\n",
+            b" 5\r\nhello\r\n0\r\n\r\n",
+            b"5 5\r\nhello\r\n0\r\n\r\n",
+            b"5;a\nb\r\nhello\r\n0\r\n\r\n",
+            b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+            b"5\rhello\r\n0\r\n\r\n",
+            b"0x5\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nbad trailer\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nx: a\nb: c\r\n\r\n",
+            b"5\r\nhello\r\n0\r\n\r\r\n",
+            b"5\r\nhello\r\n0\r\n\n",
+        ] {
+            assert!(
+                feed(Framing::Chunked, wire, 100).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        for wire in [
+            &b"5 \t;a=b ; c\r\nhello\r\n0\r\n\r\n"[..],
+            b"0005\r\nhello\r\n00\r\nx-a: 1\r\nx-b:\r\n\r\n",
+            b"000000000000000000000005\r\nhello\r\n0\r\n\r\n",
+        ] {
+            assert_eq!(
+                feed(Framing::Chunked, wire, 3).map(|(d, _)| d),
+                Ok(b"hello".to_vec()),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
         let long = [b"1;".as_slice(), &[b'x'; 20_000]].concat();
         assert_eq!(
             feed(Framing::Chunked, &long, 4096),

@@ -497,7 +497,7 @@ impl Conn {
                 let (pipe, reader) = crate::proxy::pipe(hint);
                 let feeder = Feeder {
                     pipe,
-                    decoder: Decoder::new(f),
+                    decoder: Decoder::with_max_trailers(f, self.max_headers),
                     continue_owed: parts.headers.contains_key(header::EXPECT),
                     abandoned: false,
                 };
