@@ -419,3 +419,122 @@ async fn request_bodies_are_framed_for_the_upstream_and_http_1_0_answers_are_not
     // HTTP/1.0 without keep-alive: a connection per request.
     assert_eq!(up.accepted(), 3);
 }
+
+/// Issue 24: a response another reader could frame differently is passed on
+/// with one plain length, and its connection is closed after it, never
+/// reused for the next request.
+#[tokio::test]
+async fn ambiguous_responses_are_answered_once_and_their_connection_is_not_reused() {
+    let up = Scripted::start(|_, got| match path_of(got) {
+        "/list" => Reply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok".to_vec()),
+        "/repeat" => Reply::Send(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        ),
+        "/zeros" => Reply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 002\r\n\r\nok".to_vec()),
+        "/length-and-chunked" => Reply::Send(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+        "/bare-lf" => Reply::Send(b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok".to_vec()),
+        _ => Reply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()),
+    })
+    .await;
+    let proxy = proxy_for(&up).await;
+    let c = h1_client();
+    let base = format!("http://{}", proxy.proxy_addr);
+    let fine = get(&c, &format!("{base}/fine"), None).await;
+    assert_eq!(&fine.body[..], b"ok");
+    let _ = get(&c, &format!("{base}/fine"), None).await;
+    assert_eq!(up.accepted(), 1, "a plain response keeps its connection");
+    for path in [
+        "/list",
+        "/repeat",
+        "/zeros",
+        "/length-and-chunked",
+        "/bare-lf",
+    ] {
+        let before = up.accepted();
+        let got = get(&c, &format!("{base}{path}"), None).await;
+        assert_eq!(
+            (got.status.as_u16(), &got.body[..]),
+            (200, &b"ok"[..]),
+            "{path}"
+        );
+        let lengths: Vec<_> = got.headers.get_all("content-length").iter().collect();
+        assert!(lengths.len() <= 1, "{path}: {lengths:?}");
+        assert!(
+            lengths.iter().all(|v| v.as_bytes() == b"2"),
+            "{path}: {lengths:?}"
+        );
+        let after = get(&c, &format!("{base}/fine"), None).await;
+        assert_eq!(&after.body[..], b"ok");
+        assert_eq!(
+            up.accepted(),
+            before + 1,
+            "{path}: its connection was used again"
+        );
+    }
+}
+
+/// Issue 24: `Transfer-Encoding: gzip, chunked` from an upstream kept its
+/// chunking dropped and its gzip coding too, so clients got gzip bytes with
+/// nothing saying so. The coding now goes on to HTTP/1.1 clients (re-chunked
+/// by the proxy); an HTTP/2 client, which cannot be sent a transfer coding,
+/// gets a 502 that says why.
+#[tokio::test]
+async fn a_transfer_coding_besides_chunked_is_passed_on_or_refused_never_dropped() {
+    let up = Scripted::start(|_, got| match path_of(got) {
+        "/gzip-close" => Reply::SendAndClose(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n\x1f\x8bCODED".to_vec(),
+        ),
+        _ => Reply::Send(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n7\r\n\x1f\x8bCODED\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+    })
+    .await;
+    let proxy = proxy_for(&up).await;
+    for path in ["/gzip-chunked", "/gzip-close"] {
+        let mut s = ok(TcpStream::connect(proxy.proxy_addr).await, "connect");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        ok(s.write_all(req.as_bytes()).await, "write");
+        let (bytes, _) = read_response_bytes(&mut s).await;
+        let end = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(bytes.len());
+        let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
+        let codings: Vec<_> = head
+            .lines()
+            .filter_map(|l| l.strip_prefix("transfer-encoding:"))
+            .map(str::trim)
+            .collect();
+        assert_eq!(codings, ["gzip, chunked"], "{path}: {head}");
+        assert!(!head.contains("content-length"), "{path}: {head}");
+        // The body, de-chunked, is the upstream's coded bytes as they were.
+        let mut body = bytes::BytesMut::from(&bytes[(end + 4).min(bytes.len())..]);
+        let mut d = switchyard::h1::Decoder::new(switchyard::h1::Framing::Chunked);
+        let mut data = Vec::new();
+        while let Ok(switchyard::h1::Decoded::Data(b)) = d.decode(&mut body) {
+            data.extend_from_slice(&b);
+        }
+        assert!(d.is_done(), "{path}: the chunked body did not end");
+        assert_eq!(data, b"\x1f\x8bCODED", "{path}");
+    }
+    let h2 = send(
+        &h2_client(),
+        ok(
+            Request::get(format!("http://{}/gzip-chunked", proxy.proxy_addr))
+                .body(Full::new(Bytes::new())),
+            "request",
+        ),
+    )
+    .await;
+    assert_eq!(h2.status, 502);
+    assert!(
+        String::from_utf8_lossy(&h2.body).contains("transfer coding"),
+        "{:?}",
+        h2.body
+    );
+}

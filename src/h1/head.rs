@@ -123,8 +123,15 @@ pub fn parse_response(
     let head = buf.split_to(len).freeze();
     // Room for the Set-Cookie the proxy may add.
     let mut headers = header_map(&head, spans, 1)?;
+    // A head another reader could frame differently (a length next to a
+    // coding, a list or repeat of lengths, lines ending in a bare LF) is
+    // answered, but its connection is not trusted with another request.
+    let ambiguous = !content_length_is_canonical(&headers)
+        || (headers.contains_key(header::CONTENT_LENGTH)
+            && headers.contains_key(header::TRANSFER_ENCODING))
+        || bare_lf(&head);
     let framing = response_framing(method, status, &mut headers)?;
-    let keep_alive = framing != Framing::Close && persistent(version, &headers);
+    let keep_alive = framing != Framing::Close && !ambiguous && persistent(version, &headers);
     // The version is the peer's business: what goes on from here is the
     // proxy's own message, in its own version.
     let mut parts = http::Response::new(()).into_parts().0;
@@ -135,6 +142,11 @@ pub fn parse_response(
         framing,
         keep_alive,
     }))
+}
+
+/// Whether a line of `head` ends in LF alone.
+fn bare_lf(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
 /// RFC 9112 §6.3. A `Content-Length` next to a chunked coding is dropped: the
@@ -175,8 +187,8 @@ pub fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
         .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
-/// The message's `Content-Length`: every value (and every item of a list)
-/// must be the same number.
+/// A response's `Content-Length`: every value (and every item of a list)
+/// must be the same number, as hyper's client reads it.
 pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
     let mut found = None;
     for v in headers.get_all(header::CONTENT_LENGTH) {
@@ -191,12 +203,54 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
     Ok(found)
 }
 
-/// Digits only (no sign, no spaces inside), at most 19 of them.
+/// A request's `Content-Length`, as hyper's server reads it: one number a
+/// line (no lists), every line the same number.
+pub fn request_content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
+    let mut found = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        let n = parse_decimal(v.as_bytes()).ok_or(HeadError::ContentLength)?;
+        if found.is_some_and(|f| f != n) {
+            return Err(HeadError::ContentLength);
+        }
+        found = Some(n);
+    }
+    Ok(found)
+}
+
+/// Whether the `Content-Length` header is already what the proxy would send:
+/// one line, one number, no leading zero.
+pub fn content_length_is_canonical(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    match (values.next(), values.next()) {
+        (None, _) => true,
+        (Some(v), None) => {
+            let b = v.as_bytes();
+            !b.is_empty() && b.iter().all(u8::is_ascii_digit) && (b[0] != b'0' || b.len() == 1)
+        }
+        _ => false,
+    }
+}
+
+/// Replaces the `Content-Length` lines with the one value `n`.
+pub fn set_content_length(headers: &mut HeaderMap, n: u64) {
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+}
+
+/// Digits only (no sign, no spaces inside), any number of them (leading
+/// zeros too) while the value fits: hyper's rule, so both stacks agree.
+/// The largest length hyper takes is `u64::MAX - 2`.
 fn parse_decimal(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
+    if s.is_empty() {
         return None;
     }
-    Some(s.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+    let mut n = 0u64;
+    for &d in s {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    (n <= u64::MAX - 2).then_some(n)
 }
 
 /// Whether a message of `version` with these headers leaves the connection
@@ -346,7 +400,10 @@ pub fn write_response_head(
             out.put_slice(itoa::Buffer::new().format(n).as_bytes());
             out.put_slice(b"\r\n");
         }
-        ResponseFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        // A `Transfer-Encoding` among the headers already ends in chunked.
+        ResponseFraming::Chunked if !headers.contains_key(header::TRANSFER_ENCODING) => {
+            out.put_slice(b"transfer-encoding: chunked\r\n");
+        }
         _ => {}
     }
     if !keep_alive {

@@ -314,7 +314,7 @@ fn native_framing(parts: &http::request::Parts) -> Option<Framing> {
             && parts.version == Version::HTTP_11;
         return lone_chunked.then_some(Framing::Chunked);
     }
-    match h1::head::content_length(h) {
+    match h1::head::request_content_length(h) {
         Ok(None | Some(0)) => Some(Framing::Empty),
         Ok(Some(n)) => Some(Framing::Length(n)),
         Err(_) => None,
@@ -529,7 +529,8 @@ impl Conn {
             // their connection) and in one write.
             let mut first = None;
             let mut ended = false;
-            if matches!(framing, ResponseFraming::Chunked | ResponseFraming::Close) {
+            let coded = head.headers.contains_key(header::TRANSFER_ENCODING);
+            if !coded && matches!(framing, ResponseFraming::Chunked | ResponseFraming::Close) {
                 match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
                     Poll::Ready(None) => {
                         framing = ResponseFraming::Length(0);
@@ -833,6 +834,11 @@ fn response_framing(
         || status == StatusCode::NOT_MODIFIED
     {
         return ResponseFraming::None;
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Codings the upstream applied, kept (`headers::frame_response`):
+        // chunked on top, and never a length beside them.
+        return ResponseFraming::Chunked;
     }
     match h1::head::content_length(headers) {
         Ok(Some(n)) => return ResponseFraming::Length(n),

@@ -43,7 +43,14 @@ pub enum ProxyError {
     RedirectToHttps,
     #[error("request timeout: the request body stalled")]
     ClientBodyTimeout,
+    #[error(
+        "bad gateway: the upstream used a transfer coding (not chunked) that this client's HTTP version cannot carry"
+    )]
+    UntransferableCoding,
 }
+
+/// A client body that was malformed or cut off.
+pub const BODY_BROKEN: ProxyError = ProxyError::BadRequest("malformed or incomplete request body");
 
 /// Which side a failure is blamed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +71,8 @@ impl ProxyError {
             ProxyError::UpstreamConnect
             | ProxyError::UpstreamProtocol
             | ProxyError::UpstreamTls
-            | ProxyError::UpgradeToH2Upstream => StatusCode::BAD_GATEWAY,
+            | ProxyError::UpgradeToH2Upstream
+            | ProxyError::UntransferableCoding => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpgradeNotSupported => StatusCode::NOT_IMPLEMENTED,
             ProxyError::RedirectToHttps => StatusCode::PERMANENT_REDIRECT,
@@ -88,9 +96,9 @@ impl ProxyError {
             ProxyError::UpstreamConnect => Side::Upstream(UpstreamErrorKind::Connect),
             ProxyError::ConnectTimeout => Side::Upstream(UpstreamErrorKind::ConnectTimeout),
             ProxyError::ResponseTimeout => Side::Upstream(UpstreamErrorKind::ResponseTimeout),
-            ProxyError::UpstreamProtocol | ProxyError::UpgradeToH2Upstream => {
-                Side::Upstream(UpstreamErrorKind::Protocol)
-            }
+            ProxyError::UpstreamProtocol
+            | ProxyError::UpgradeToH2Upstream
+            | ProxyError::UntransferableCoding => Side::Upstream(UpstreamErrorKind::Protocol),
             ProxyError::UpstreamTls => Side::Upstream(UpstreamErrorKind::Tls),
         }
     }
@@ -123,6 +131,9 @@ impl ProxyError {
                 (ProxyError::ConnectTimeout, false)
             }
             InlineError::Connect(_) => (ProxyError::UpstreamConnect, false),
+            // The client's body failed or did not match its length: never
+            // the upstream's doing.
+            InlineError::Body(_) | InlineError::BodyLength => (BODY_BROKEN, false),
             e => (ProxyError::UpstreamProtocol, e.closed_early()),
         }
     }

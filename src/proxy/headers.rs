@@ -44,6 +44,23 @@ pub fn check_framing<B>(req: &Request<B>) -> Result<(), super::ProxyError> {
     Ok(())
 }
 
+/// Leaves one `Content-Length` line in its plain decimal form (`005` and
+/// repeated equal lines arrive from clients; upstreams must not see them),
+/// or refuses what is no length at all. Untouched in the common case.
+pub fn canonical_length(headers: &mut HeaderMap) -> Result<(), super::ProxyError> {
+    if crate::h1::head::content_length_is_canonical(headers) {
+        return Ok(());
+    }
+    match crate::h1::head::request_content_length(headers) {
+        Ok(Some(n)) => {
+            crate::h1::head::set_content_length(headers, n);
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(_) => Err(super::ProxyError::BadRequest("invalid Content-Length")),
+    }
+}
+
 /// Refuses a request over the configured size limits, before anything of it
 /// is forwarded. A body without `Content-Length` is limited as it streams.
 pub fn check_limits<B>(
@@ -63,10 +80,7 @@ pub fn check_limits<B>(
         return Err(super::ProxyError::HeadersTooLarge);
     }
     if limits.max_body_bytes > 0 {
-        let declared = h
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let declared = crate::h1::head::request_content_length(h).ok().flatten();
         if declared.is_some_and(|n| n > limits.max_body_bytes) {
             return Err(super::ProxyError::BodyTooLarge);
         }
@@ -173,6 +187,65 @@ fn sticky_cookie_in(header: &[u8], name: &str) -> Option<usize> {
         pair.strip_prefix(name.as_bytes())
             .is_some_and(|rest| rest.trim_ascii_start().first() == Some(&b'='))
     })
+}
+
+/// The transfer codings a response carries besides chunked, as the
+/// `Transfer-Encoding` value the proxy sends on (they stay applied to the
+/// body; the proxy re-chunks it): `gzip, chunked` for `gzip`. `None` for
+/// none or chunked alone, the usual case.
+pub fn transfer_codings(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut values = headers.get_all(header::TRANSFER_ENCODING).iter();
+    match (values.next(), values.next()) {
+        (None, _) => return None,
+        (Some(v), None) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") => {
+            return None;
+        }
+        _ => {}
+    }
+    let mut codings: Vec<&[u8]> = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty())
+        .collect();
+    if codings
+        .last()
+        .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+    {
+        codings.pop();
+    }
+    if codings.is_empty() {
+        return None;
+    }
+    codings.push(b"chunked");
+    HeaderValue::from_bytes(&codings.join(&b", "[..])).ok()
+}
+
+/// Puts a response's framing headers in the form the proxy sends: its
+/// transfer codings other than chunked kept (no length beside them), or one
+/// plain `Content-Length` (lists and repeats from the upstream made one).
+pub fn frame_response(headers: &mut HeaderMap, codings: Option<HeaderValue>) {
+    if let Some(codings) = codings {
+        headers.remove(header::CONTENT_LENGTH);
+        headers.insert(header::TRANSFER_ENCODING, codings);
+        return;
+    }
+    if crate::h1::head::content_length_is_canonical(headers) {
+        return;
+    }
+    match crate::h1::head::content_length(headers) {
+        Ok(Some(n)) => crate::h1::head::set_content_length(headers, n),
+        _ => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+    }
+}
+
+/// Whether a response can go to a client of `version`: transfer codings are
+/// HTTP/1.1's alone (HTTP/2 and HTTP/1.0 have no way to carry them).
+pub fn deliverable<B>(resp: &http::Response<B>, version: Version) -> bool {
+    version == Version::HTTP_11 || !resp.headers().contains_key(header::TRANSFER_ENCODING)
 }
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.

@@ -95,7 +95,14 @@ pub enum BodyVerdict {
     TimedOut = 1,
     /// Longer than `limits.max_body_bytes` (no Content-Length said so): 413.
     TooLarge = 2,
+    /// Malformed (bad chunking, shorter than its Content-Length) or cut off
+    /// by the client's connection: 400, or nothing when the client left.
+    Broken = 3,
 }
+
+/// Set beside the verdict while the body waits for the client to send more:
+/// an upstream that times out then was waiting for the client too.
+const WAITING: u8 = 0x80;
 
 /// Shared between the body (which sets it) and the request path (which reads
 /// it). Requests without a body get `none()`, which allocates nothing.
@@ -111,9 +118,27 @@ impl Verdict {
         Self(None)
     }
 
+    /// Records why the body was cut; the first reason stands.
     pub fn set(&self, v: BodyVerdict) {
         if let Some(a) = &self.0 {
-            a.store(v as u8, Ordering::Relaxed);
+            let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                (now & !WAITING == 0).then_some(v as u8)
+            });
+        }
+    }
+
+    fn waiting(&self, yes: bool) {
+        if let Some(a) = &self.0 {
+            // Read first: most polls change nothing, and a read is cheaper
+            // than a read-modify-write.
+            if (a.load(Ordering::Relaxed) & WAITING != 0) == yes {
+                return;
+            }
+            if yes {
+                a.fetch_or(WAITING, Ordering::Relaxed);
+            } else {
+                a.fetch_and(!WAITING, Ordering::Relaxed);
+            }
         }
     }
 
@@ -121,11 +146,20 @@ impl Verdict {
         let Some(a) = &self.0 else {
             return BodyVerdict::Fine;
         };
-        match a.load(Ordering::Relaxed) {
+        match a.load(Ordering::Relaxed) & !WAITING {
             1 => BodyVerdict::TimedOut,
             2 => BodyVerdict::TooLarge,
+            3 => BodyVerdict::Broken,
             _ => BodyVerdict::Fine,
         }
+    }
+
+    /// The body is unfinished and was last left waiting on the client (not
+    /// on the upstream to take what it had).
+    pub fn waiting_on_client(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|a| a.load(Ordering::Relaxed) & WAITING != 0)
     }
 }
 
@@ -174,7 +208,9 @@ impl http_body::Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        this.verdict.waiting(polled.is_pending());
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 this.timer.progress();
                 if let Some(d) = frame.data_ref() {
@@ -186,7 +222,12 @@ impl http_body::Body for ClientBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Err(e))) => {
+                // Whatever the server reading it said (bad chunking, a short
+                // body, a reset), it is the client's doing (DESIGN §10).
+                this.verdict.set(BodyVerdict::Broken);
+                Poll::Ready(Some(Err(e)))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 if this.timer.poll_expired(cx) {

@@ -42,7 +42,7 @@ use rustls_pki_types::ServerName;
 use crate::assign::{Pin, RequestView, decide, read_cookie};
 use crate::config::{BucketBy, GroupSpec, Timeouts, UpstreamProtocol};
 use crate::listener::Activity;
-use crate::metrics::TargetMetrics;
+use crate::metrics::{DownstreamErrorKind, TargetMetrics};
 use crate::state::{Shared, Snapshot};
 pub use body::ProxyBody;
 pub use error::{ProxyError, Side};
@@ -246,7 +246,9 @@ impl ConnContext {
             SERVED.with(|n| n.set(n.get().wrapping_add(1)));
             let start = Instant::now();
             let snap = self.shared.snapshot();
+            let client_version = req.version();
             let host = match headers::check_framing(&req)
+                .and_then(|()| headers::canonical_length(req.headers_mut()))
                 .and_then(|()| headers::check_limits(&req, &snap.config.limits))
                 .and_then(|()| headers::request_host(&req).map_err(ProxyError::BadRequest))
             {
@@ -392,6 +394,13 @@ impl ConnContext {
                 _ => forwarded.await,
             };
             let response = match forwarded {
+                Ok(resp) if !headers::deliverable(&resp, client_version) => {
+                    // The upstream's transfer coding cannot be carried to this
+                    // client. Not counted against the target: its answer was
+                    // valid HTTP/1.1.
+                    tracing::warn!(group = %group.name, "upstream answered with a transfer coding other than chunked, which {client_version:?} cannot carry");
+                    error_response(ProxyError::UntransferableCoding)
+                }
                 Ok(mut resp) => {
                     if let (Some(u), Some(on_client)) = (&upgrade, client_upgrade) {
                         if upgrade::prepare_response(u, &mut resp) {
@@ -526,10 +535,12 @@ impl ConnContext {
                         let upgrade = (status == 101)
                             .then(|| head.headers.remove(header::UPGRADE))
                             .flatten();
+                        let codings = headers::transfer_codings(&head.headers);
                         headers::strip_hop_by_hop(&mut head.headers);
                         if let Some(p) = upgrade {
                             head.headers.insert(header::UPGRADE, p);
                         }
+                        headers::frame_response(&mut head.headers, codings);
                         let body_timeouts = target.metrics.errors
                             [crate::metrics::UpstreamErrorKind::BodyTimeout as usize]
                             .clone();
@@ -546,21 +557,13 @@ impl ConnContext {
                     Err(e) => e,
                 };
                 drop(in_flight);
-                // The client's body, not the upstream, ended the exchange: the
-                // client is told, and the target is not blamed.
-                let cut = match verdict.get() {
-                    idle::BodyVerdict::Fine => None,
-                    idle::BodyVerdict::TimedOut => {
-                        self.shared.metrics.client_timeouts[1].inc();
-                        Some(ProxyError::ClientBodyTimeout)
-                    }
-                    idle::BodyVerdict::TooLarge => Some(ProxyError::BodyTooLarge),
-                };
-                if let Some(e) = cut {
+                let fault = client_fault(&verdict, err)
+                    .or_else(|| matches!(err.side(), Side::Downstream(_)).then_some(err));
+                if let Some(e) = fault {
+                    // The client, not the upstream, ended the exchange: the
+                    // client is told, and the target is not blamed (DESIGN §10).
                     target.metrics.count_status(e.status().as_u16());
-                    if let Side::Downstream(kind) = e.side() {
-                        self.shared.metrics.downstream_by[kind as usize].inc();
-                    }
+                    self.count_downstream(e);
                     return Err(e);
                 }
                 if let Side::Upstream(kind) = err.side() {
@@ -698,11 +701,37 @@ impl ConnContext {
     }
 
     fn refuse(&self, snap: &Snapshot, e: ProxyError) -> Response<ProxyBody> {
-        if let Side::Downstream(kind) = e.side() {
-            self.shared.metrics.downstream_by[kind as usize].inc();
-        }
+        self.count_downstream(e);
         count(&snap.unrouted, e.status());
         error_response(e)
+    }
+
+    fn count_downstream(&self, e: ProxyError) {
+        if let Side::Downstream(kind) = e.side() {
+            self.shared.metrics.downstream_by[kind as usize].inc();
+            if kind == DownstreamErrorKind::ClientTimeout {
+                self.shared.metrics.client_timeouts[1].inc();
+            }
+        }
+    }
+}
+
+/// The client's share in a failed exchange: its body was cut (stalled, too
+/// large, malformed, or its connection went), or the upstream timed out
+/// while it was still waiting for the client's body. `None`: the failure is
+/// the upstream's. A body the upstream simply did not read is never the
+/// client's fault.
+fn client_fault(verdict: &idle::Verdict, err: ProxyError) -> Option<ProxyError> {
+    match verdict.get() {
+        idle::BodyVerdict::TimedOut => Some(ProxyError::ClientBodyTimeout),
+        idle::BodyVerdict::TooLarge => Some(ProxyError::BodyTooLarge),
+        idle::BodyVerdict::Broken => Some(error::BODY_BROKEN),
+        idle::BodyVerdict::Fine
+            if err == ProxyError::ResponseTimeout && verdict.waiting_on_client() =>
+        {
+            Some(ProxyError::ClientBodyTimeout)
+        }
+        idle::BodyVerdict::Fine => None,
     }
 }
 
