@@ -14,6 +14,7 @@ use crate::listener::{self, Serving};
 use crate::metrics::admin;
 use crate::reload::{self, ConfigSource, Outcome, Reloader, Trigger};
 use crate::state::Shared;
+use crate::store::SessionStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -130,6 +131,9 @@ pub async fn start_with_workers(
         )),
         crate::health::spawn_supervisor(Arc::clone(&shared), rx.clone()),
     ]);
+    if shared.store.as_ref().is_some_and(SessionStore::is_redis) {
+        tasks.push(tokio::spawn(probe_store(Arc::clone(&shared), rx.clone())));
+    }
     let reloader = source.map(|src| {
         tracing::info!(path = %src.path.display(), "watching the config file for changes");
         let r = Arc::new(Mutex::new(Reloader::new(src, Arc::clone(&shared))));
@@ -224,5 +228,24 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         async {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// Pings the Redis session store in the background: every second while it
+/// is down, every five while it is up, so that its state is known (and the
+/// breaker closed) without waiting for a request to touch it.
+async fn probe_store(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(store) = &shared.store else { return };
+        wait = if store.probe().await {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_secs(1)
+        };
     }
 }

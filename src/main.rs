@@ -19,7 +19,8 @@ use switchyard::{app, demo};
 #[command(
     name = "switchyard",
     version,
-    about = "Sticky blue/green and canary edge proxy"
+    about = "Sticky blue/green and canary edge proxy",
+    after_help = "Environment:\n  SWITCHYARD_COOKIE_KEY  the cookie signing key, when proxy.yaml says `keys: [env:SWITCHYARD_COOKIE_KEY]` (as shipped); `switchyard keygen` makes one\n  SWITCHYARD_LOG         log filter, e.g. `debug` or `switchyard=debug,info` (default info); logs go to stderr"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,15 +35,24 @@ enum Command {
         #[arg(long, short, default_value = "proxy.yaml")]
         config: PathBuf,
     },
-    /// Validate a config and print its groups, weights, shares and targets;
-    /// with --against, also what a reload from that older file would change.
+    /// Validate a config as `run` would (cookie keys included) and print its
+    /// groups, weights, shares and targets; with --against, also what a
+    /// reload from that older file would change.
     Check {
-        /// Path to proxy.yaml.
-        config: PathBuf,
+        /// Path to proxy.yaml (default: proxy.yaml).
+        #[arg(value_name = "CONFIG", conflicts_with = "config_flag")]
+        config: Option<PathBuf>,
+        /// Path to proxy.yaml, as `run --config` takes it.
+        #[arg(long = "config", short = 'c', value_name = "CONFIG")]
+        config_flag: Option<PathBuf>,
         /// The config in force now: print what replacing it with CONFIG changes,
         /// including the share of clients that would move between groups.
         #[arg(long, visible_alias = "diff", value_name = "OLD")]
         against: Option<PathBuf>,
+        /// Where the keys' secrets are absent (an image build): check all
+        /// but the key material, and say so.
+        #[arg(long)]
+        no_secrets: bool,
     },
     /// Print a fresh random cookie key (base64, 32 bytes).
     Keygen,
@@ -152,7 +162,17 @@ fn main() -> ExitCode {
                     })
                 })
         }
-        Command::Check { config, against } => return check(&config, against.as_deref()),
+        Command::Check {
+            config,
+            config_flag,
+            against,
+            no_secrets,
+        } => {
+            let path = config
+                .or(config_flag)
+                .unwrap_or_else(|| PathBuf::from("proxy.yaml"));
+            return check(&path, against.as_deref(), no_secrets);
+        }
         Command::Keygen => {
             keygen();
             Ok(())
@@ -283,9 +303,12 @@ async fn run(
     Ok(())
 }
 
-fn check(path: &Path, against: Option<&Path>) -> ExitCode {
+/// `check` refuses what `run` refuses: a key whose variable or file cannot
+/// be read is an error, unless `no_secrets` says the secrets are elsewhere.
+fn check(path: &Path, against: Option<&Path>, no_secrets: bool) -> ExitCode {
+    quiet_on_closed_pipe();
     let opts = ValidateOptions {
-        ephemeral_key_if_missing: true,
+        ephemeral_key_if_missing: no_secrets,
     };
     let load = |p: &Path| config::load_file(p, &SystemKeys, opts).map_err(|e| eprintln!("{e}"));
     let Ok((mut cfg, _)) = load(path) else {
@@ -348,7 +371,9 @@ fn print_summary(path: &Path, cfg: &Config) {
         s.keys.len()
     );
     if s.ephemeral_key {
-        println!("  note: no key source could be read here, so key material was not checked");
+        println!(
+            "  note: --no-secrets, and no key source could be read here: key material was not checked"
+        );
     }
     let st = &s.store;
     match st.kind {
@@ -392,7 +417,20 @@ fn print_summary(path: &Path, cfg: &Config) {
     }
 }
 
+/// A command that prints and ends (`check | head`) is ended by SIGPIPE, as
+/// other command line tools are, instead of panicking in `println!`. Only
+/// for such commands: the proxy itself needs EPIPE as an error on sockets.
+fn quiet_on_closed_pipe() {
+    #[allow(unsafe_code)]
+    // SAFETY: restores the default disposition of one signal; no handler,
+    // no pointers.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn keygen() {
+    quiet_on_closed_pipe();
     let mut key = [0u8; 32];
     rand::fill(&mut key);
     println!("{}", base64::engine::general_purpose::STANDARD.encode(key));

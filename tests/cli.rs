@@ -6,13 +6,33 @@ use std::process::{Command, Output};
 
 use common::ok;
 
+/// Runs the binary with the keys the test configs name set (`SOME_KEY`, and
+/// the shipped proxy.yaml's `SWITCHYARD_COOKIE_KEY`).
 fn switchyard(args: &[&str]) -> Output {
     ok(
         Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(args)
+            .env("SOME_KEY", common::TEST_KEY)
+            .env("SWITCHYARD_COOKIE_KEY", common::TEST_KEY)
             .output(),
         "run switchyard",
     )
+}
+
+/// Runs the binary with no key in its environment.
+fn switchyard_without_keys(args: &[&str]) -> Output {
+    ok(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(args)
+            .env_remove("SOME_KEY")
+            .env_remove("SWITCHYARD_COOKIE_KEY")
+            .output(),
+        "run switchyard",
+    )
+}
+
+fn output_text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
 fn check_text(yaml: &str) -> (bool, String) {
@@ -326,4 +346,108 @@ fn tls_config_errors_name_the_field_and_line() {
     ] {
         assert!(text.contains(want), "missing {want}: {text}");
     }
+}
+
+/// Issue 24: `check` said ok where `run` refused to start (a key's variable
+/// unset). Now it refuses too, unless told the secrets are elsewhere.
+#[test]
+fn check_refuses_what_run_refuses_unless_told_there_are_no_secrets_here() {
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    let path = dir.path().join("proxy.yaml");
+    ok(std::fs::write(&path, GOOD), "write");
+    let p = path.to_string_lossy();
+    let check = switchyard_without_keys(&["check", &p]);
+    assert!(!check.status.success(), "{}", output_text(&check));
+    assert!(
+        output_text(&check).contains("sticky.keys[0]: environment variable SOME_KEY is not set"),
+        "{}",
+        output_text(&check)
+    );
+    let run = switchyard_without_keys(&["run", "--config", &p]);
+    assert!(!run.status.success(), "run starts where check refused");
+    assert!(
+        output_text(&run).contains("SOME_KEY is not set"),
+        "{}",
+        output_text(&run)
+    );
+    let build = switchyard_without_keys(&["check", "--no-secrets", &p]);
+    assert!(build.status.success(), "{}", output_text(&build));
+    assert!(output_text(&build).contains("key material was not checked"));
+    // `--config` works as `run --config` does, and with the key set it passes.
+    let flag = switchyard(&["check", "--config", &p]);
+    assert!(flag.status.success(), "{}", output_text(&flag));
+    assert!(output_text(&flag).contains("group blue"));
+}
+
+/// Issue 24: three config messages that did not say what was wrong.
+#[test]
+fn config_messages_say_what_is_wrong_in_plain_words() {
+    let alias = GOOD
+        .replace(
+            "    targets:\n      - address: 127.0.0.1:9001",
+            "    targets: &t\n      - address: 127.0.0.1:9001",
+        )
+        .replace("    weight: 10", "    weight: *t");
+    let (good, text) = check_text(&alias);
+    assert!(!good);
+    assert!(
+        text.contains("groups.green.weight: expected a single value here, not a list or a mapping (it comes from an alias; the anchored value is at line 9) (line 11)"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches('(').count(),
+        text.matches(')').count(),
+        "{text}"
+    );
+
+    let long_key = GOOD.replace(
+        "  ttl: 12h\n",
+        &format!("  ttl: 12h\n  {}: 1\n", "k".repeat(2000)),
+    );
+    let (good, text) = check_text(&long_key);
+    assert!(!good);
+    assert!(text.contains("longer than 1024 characters"), "{text}");
+    assert!(text.contains("(line 4)"), "{text}");
+    assert!(
+        !text.contains("sticky.ttl") && !text.contains("  - sticky:"),
+        "reported under another key: {text}"
+    );
+
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    let latin1 = dir.path().join("latin1.yaml");
+    ok(
+        std::fs::write(&latin1, b"listen: 127.0.0.1:8080\n# caf\xe9\n"),
+        "write",
+    );
+    let text = output_text(&switchyard(&["check", &latin1.to_string_lossy()]));
+    assert!(
+        text.contains("not UTF-8 text: byte 0xe9 at line 2, column 6"),
+        "{text}"
+    );
+    let huge = dir.path().join("huge.yaml");
+    ok(std::fs::write(&huge, vec![b'#'; 5 << 20]), "write");
+    let text = output_text(&switchyard(&["check", &huge.to_string_lossy()]));
+    assert!(text.contains("at most 4194304 bytes (4 MiB)"), "{text}");
+}
+
+/// `check | head` ends quietly, as any command line tool does.
+#[test]
+fn check_into_a_closed_pipe_does_not_panic() {
+    use std::io::Read;
+    let mut child = ok(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["check", concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.yaml")])
+            .env("SWITCHYARD_COOKIE_KEY", common::TEST_KEY)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn(),
+        "spawn",
+    );
+    drop(child.stdout.take());
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let _ = ok(child.wait(), "wait");
+    assert!(!err.contains("panicked"), "{err}");
 }

@@ -603,3 +603,81 @@ async fn an_expired_memory_record_is_reassigned() {
         .await;
     assert_eq!(expired, 1.0);
 }
+
+/// Issue 24: a PUT after a DELETE brought the revoked session back, and its
+/// client (who kept the cookie) was served on it. Revoked stays revoked.
+#[tokio::test]
+async fn a_revoked_session_cannot_be_pinned_back() {
+    let r = RedisServer::start().await;
+    let (b, g) = blue_and_green().await;
+    let proxy = start_proxy(&store_yaml(
+        &[("blue", 1, &[&b]), ("green", 1, &[&g])],
+        &redis_store(&r, "1ms"),
+        "",
+    ))
+    .await;
+    let url = format!("http://{}/", proxy.proxy_addr);
+    let c = h1_client();
+    let session = session_of(&get(&c, &url, None).await);
+    let path = format!("/sessions/{session}");
+    assert_eq!(admin(&proxy, "DELETE", &path, None).await.status, 200);
+    let put = admin(&proxy, "PUT", &path, Some(r#"{"group":"green"}"#)).await;
+    assert_eq!(put.status, 409, "{:?}", put.body);
+    assert_eq!(admin(&proxy, "GET", &path, None).await.status, 404);
+    let again = get(&c, &url, Some(&format!("switchyard={session}"))).await;
+    let fresh = session_of(&again);
+    assert_ne!(fresh, session, "the client starts a new session");
+    // The new session can be pinned.
+    let pinned = admin(
+        &proxy,
+        "PUT",
+        &format!("/sessions/{fresh}"),
+        Some(r#"{"group":"green"}"#),
+    )
+    .await;
+    assert_eq!(pinned.status, 200, "{:?}", pinned.body);
+}
+
+/// Polls `switchyard_store_up` until it is `want` (true) or `within` passes.
+async fn store_up_becomes(proxy: &Running, want: f64, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if metric(proxy, "switchyard_store_up").await == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Issue 24: `switchyard_store_up` followed Redis only when a request
+/// touched the store, so a quiet proxy kept showing (and alerting) a Redis
+/// that had come back. A background probe follows it both ways.
+#[tokio::test]
+async fn a_quiet_proxy_sees_redis_go_and_come_back() {
+    let mut r = RedisServer::start().await;
+    let (b, g) = blue_and_green().await;
+    let proxy = start_proxy(&store_yaml(
+        &[("blue", 1, &[&b]), ("green", 1, &[&g])],
+        &redis_store(&r, "200ms"),
+        "",
+    ))
+    .await;
+    assert_eq!(metric(&proxy, "switchyard_store_up").await, 1.0);
+    r.kill();
+    assert!(
+        store_up_becomes(&proxy, 0.0, Duration::from_secs(9)).await,
+        "Redis down not seen"
+    );
+    r.restart().await;
+    assert!(
+        store_up_becomes(&proxy, 1.0, Duration::from_secs(5)).await,
+        "Redis back not seen"
+    );
+    // And the first request after it uses Redis at once (no breaker left).
+    let got = get(&h1_client(), &format!("http://{}/", proxy.proxy_addr), None).await;
+    assert_eq!(got.status, 200);
+    let mut conn = r.conn().await;
+    let n: u64 = ok(redis::cmd("DBSIZE").query_async(&mut conn).await, "DBSIZE");
+    assert_eq!(n, 1, "the new session was written to Redis");
+}

@@ -458,3 +458,52 @@ async fn upstream_tls_with_a_wrong_ca_is_a_502_counted_as_tls() {
         "the log names the cause: {log}"
     );
 }
+
+/// Issue 24: the listener followed the client's cipher order; scanners flag
+/// that. A client that prefers ChaCha20 gets the server's first choice it
+/// offers, AES-256-GCM, on TLS 1.3 and on TLS 1.2.
+#[tokio::test]
+async fn the_server_chooses_the_cipher_suite_by_its_own_order() {
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+    let cert = app_cert();
+    let (_blue, _green, proxy) = blue_green_over_tls(&cert.certs).await;
+    let cases = [
+        (
+            &rustls::version::TLS13,
+            vec![
+                cs::TLS13_CHACHA20_POLY1305_SHA256,
+                cs::TLS13_AES_128_GCM_SHA256,
+                cs::TLS13_AES_256_GCM_SHA384,
+            ],
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+        ),
+        (
+            &rustls::version::TLS12,
+            vec![
+                cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            ],
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        ),
+    ];
+    for (version, offered, want) in cases {
+        let cfg = cert.ca.client_config_offering(&[version], offered);
+        let tcp = ok(
+            tokio::net::TcpStream::connect(tls_addr(&proxy)).await,
+            "connect",
+        );
+        let name = ok(
+            rustls_pki_types::ServerName::try_from("app.test"),
+            "server name",
+        );
+        let s = ok(
+            tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, tcp)
+                .await,
+            "handshake",
+        );
+        let suite = s.get_ref().1.negotiated_cipher_suite().map(|s| s.suite());
+        assert_eq!(suite, Some(want), "{:?}", version.version);
+    }
+}

@@ -37,12 +37,24 @@ pub fn parse(text: &str) -> Result<raw::RawConfig, ConfigError> {
     });
     res.map_err(|e| {
         let line = e.location().and_then(|l| validate::line(&l));
-        ConfigError::new(
-            tidy_path(path.as_deref().unwrap_or("")),
-            line,
-            tidy_message(&e),
-        )
+        // A syntax error stops the reader where the text broke, which is not
+        // inside the value the deserializer last named (a key too long to
+        // be a key was reported under the key before it): the line alone.
+        let path = if is_syntax(&e) {
+            String::new()
+        } else {
+            tidy_path(path.as_deref().unwrap_or(""))
+        };
+        ConfigError::new(path, line, tidy_message(&e))
     })
+}
+
+/// Whether the YAML reader, not the deserializer, refused the text.
+fn is_syntax(e: &serde_saphyr::Error) -> bool {
+    matches!(
+        e.without_snippet(),
+        serde_saphyr::Error::ExternalMessage { .. }
+    )
 }
 
 /// serde_path_to_error's path, without the `value` steps that `Spanned` adds and
@@ -58,9 +70,30 @@ fn tidy_path(path: &str) -> String {
 /// (the line is printed once, by `ConfigError`).
 fn tidy_message(e: &serde_saphyr::Error) -> String {
     let full = e.without_snippet().to_string();
+    // A value reached through an alias: saphyr appends where its anchor was
+    // defined and where it is used; the line printed is the use, so the
+    // anchor's line is said in words.
+    if let Some((head, rest)) = full.split_once(" (defined at line ") {
+        let anchor = rest.split(',').next().unwrap_or("?");
+        return format!(
+            "{} (it comes from an alias; the anchored value is at line {anchor})",
+            plain_words(head)
+        );
+    }
     let msg = full
         .rsplit_once(" at line ")
         .map_or(full.as_str(), |(m, _)| m);
+    plain_words(msg)
+}
+
+/// serde-saphyr's phrases an operator would not know, said plainly.
+fn plain_words(msg: &str) -> String {
+    if msg.contains("simple key expected ':'") {
+        return "a key that is longer than 1024 characters (YAML's limit for a key), or a line that is neither `key: value` nor a list item".to_owned();
+    }
+    if msg.starts_with("expected string scalar") {
+        return "expected a single value here, not a list or a mapping".to_owned();
+    }
     if let Some(rest) = msg.strip_prefix("duplicate mapping key: ") {
         let key = rest.split(',').next().unwrap_or(rest).trim();
         return format!(
@@ -88,13 +121,26 @@ pub fn load_str(
     validate(&raw, keys, opts).map_err(wrap)
 }
 
-/// Reads a config file whole, refusing one over [`MAX_FILE_BYTES`].
+/// Reads a config file whole, refusing one over [`MAX_FILE_BYTES`] or not
+/// UTF-8, each with why in plain words.
 pub fn read_text(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read the file: {e}"))?;
     if meta.len() > MAX_FILE_BYTES {
-        return Err(format!("file is larger than {MAX_FILE_BYTES} bytes"));
+        return Err(format!(
+            "the file is {} bytes; a config file may be at most {MAX_FILE_BYTES} bytes (4 MiB): is this the right file?",
+            meta.len()
+        ));
     }
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = good.len() - good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+        format!(
+            "the file is not UTF-8 text: byte 0x{:02x} at line {line}, column {column} is not UTF-8 (save the file as UTF-8)",
+            e.as_bytes().get(good.len()).copied().unwrap_or(0)
+        )
+    })
 }
 
 /// The 1-based line a parsed value came from, when known.

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! GET    /sessions/{id}                  the record (404 when there is none)
-//! PUT    /sessions/{id}  {"group":"x"}   pin the session to group x
+//! PUT    /sessions/{id}  {"group":"x"}   pin the session to group x (409
+//!                                        once revoked)
 //! DELETE /sessions/{id}                  revoke: its next request starts anew
 //! ```
 //! `{id}` is the session id (22 characters, as the record and the logs show
@@ -119,9 +120,17 @@ async fn put(
     };
     let group = &snap.groups[g];
     // An existing session keeps its expiry; a new one gets the full TTL.
+    // A revoked session stays revoked: its client is given a new session
+    // at its next request, and a pin must not bring the old one back.
     let (issued_at, expires_at) = match store.fetch(id, now).await {
-        Ok(Some(r)) if !r.revoked => (r.issued_at, r.expires_at),
-        Ok(_) => (now, now.saturating_add(snap.config.sticky.ttl.secs())),
+        Ok(Some(r)) if r.revoked => {
+            return text(
+                StatusCode::CONFLICT,
+                "this session was revoked; its client gets a new session id at its next request, pin that one\n",
+            );
+        }
+        Ok(Some(r)) => (r.issued_at, r.expires_at),
+        Ok(None) => (now, now.saturating_add(snap.config.sticky.ttl.secs())),
         Err(e) => return unavailable(&e),
     };
     let record = Record {

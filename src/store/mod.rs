@@ -288,31 +288,59 @@ impl SessionStore {
     ) {
         self.metrics.store_duration[op as usize].observe(started.elapsed().as_secs_f64());
         match r {
-            Ok(_) | Err(StoreError::Corrupt(_)) => {
-                if redis.down_until.swap(0, Ordering::Relaxed) != 0 {
-                    tracing::info!("session store is answering again");
-                }
-                self.metrics.store_up.set(1);
-            }
+            Ok(_) | Err(StoreError::Corrupt(_)) => self.mark_up(redis),
             Err(e) => {
                 let kind = usize::from(!matches!(e, StoreError::Timeout(_)));
                 self.metrics.store_errors[op as usize][kind].inc();
-                let next = crate::health::now_ms() + BREAKER.as_millis() as u64;
-                if redis.down_until.swap(next, Ordering::Relaxed) == 0 {
-                    tracing::warn!(error = %e, "session store unavailable; bucketing by session id until it answers");
-                }
-                self.metrics.store_up.set(0);
-                if let StoreError::Redis(re) = e {
-                    if re.code() == Some("READONLY") {
-                        // A failover left this connection on a replica; a new
-                        // one resolves the endpoint again.
-                        if let Ok(m) = manager(&redis.client, self.timeout) {
-                            redis.conn.store(Arc::new(m));
-                        }
-                    }
+                self.mark_down(redis, e);
+            }
+        }
+    }
+
+    fn mark_up(&self, redis: &RedisBackend) {
+        if redis.down_until.swap(0, Ordering::Relaxed) != 0 {
+            tracing::info!("session store is answering again");
+        }
+        self.metrics.store_up.set(1);
+    }
+
+    fn mark_down(&self, redis: &RedisBackend, e: &StoreError) {
+        let next = crate::health::now_ms() + BREAKER.as_millis() as u64;
+        if redis.down_until.swap(next, Ordering::Relaxed) == 0 {
+            tracing::warn!(error = %e, "session store unavailable; bucketing by session id until it answers");
+        }
+        self.metrics.store_up.set(0);
+        if let StoreError::Redis(re) = e {
+            if re.code() == Some("READONLY") {
+                // A failover left this connection on a replica; a new
+                // one resolves the endpoint again.
+                if let Ok(m) = manager(&redis.client, self.timeout) {
+                    redis.conn.store(Arc::new(m));
                 }
             }
         }
+    }
+
+    /// Asks Redis for a `PING`, off the request path, so that
+    /// `switchyard_store_up` and the breaker follow Redis on a quiet proxy
+    /// too (down when it goes, up when it comes back). True: it answered.
+    /// Probes count in no request metric.
+    pub async fn probe(&self) -> bool {
+        let Some(redis) = &self.redis else {
+            return true;
+        };
+        let mut conn = (**redis.conn.load()).clone();
+        let ping = redis::cmd("PING");
+        let r =
+            match tokio::time::timeout(self.timeout, ping.query_async::<String>(&mut conn)).await {
+                Err(_) => Err(StoreError::Timeout(self.timeout)),
+                Ok(r) => r.map(drop).map_err(StoreError::Redis),
+            };
+        match r {
+            Ok(()) => self.mark_up(redis),
+            Err(e) => self.mark_down(redis, &e),
+        }
+        redis.down_until.load(Ordering::Relaxed) == 0
     }
 
     async fn redis_get(

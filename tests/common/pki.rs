@@ -78,6 +78,25 @@ impl Ca {
         }
     }
 
+    /// A client config trusting only this CA, offering only `versions` and
+    /// `suites`, in that order of preference.
+    pub fn client_config_offering(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        suites: Vec<rustls::SupportedCipherSuite>,
+    ) -> Arc<rustls::ClientConfig> {
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        provider.cipher_suites = suites;
+        let mut roots = rustls::RootCertStore::empty();
+        ok(roots.add(self.issuer.der().clone()), "add root");
+        let builder = ok(
+            rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+                .with_protocol_versions(versions),
+            "client versions",
+        );
+        Arc::new(builder.with_root_certificates(roots).with_no_client_auth())
+    }
+
     /// A client config trusting only this CA, offering `alpn`.
     pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
         switchyard::tls::install_default_provider();
