@@ -18,11 +18,13 @@ use crate::store::SessionStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("cannot listen on {addr} ({what}): {source}")]
+    // The io error is part of the message, not a `source`: a chain printer
+    // (anyhow's `{:#}`) would say it twice.
+    #[error("cannot listen on {addr} ({what}): {error}")]
     Bind {
         addr: SocketAddr,
         what: &'static str,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -45,7 +47,7 @@ pub struct Running {
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<(TcpListener, SocketAddr), AppError> {
-    let err = |source| AppError::Bind { addr, what, source };
+    let err = |error| AppError::Bind { addr, what, error };
     let listener = TcpListener::bind(addr).await.map_err(err)?;
     let local = listener.local_addr().map_err(err)?;
     Ok((listener, local))
@@ -105,10 +107,10 @@ pub async fn start_with_workers(
             let copy = socket2::SockRef::from(&l)
                 .try_clone()
                 .map(std::net::TcpListener::from)
-                .map_err(|source| AppError::Bind {
+                .map_err(|error| AppError::Bind {
                     addr,
                     what: if is_tls { "tls.listen" } else { "listen" },
-                    source,
+                    error,
                 })?;
             let serving = serving.clone();
             let rx = rx.clone();

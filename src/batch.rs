@@ -85,10 +85,10 @@ impl Turn {
                 TurnState::Queued(_, i) => {
                     // Polled again before its turn (by another wake-up): keep
                     // the waker current.
-                    if let Some(w) = q.waiting[side as usize].get_mut(i) {
-                        if !w.will_wake(cx.waker()) {
-                            w.clone_from(cx.waker());
-                        }
+                    if let Some(w) = q.waiting[side as usize].get_mut(i)
+                        && !w.will_wake(cx.waker())
+                    {
+                        w.clone_from(cx.waker());
                     }
                     Poll::Pending
                 }

@@ -514,24 +514,25 @@ async fn run_demo(
 fn print_demo_help(running: &app::Running, cookie: &str, ca: Option<&Path>) {
     let p = running.proxy_addr;
     let a = running.admin_addr;
-    if let (Some(t), Some(ca)) = (running.tls_addr, ca) {
-        println!(
-            "\nHTTPS with HTTP/2 on {t}, certificate made for this run (saved to {ca}):\n\n\
-             curl -si --http2 --cacert {ca} https://localhost:{port}/ | head -1\n",
-            ca = ca.display(),
-            port = t.port()
-        );
-    }
-    println!(
+    let mut help = format!(
         "\nswitchyard demo is running. Try, in another terminal:\n\n\
          # 1. a new client: the response carries Set-Cookie: {cookie}=... and names its upstream\n\
          curl -si -c /tmp/switchyard.jar http://{p}/ | grep -Ei '^(set-cookie|x-upstream)'\n\n\
          # 2. the same client again: no new cookie, same upstream, 20 times over\n\
          for i in $(seq 20); do curl -s -b /tmp/switchyard.jar -o /dev/null -w '%header{{x-upstream}}\\n' http://{p}/; done | sort | uniq -c\n\n\
          # 3. the metrics: assignments by group and reason\n\
-         curl -s http://{a}/metrics | grep -E '^switchyard_(assignments|requests)_total'\n\n\
-         Ctrl-C stops everything.\n"
+         curl -s http://{a}/metrics | grep -E '^switchyard_(assignments|requests)_total'\n\n"
     );
+    if let (Some(t), Some(ca)) = (running.tls_addr, ca) {
+        help.push_str(&format!(
+            "# 4. HTTPS with HTTP/2 on {t}, with the certificate made for this run\n\
+             curl -si --http2 --cacert {ca} https://localhost:{port}/ | grep -Ei '^(HTTP|set-cookie|x-upstream)'\n\n",
+            ca = ca.display(),
+            port = t.port()
+        ));
+    }
+    help.push_str("Ctrl-C stops everything.\n");
+    println!("{help}");
 }
 
 #[cfg(test)]

@@ -451,3 +451,25 @@ fn check_into_a_closed_pipe_does_not_panic() {
     let _ = ok(child.wait(), "wait");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Issue 24: the reason a listener could not be bound was printed twice.
+#[test]
+fn a_taken_port_is_named_once() {
+    let taken = ok(std::net::TcpListener::bind("127.0.0.1:0"), "bind");
+    let port = ok(taken.local_addr(), "addr").port();
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    let path = dir.path().join("proxy.yaml");
+    let yaml = GOOD.replace(
+        "listen: 127.0.0.1:8080",
+        &format!("listen: 127.0.0.1:{port}\nadmin: 127.0.0.1:0"),
+    );
+    ok(std::fs::write(&path, yaml), "write");
+    let out = switchyard(&["run", "--config", &path.to_string_lossy()]);
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("cannot listen on 127.0.0.1:{port} (listen)")),
+        "{text}"
+    );
+    assert_eq!(text.matches("in use").count(), 1, "{text}");
+}

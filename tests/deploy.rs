@@ -5,8 +5,8 @@
 //! systemd-analyze verifies the unit; the Kubernetes manifests and the
 //! Dockerfile are checked against each other and against `switchyard check`.
 //!
-//! Needs `promtool` and `prometheus` (Debian package `prometheus`; `.ci/run`
-//! installs it). `systemd-analyze` is used where present.
+//! Needs `promtool` and `prometheus` (Debian package `prometheus`) and
+//! `systemd-analyze` (package `systemd`); `tests/run` installs them.
 
 mod common;
 
@@ -51,7 +51,7 @@ fn tool(name: &str, args: &[&str], cwd: &Path) -> Output {
         .current_dir(cwd)
         .output()
         .unwrap_or_else(|e| {
-            panic!("cannot run `{name}` ({e}): install Debian's `prometheus` package (apt-get install prometheus)")
+            panic!("cannot run `{name}` ({e}): `bash tests/run` installs what the tests need (Debian's prometheus and systemd packages)")
         })
 }
 
@@ -392,14 +392,6 @@ fn systemd_unit_is_accepted_by_systemd_analyze() {
         "TimeoutStopSec {stop}s does not cover shutdown.grace"
     );
 
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("systemd-analyze not installed: unit verification skipped");
-        return;
-    }
     // verify checks that ExecStart names an executable: point it at this build.
     let dir = ok(tempfile::tempdir(), "tempdir");
     let path = dir.path().join("switchyard.service");

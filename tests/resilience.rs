@@ -425,3 +425,43 @@ async fn a_target_dying_mid_post_body_gets_502_and_no_retry() {
         "a POST whose body was streamed was retried"
     );
 }
+
+/// Issue 24: a 502 because a target is down left no trace at the default
+/// log level. Now a warning names the target and why, at most once a target
+/// every 10 s however many requests fail.
+#[tokio::test]
+async fn a_dead_target_is_named_in_a_rate_limited_warning() {
+    let dead = {
+        let l = ok(tokio::net::TcpListener::bind("127.0.0.1:0").await, "bind");
+        ok(l.local_addr(), "addr")
+    };
+    let proxy = BinProxy::start(&format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:TEST_KEY]\n\
+         groups:\n  blue:\n    weight: 1\n    targets:\n      - address: {dead}\n"
+    ));
+    for _ in 0..5 {
+        let got = raw(
+            proxy.proxy_addr,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(got.starts_with("HTTP/1.1 502"), "{got}");
+    }
+    let line = proxy
+        .wait_log("upstream request failed", Duration::from_secs(3))
+        .await;
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains(&dead.to_string()), "{line}");
+    assert!(line.contains("upstream connection failed"), "{line}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines = proxy
+        .log
+        .lock()
+        .map(|l| {
+            l.iter()
+                .filter(|l| l.contains("upstream request failed"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(lines, 1, "one warning for five failures within 10 s");
+}

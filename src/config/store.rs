@@ -37,10 +37,10 @@ pub(super) fn settings(
             None
         }
     };
-    if let (Some(u), Some(k)) = (&st.url, &kind) {
-        if !matches!(k, StoreKind::Redis(_)) {
-            errs.at("sticky.store.url", u, "only the redis store takes a url");
-        }
+    if let (Some(u), Some(k)) = (&st.url, &kind)
+        && !matches!(k, StoreKind::Redis(_))
+    {
+        errs.at("sticky.store.url", u, "only the redis store takes a url");
     }
     let key_prefix = match &st.key_prefix {
         Some(p)

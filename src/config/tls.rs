@@ -120,25 +120,25 @@ pub(super) fn cross_checks(
             errs.at(what, spanned, "must differ from `admin`");
         }
     }
-    if let (Some(l), Some(t), Some(raw_tls)) = (listen, tls_addr, raw.tls.as_ref()) {
-        if l == t && l.port() != 0 {
-            errs.at(
-                "tls.listen",
-                &raw_tls.value.listen,
-                "must differ from `listen`",
-            );
-        }
+    if let (Some(l), Some(t), Some(raw_tls)) = (listen, tls_addr, raw.tls.as_ref())
+        && l == t
+        && l.port() != 0
+    {
+        errs.at(
+            "tls.listen",
+            &raw_tls.value.listen,
+            "must differ from `listen`",
+        );
     }
-    if let Some(raw_tls) = &raw.tls {
-        if let Some(r) = raw_tls.value.redirect_http.as_ref().filter(|r| r.value) {
-            if raw.listen.is_none() {
-                errs.at(
-                    "tls.redirect_http",
-                    r,
-                    "needs a plain `listen` address to answer with the redirect",
-                );
-            }
-        }
+    if let Some(raw_tls) = &raw.tls
+        && let Some(r) = raw_tls.value.redirect_http.as_ref().filter(|r| r.value)
+        && raw.listen.is_none()
+    {
+        errs.at(
+            "tls.redirect_http",
+            r,
+            "needs a plain `listen` address to answer with the redirect",
+        );
     }
 }
 

@@ -344,14 +344,14 @@ fn health_settings(errs: &mut Errors, raw: &RawHealth) -> HealthSettings {
             d.outlier.max_ejected_percent,
         ),
     };
-    if let Some(m) = &o.max_ejection {
-        if outlier.max_ejection < outlier.base_ejection {
-            errs.at(
-                "health.outlier.max_ejection",
-                m,
-                "must not be shorter than base_ejection",
-            );
-        }
+    if let Some(m) = &o.max_ejection
+        && outlier.max_ejection < outlier.base_ejection
+    {
+        errs.at(
+            "health.outlier.max_ejection",
+            m,
+            "must not be shorter than base_ejection",
+        );
     }
     HealthSettings {
         failover: raw.failover.unwrap_or(d.failover),
@@ -445,10 +445,10 @@ fn health_check(errs: &mut Errors, path: &str, raw: &Spanned<RawHealthCheck>) ->
     };
     let interval = duration_field(errs, &at("interval"), &r.interval, Duration::from_secs(5));
     let timeout = duration_field(errs, &at("timeout"), &r.timeout, Duration::from_secs(2));
-    if let Some(t) = &r.timeout {
-        if timeout > interval {
-            errs.at(at("timeout"), t, "must not be longer than the interval");
-        }
+    if let Some(t) = &r.timeout
+        && timeout > interval
+    {
+        errs.at(at("timeout"), t, "must not be longer than the interval");
     }
     let expect = match &r.expect_status {
         None => (200, 399),
@@ -496,10 +496,10 @@ fn reload_settings(errs: &mut Errors, raw: &RawReload) -> ReloadSettings {
     let d = ReloadSettings::default();
     let path = "reload.check_interval";
     let check_interval = duration_field(errs, path, &raw.check_interval, d.check_interval);
-    if let Some(s) = &raw.check_interval {
-        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&check_interval) {
-            errs.at(path, s, "must be between 1s and 1h");
-        }
+    if let Some(s) = &raw.check_interval
+        && !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&check_interval)
+    {
+        errs.at(path, s, "must be between 1s and 1h");
     }
     ReloadSettings { check_interval }
 }
@@ -560,14 +560,16 @@ fn sticky(
         },
     };
     let forced_secure = raw.host_prefix.as_ref().is_some_and(|h| h.value);
-    if same_site == Some(SameSite::None) && raw.secure != Some(true) && !forced_secure {
-        if let Some(s) = &raw.same_site {
-            errs.at(
+    if same_site == Some(SameSite::None)
+        && raw.secure != Some(true)
+        && !forced_secure
+        && let Some(s) = &raw.same_site
+    {
+        errs.at(
                 "sticky.same_site",
                 s,
                 "`none` requires `secure: true` or `host_prefix: true` (browsers drop SameSite=None cookies without Secure)",
             );
-        }
     }
     let bucket_by = raw.bucket_by.as_ref().and_then(|b| {
         let v = b.value.trim();
@@ -787,15 +789,15 @@ fn group(
                 .ok(),
             None => Weight::try_new(1).ok(),
         };
-        if let Some(a) = &address {
-            if targets.iter().any(|x: &TargetSpec| x.address == *a) {
-                errs.at(
-                    format!("{tpath}.address"),
-                    &t.value.address,
-                    format!("`{a}` is listed twice in this group"),
-                );
-                continue;
-            }
+        if let Some(a) = &address
+            && targets.iter().any(|x: &TargetSpec| x.address == *a)
+        {
+            errs.at(
+                format!("{tpath}.address"),
+                &t.value.address,
+                format!("`{a}` is listed twice in this group"),
+            );
+            continue;
         }
         if let (Some(address), Some(weight)) = (address, weight) {
             targets.push(TargetSpec { address, weight });

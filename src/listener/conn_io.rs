@@ -380,13 +380,13 @@ impl<S> ClientIo<S> {
         }
         if self.park_pending {
             self.park_pending = false;
-            if let Some(waiting) = self.parkable_phase() {
-                if !self.read_any || self.tail == HEAD_END {
-                    // End of stream to hyper, which finishes cleanly; the
-                    // socket goes to the slot when hyper drops the stream.
-                    self.parked = Some(waiting);
-                    return Poll::Ready(Ok(()));
-                }
+            if let Some(waiting) = self.parkable_phase()
+                && (!self.read_any || self.tail == HEAD_END)
+            {
+                // End of stream to hyper, which finishes cleanly; the
+                // socket goes to the slot when hyper drops the stream.
+                self.parked = Some(waiting);
+                return Poll::Ready(Ok(()));
             }
             // Not safe to park: wait out the rest of the phase.
             if let (Some(t), Some(deadline)) = (&mut self.read_timer, self.phase_deadline) {

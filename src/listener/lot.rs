@@ -183,10 +183,8 @@ impl Lot {
                 }
                 _ => false,
             };
-            if readable {
-                if let Some(slot) = Self::take(&mut inner, key, generation) {
-                    out.push((slot, Leave::Readable));
-                }
+            if readable && let Some(slot) = Self::take(&mut inner, key, generation) {
+                out.push((slot, Leave::Readable));
             }
         }
         while let Some(Reverse((deadline, key, generation))) = inner.deadlines.peek().copied() {

@@ -296,12 +296,11 @@ fn native_framing(parts: &http::request::Parts) -> Option<Framing> {
     if parts.method == Method::CONNECT || h.contains_key(header::UPGRADE) {
         return None;
     }
-    if let Some(expect) = h.get(header::EXPECT) {
-        if parts.version != Version::HTTP_11
-            || !expect.as_bytes().eq_ignore_ascii_case(b"100-continue")
-        {
-            return None;
-        }
+    if let Some(expect) = h.get(header::EXPECT)
+        && (parts.version != Version::HTTP_11
+            || !expect.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        return None;
     }
     let mut te = h.get_all(header::TRANSFER_ENCODING).iter();
     if let Some(coding) = te.next() {
@@ -611,11 +610,12 @@ impl Conn {
     /// the socket for the client leaving (true). Bytes of a next request stay
     /// in the buffer for later.
     fn poll_fed_or_gone(&mut self, cx: &mut Context<'_>, feeder: Option<&mut Feeder>) -> bool {
-        if let Some(f) = feeder {
-            if !f.pipe.is_done() && !f.abandoned {
-                self.feed(cx, f);
-                return false;
-            }
+        if let Some(f) = feeder
+            && !f.pipe.is_done()
+            && !f.abandoned
+        {
+            self.feed(cx, f);
+            return false;
         }
         if !self.rbuf.is_empty() {
             return false;

@@ -174,10 +174,10 @@ pub fn strip_sticky_cookie(headers: &mut HeaderMap, name: &str) {
         }
     }
     headers.remove(header::COOKIE);
-    if let Ok(v) = HeaderValue::from_bytes(&joined) {
-        if !joined.is_empty() {
-            headers.insert(header::COOKIE, v);
-        }
+    if let Ok(v) = HeaderValue::from_bytes(&joined)
+        && !joined.is_empty()
+    {
+        headers.insert(header::COOKIE, v);
     }
 }
 
@@ -264,24 +264,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // HOP_BY_HOP[0] is Connection. Its usual tokens (`keep-alive`, `close`,
     // `upgrade`) name nothing to remove beyond the list; any other token
     // names a header that must not cross either.
-    if present & 1 != 0 {
-        if let Some(conn) = headers.get(header::CONNECTION) {
-            let named: Vec<HeaderName> = conn
-                .as_bytes()
-                .split(|&b| b == b',')
-                .map(<[u8]>::trim_ascii)
-                .filter(|t| {
-                    !t.is_empty()
-                        && !t.eq_ignore_ascii_case(b"close")
-                        && !HOP_BY_HOP
-                            .iter()
-                            .any(|h| t.eq_ignore_ascii_case(h.as_str().as_bytes()))
-                })
-                .filter_map(|t| HeaderName::from_bytes(t).ok())
-                .collect();
-            for n in named {
-                headers.remove(n);
-            }
+    if present & 1 != 0
+        && let Some(conn) = headers.get(header::CONNECTION)
+    {
+        let named: Vec<HeaderName> = conn
+            .as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case(b"close")
+                    && !HOP_BY_HOP
+                        .iter()
+                        .any(|h| t.eq_ignore_ascii_case(h.as_str().as_bytes()))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
         }
     }
     for (i, h) in HOP_BY_HOP.iter().enumerate() {

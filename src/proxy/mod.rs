@@ -360,10 +360,10 @@ impl ConnContext {
                 headers::strip_hop_by_hop(h);
                 headers::strip_sticky_cookie(h, sticky.cookie_name.as_str());
                 headers::set_forwarded(h, &self.peer_value, trusted, &host, proto);
-                if !h.contains_key(header::HOST) {
-                    if let Ok(v) = HeaderValue::from_str(host.as_str()) {
-                        h.insert(header::HOST, v);
-                    }
+                if !h.contains_key(header::HOST)
+                    && let Ok(v) = HeaderValue::from_str(host.as_str())
+                {
+                    h.insert(header::HOST, v);
                 }
             }
             *req.version_mut() = if group.h2 {
@@ -402,10 +402,10 @@ impl ConnContext {
                     error_response(ProxyError::UntransferableCoding)
                 }
                 Ok(mut resp) => {
-                    if let (Some(u), Some(on_client)) = (&upgrade, client_upgrade) {
-                        if upgrade::prepare_response(u, &mut resp) {
-                            self.start_tunnel(&snap, decision.group, on_client, &mut resp);
-                        }
+                    if let (Some(u), Some(on_client)) = (&upgrade, client_upgrade)
+                        && upgrade::prepare_response(u, &mut resp)
+                    {
+                        self.start_tunnel(&snap, decision.group, on_client, &mut resp);
                     }
                     if let Some(c) = set_cookie {
                         resp.headers_mut().append(header::SET_COOKIE, c);
@@ -568,6 +568,12 @@ impl ConnContext {
                 }
                 if let Side::Upstream(kind) = err.side() {
                     target.metrics.count_error(kind);
+                }
+                if let Some(unlogged) = target.live.failure_log_turn(now) {
+                    tracing::warn!(
+                        group = %group.name, target = %target.address, error = %err,
+                        "upstream request failed ({unlogged} more failures of this target unlogged since the last warning; at most one a target every 10 s)"
+                    );
                 }
                 self.failed(snap, g, t, now);
                 let unsent = matches!(

@@ -158,10 +158,10 @@ impl Reloader {
             if !set.dirs.contains(&dir) {
                 set.dirs.push(dir);
             }
-            if let Some(n) = p.file_name() {
-                if !set.names.iter().any(|m| m == n) {
-                    set.names.push(n.to_os_string());
-                }
+            if let Some(n) = p.file_name()
+                && !set.names.iter().any(|m| m == n)
+            {
+                set.names.push(n.to_os_string());
             }
         };
         let files = self.files.iter().map(Path::new);

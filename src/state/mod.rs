@@ -11,7 +11,7 @@
 //! upstream connections close then, and not before its requests finish.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
@@ -31,6 +31,10 @@ use crate::proxy::{H1Pool, PoolSettings, UpstreamClient, upstream_client};
 pub struct TargetLive {
     outstanding: AtomicI64,
     pub health: crate::health::Health,
+    /// When a failed request to this target was last logged (unix ms), and
+    /// how many failures went unlogged since.
+    failure_logged_at: AtomicU64,
+    failures_unlogged: AtomicU64,
     /// The target's connection pool and the settings it was made with. Read
     /// only while a snapshot is built; requests use the clone in [`Target`].
     pool: Mutex<Option<PoolSlot>>,
@@ -39,7 +43,28 @@ pub struct TargetLive {
 /// A target's pools and the settings they were made with.
 type PoolSlot = (PoolSettings, UpstreamClient, Option<Arc<H1Pool>>);
 
+/// At most one warning a target per this many ms for failed requests.
+const FAILURE_LOG_EVERY_MS: u64 = 10_000;
+
 impl TargetLive {
+    /// Whether a failed request at `now_ms` is to be logged (at most one a
+    /// target every 10 s, so that a dead target does not flood the log);
+    /// `Some(n)`: yes, with `n` failures left unlogged since the last one.
+    pub fn failure_log_turn(&self, now_ms: u64) -> Option<u64> {
+        let last = self.failure_logged_at.load(Ordering::Relaxed);
+        let due = last == 0 || now_ms.saturating_sub(last) >= FAILURE_LOG_EVERY_MS;
+        if due
+            && self
+                .failure_logged_at
+                .compare_exchange(last, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.failures_unlogged.swap(0, Ordering::Relaxed));
+        }
+        self.failures_unlogged.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
     /// The pool for `settings`: the existing one when it was made with the same
     /// settings, else a new one (the old pool closes once nothing uses it).
     fn client(

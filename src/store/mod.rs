@@ -310,13 +310,13 @@ impl SessionStore {
             tracing::warn!(error = %e, "session store unavailable; bucketing by session id until it answers");
         }
         self.metrics.store_up.set(0);
-        if let StoreError::Redis(re) = e {
-            if re.code() == Some("READONLY") {
-                // A failover left this connection on a replica; a new
-                // one resolves the endpoint again.
-                if let Ok(m) = manager(&redis.client, self.timeout) {
-                    redis.conn.store(Arc::new(m));
-                }
+        if let StoreError::Redis(re) = e
+            && re.code() == Some("READONLY")
+        {
+            // A failover left this connection on a replica; a new
+            // one resolves the endpoint again.
+            if let Ok(m) = manager(&redis.client, self.timeout) {
+                redis.conn.store(Arc::new(m));
             }
         }
     }

@@ -87,14 +87,13 @@ impl RedisServer {
                 {
                     return;
                 }
-            } else if let Ok(mut c) = self.client().get_multiplexed_async_connection().await {
-                if redis::cmd("PING")
+            } else if let Ok(mut c) = self.client().get_multiplexed_async_connection().await
+                && redis::cmd("PING")
                     .query_async::<String>(&mut c)
                     .await
                     .is_ok()
-                {
-                    return;
-                }
+            {
+                return;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(10),
