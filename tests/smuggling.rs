@@ -394,3 +394,51 @@ async fn a_slow_upload_that_outlasts_the_response_timeout_is_not_the_targets_fau
         "{text}"
     );
 }
+
+/// The same over HTTP/2 (prior knowledge on the cleartext listener, hyper's
+/// server): a stream reset mid-upload, and DATA past its content-length, are
+/// the client's doing.
+#[tokio::test]
+async fn broken_http2_uploads_cannot_eject_a_healthy_target_either() {
+    let e = edge().await;
+    for round in 0..6 {
+        for overlong in [false, true] {
+            let tcp = ok(
+                tokio::net::TcpStream::connect(e.proxy.proxy_addr).await,
+                "connect",
+            );
+            let (client, conn) = ok(h2::client::handshake(tcp).await, "h2 handshake");
+            let driver = tokio::spawn(conn);
+            let mut client = ok(client.ready().await, "h2 ready");
+            let length = if overlong { "5" } else { "100" };
+            let req = ok(
+                http::Request::post("http://app.test/upload")
+                    .header("content-length", length)
+                    .body(()),
+                "request",
+            );
+            let (resp, mut body) = ok(client.send_request(req, false), "send");
+            let _ = body.send_data(bytes::Bytes::from_static(b"0123456789"), overlong);
+            if !overlong {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                body.send_reset(h2::Reason::CANCEL);
+            }
+            match tokio::time::timeout(Duration::from_secs(5), resp).await {
+                Ok(Ok(r)) => assert_eq!(r.status(), 400, "round {round}, overlong {overlong}"),
+                Ok(Err(_)) => {}
+                Err(_) => panic!("no answer or reset in 5 s (round {round}, overlong {overlong})"),
+            }
+            driver.abort();
+        }
+    }
+    let got = get(
+        &h1_client(),
+        &format!("http://{}/", e.proxy.proxy_addr),
+        None,
+    )
+    .await;
+    assert_eq!(got.upstream(), "blue");
+    assert_eq!(total(&e, "switchyard_target_ejections_total").await, 0.0);
+    assert_eq!(total(&e, "switchyard_upstream_errors_total").await, 0.0);
+    assert_eq!(e.green.hits(), 0);
+}
