@@ -26,6 +26,19 @@ fn redis_store(r: &RedisServer, cache_ttl: &str) -> String {
     )
 }
 
+/// Blue and green (1:1) behind a proxy whose sessions are in `r`, cached
+/// for `cache_ttl`.
+async fn blue_green_on(r: &RedisServer, cache_ttl: &str) -> (Upstream, Upstream, Running) {
+    let (b, g) = blue_and_green().await;
+    let proxy = start_proxy(&store_yaml(
+        &[("blue", 1, &[&b]), ("green", 1, &[&g])],
+        &redis_store(r, cache_ttl),
+        "",
+    ))
+    .await;
+    (b, g, proxy)
+}
+
 /// The session cookie's value from a response (`switchyard=...`).
 fn session_of(got: &Got) -> String {
     got.set_cookie("switchyard")
@@ -173,13 +186,7 @@ async fn redis_records_have_the_ttl_and_expired_ones_are_reassigned() {
 #[tokio::test]
 async fn a_deleted_record_is_reassigned_by_the_session_id_and_rewritten() {
     let r = RedisServer::start().await;
-    let (b, g) = blue_and_green().await;
-    let proxy = start_proxy(&store_yaml(
-        &[("blue", 1, &[&b]), ("green", 1, &[&g])],
-        &redis_store(&r, "100ms"),
-        "",
-    ))
-    .await;
+    let (_blue, _green, proxy) = blue_green_on(&r, "100ms").await;
     let url = format!("http://{}/", proxy.proxy_addr);
     let c = h1_client();
     let first = get(&c, &url, None).await;
@@ -305,13 +312,7 @@ async fn three_replicas_share_sessions_and_an_admin_pin_reaches_all() {
 #[tokio::test]
 async fn redis_down_fails_no_request_and_recovery_needs_no_restart() {
     let mut r = RedisServer::start().await;
-    let (b, g) = blue_and_green().await;
-    let proxy = start_proxy(&store_yaml(
-        &[("blue", 1, &[&b]), ("green", 1, &[&g])],
-        &redis_store(&r, "200ms"),
-        "",
-    ))
-    .await;
+    let (_blue, _green, proxy) = blue_green_on(&r, "200ms").await;
     let url = format!("http://{}/", proxy.proxy_addr);
     let c = h1_client();
     // Twenty clients with sessions.
@@ -386,13 +387,7 @@ async fn redis_down_fails_no_request_and_recovery_needs_no_restart() {
 async fn a_read_only_redis_after_failover_fails_no_request_and_writes_resume() {
     let r = RedisServer::start().await;
     let primary = RedisServer::start().await;
-    let (b, g) = blue_and_green().await;
-    let proxy = start_proxy(&store_yaml(
-        &[("blue", 1, &[&b]), ("green", 1, &[&g])],
-        &redis_store(&r, "100ms"),
-        "",
-    ))
-    .await;
+    let (_blue, _green, proxy) = blue_green_on(&r, "100ms").await;
     let url = format!("http://{}/", proxy.proxy_addr);
     let c = h1_client();
     let mut conn = r.conn().await;
@@ -609,13 +604,7 @@ async fn an_expired_memory_record_is_reassigned() {
 #[tokio::test]
 async fn a_revoked_session_cannot_be_pinned_back() {
     let r = RedisServer::start().await;
-    let (b, g) = blue_and_green().await;
-    let proxy = start_proxy(&store_yaml(
-        &[("blue", 1, &[&b]), ("green", 1, &[&g])],
-        &redis_store(&r, "1ms"),
-        "",
-    ))
-    .await;
+    let (_blue, _green, proxy) = blue_green_on(&r, "1ms").await;
     let url = format!("http://{}/", proxy.proxy_addr);
     let c = h1_client();
     let session = session_of(&get(&c, &url, None).await);
@@ -656,13 +645,7 @@ async fn store_up_becomes(proxy: &Running, want: f64, within: Duration) -> bool 
 #[tokio::test]
 async fn a_quiet_proxy_sees_redis_go_and_come_back() {
     let mut r = RedisServer::start().await;
-    let (b, g) = blue_and_green().await;
-    let proxy = start_proxy(&store_yaml(
-        &[("blue", 1, &[&b]), ("green", 1, &[&g])],
-        &redis_store(&r, "200ms"),
-        "",
-    ))
-    .await;
+    let (_blue, _green, proxy) = blue_green_on(&r, "200ms").await;
     assert_eq!(metric(&proxy, "switchyard_store_up").await, 1.0);
     r.kill();
     assert!(

@@ -507,3 +507,95 @@ async fn the_server_chooses_the_cipher_suite_by_its_own_order() {
         assert_eq!(suite, Some(want), "{:?}", version.version);
     }
 }
+
+/// An HTTPS upstream that writes its answers byte for byte (hyper's server
+/// would tidy them): `/length-and-chunked` has a stale `Content-Length`
+/// beside chunked, `/list` a `Content-Length: 2, 2`.
+async fn raw_tls_upstream(leaf: &pki::Leaf) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let key = ok(
+        {
+            use rustls_pki_types::pem::PemObject;
+            rustls_pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())
+        },
+        "key",
+    );
+    let mut cfg = ok(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der()], key),
+        "server config",
+    );
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = ok(tokio::net::TcpListener::bind("127.0.0.1:0").await, "bind");
+    let addr = ok(listener.local_addr(), "addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let answer: &[u8] = if head.contains(" /list ") {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+                    };
+                    if tls.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Issue 24, through the hyper-util client (TLS upstreams): lengths a
+/// reader could take two ways reach the client as one plain length or none.
+#[tokio::test]
+async fn upstream_tls_answers_reach_the_client_with_one_framing() {
+    let ca = Ca::new("upstream CA");
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    ok(std::fs::write(&ca_file, ca.pem()), "write CA");
+    let up = raw_tls_upstream(&ca.leaf(&["127.0.0.1"])).await;
+    let proxy = start_proxy(&format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:TEST_KEY]\n\
+         groups:\n  one:\n    weight: 1\n    tls: true\n    ca_file: {}\n    targets:\n      - address: {up}\n",
+        ca_file.display()
+    ))
+    .await;
+    for path in ["/length-and-chunked", "/list"] {
+        let got = get(
+            &h1_client(),
+            &format!("http://{}{path}", proxy.proxy_addr),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (got.status.as_u16(), &got.body[..]),
+            (200, &b"ok"[..]),
+            "{path}"
+        );
+        let lengths: Vec<_> = got.headers.get_all("content-length").iter().collect();
+        assert!(
+            lengths.iter().all(|v| v.as_bytes() == b"2"),
+            "{path}: {lengths:?}"
+        );
+        assert!(lengths.len() <= 1, "{path}: {lengths:?}");
+    }
+}

@@ -484,15 +484,6 @@ mod tests {
 
     #[test]
     fn malformed_chunking_is_an_error_never_a_guess() {
-        for wire in [
-            &b"zz\r\nhello\r\n0\r\n\r\n"[..],
-            b"5\r\nhelloXX0\r\n\r\n",
-            b"5\nhello\r\n0\r\n\r\n",
-            b"fffffffffffffffff\r\n",
-            b"-1\r\n",
-        ] {
-            assert!(feed(Framing::Chunked, wire, 100).is_err(), "{wire:?}");
-        }
         assert_eq!(
             feed(Framing::Chunked, b"5\r\nhel", 100),
             Err(FramingError::Incomplete)
@@ -500,7 +491,12 @@ mod tests {
         // RFC 9112 §7.1: a size line needs a digit and ends in CRLF; no CR
         // or LF inside an extension; trailer lines are fields ending in CRLF.
         for wire in [
-            &b"\r\n\r\nGET /x HTTP/1.1\r\n\r\n"[..],
+            &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"fffffffffffffffff\r\n",
+            b"-1\r\n",
+            b"\r\n\r\nGET /x HTTP/1.1\r\n\r\n",
             b" \r\n\r\n",
             b";x\r\n\r\n",
             b" 5\r\nhello\r\n0\r\n\r\n",

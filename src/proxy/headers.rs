@@ -193,10 +193,18 @@ fn sticky_cookie_in(header: &[u8], name: &str) -> Option<usize> {
 /// `Transfer-Encoding` value the proxy sends on (they stay applied to the
 /// body; the proxy re-chunks it): `gzip, chunked` for `gzip`. `None` for
 /// none or chunked alone, the usual case.
-pub fn transfer_codings(headers: &HeaderMap) -> Option<HeaderValue> {
+///
+/// A `Content-Length` beside a transfer coding is dropped here (RFC 9112
+/// §6.3: the coding frames the message; hyper's client keeps the stale
+/// length among the headers).
+pub fn transfer_codings(headers: &mut HeaderMap) -> Option<HeaderValue> {
     let mut values = headers.get_all(header::TRANSFER_ENCODING).iter();
     match (values.next(), values.next()) {
         (None, _) => return None,
+        (Some(_), _) if headers.contains_key(header::CONTENT_LENGTH) => {
+            headers.remove(header::CONTENT_LENGTH);
+            return transfer_codings(headers);
+        }
         (Some(v), None) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") => {
             return None;
         }

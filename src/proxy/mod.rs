@@ -535,7 +535,7 @@ impl ConnContext {
                         let upgrade = (status == 101)
                             .then(|| head.headers.remove(header::UPGRADE))
                             .flatten();
-                        let codings = headers::transfer_codings(&head.headers);
+                        let codings = headers::transfer_codings(&mut head.headers);
                         headers::strip_hop_by_hop(&mut head.headers);
                         if let Some(p) = upgrade {
                             head.headers.insert(header::UPGRADE, p);
