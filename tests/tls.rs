@@ -510,8 +510,9 @@ async fn the_server_chooses_the_cipher_suite_by_its_own_order() {
 
 /// An HTTPS upstream that writes its answers byte for byte (hyper's server
 /// would tidy them): `/length-and-chunked` has a stale `Content-Length`
-/// beside chunked, `/list` a `Content-Length: 2, 2`.
-async fn raw_tls_upstream(leaf: &pki::Leaf) -> std::net::SocketAddr {
+/// beside chunked, `/list` a `Content-Length: 2, 2`, anything else a plain
+/// `Content-Length: 2`. Counts the connections it accepts.
+async fn raw_tls_upstream(leaf: &pki::Leaf) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let key = ok(
         {
@@ -530,8 +531,11 @@ async fn raw_tls_upstream(leaf: &pki::Leaf) -> std::net::SocketAddr {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = ok(tokio::net::TcpListener::bind("127.0.0.1:0").await, "bind");
     let addr = ok(listener.local_addr(), "addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
@@ -551,8 +555,10 @@ async fn raw_tls_upstream(leaf: &pki::Leaf) -> std::net::SocketAddr {
                     buf.drain(..end + 4);
                     let answer: &[u8] = if head.contains(" /list ") {
                         b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok"
-                    } else {
+                    } else if head.contains(" /length-and-chunked ") {
                         b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
                     };
                     if tls.write_all(answer).await.is_err() {
                         return;
@@ -561,7 +567,7 @@ async fn raw_tls_upstream(leaf: &pki::Leaf) -> std::net::SocketAddr {
             });
         }
     });
-    addr
+    (addr, accepted)
 }
 
 /// Issue 24, through the hyper-util client (TLS upstreams): lengths a
@@ -572,20 +578,29 @@ async fn upstream_tls_answers_reach_the_client_with_one_framing() {
     let dir = ok(tempfile::tempdir(), "tempdir");
     let ca_file = dir.path().join("ca.pem");
     ok(std::fs::write(&ca_file, ca.pem()), "write CA");
-    let up = raw_tls_upstream(&ca.leaf(&["127.0.0.1"])).await;
+    let (up, accepted) = raw_tls_upstream(&ca.leaf(&["127.0.0.1"])).await;
     let proxy = start_proxy(&format!(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:TEST_KEY]\n\
          groups:\n  one:\n    weight: 1\n    tls: true\n    ca_file: {}\n    targets:\n      - address: {up}\n",
         ca_file.display()
     ))
     .await;
+    let c = h1_client();
+    let base = format!("http://{}", proxy.proxy_addr);
+    for _ in 0..2 {
+        assert_eq!(
+            &get(&c, &format!("{base}/plain"), None).await.body[..],
+            b"ok"
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "a plain answer keeps its connection"
+    );
     for path in ["/length-and-chunked", "/list"] {
-        let got = get(
-            &h1_client(),
-            &format!("http://{}{path}", proxy.proxy_addr),
-            None,
-        )
-        .await;
+        let before = accepted.load(Ordering::SeqCst);
+        let got = get(&c, &format!("{base}{path}"), None).await;
         assert_eq!(
             (got.status.as_u16(), &got.body[..]),
             (200, &b"ok"[..]),
@@ -597,5 +612,14 @@ async fn upstream_tls_answers_reach_the_client_with_one_framing() {
             "{path}: {lengths:?}"
         );
         assert!(lengths.len() <= 1, "{path}: {lengths:?}");
+        assert_eq!(
+            &get(&c, &format!("{base}/plain"), None).await.body[..],
+            b"ok"
+        );
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            before + 1,
+            "{path}: its connection was used again"
+        );
     }
 }

@@ -126,10 +126,7 @@ pub fn parse_response(
     // A head another reader could frame differently (a length next to a
     // coding, a list or repeat of lengths, lines ending in a bare LF) is
     // answered, but its connection is not trusted with another request.
-    let ambiguous = !content_length_is_canonical(&headers)
-        || (headers.contains_key(header::CONTENT_LENGTH)
-            && headers.contains_key(header::TRANSFER_ENCODING))
-        || bare_lf(&head);
+    let ambiguous = ambiguous_length(&headers) || bare_lf(&head);
     let framing = response_framing(method, status, &mut headers)?;
     let keep_alive = framing != Framing::Close && !ambiguous && persistent(version, &headers);
     // The version is the peer's business: what goes on from here is the
@@ -142,6 +139,15 @@ pub fn parse_response(
         framing,
         keep_alive,
     }))
+}
+
+/// Whether a message's length headers could be read two ways: a length
+/// beside a transfer coding, or a list, repeat or non-canonical length. Such
+/// a message is passed on, but its connection not trusted with another.
+pub fn ambiguous_length(headers: &HeaderMap) -> bool {
+    !content_length_is_canonical(headers)
+        || (headers.contains_key(header::CONTENT_LENGTH)
+            && headers.contains_key(header::TRANSFER_ENCODING))
 }
 
 /// Whether a line of `head` ends in LF alone.

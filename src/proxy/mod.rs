@@ -35,7 +35,7 @@ use hyper_rustls::{
     DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, ResolveServerName,
 };
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{HttpConnector, capture_connection};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::ServerName;
 
@@ -779,14 +779,24 @@ pub fn error_response(e: ProxyError) -> Response<ProxyBody> {
 async fn exchange(
     group: &crate::state::Group,
     target: &crate::state::Target,
-    req: Request<UpstreamBody>,
+    mut req: Request<UpstreamBody>,
     timeout: Duration,
 ) -> Result<Response<body::UpstreamIncoming>, (ProxyError, bool)> {
+    // HTTP/1.1 connections whose answer could be framed two ways are not
+    // reused (as on the inline path); an HTTP/2 connection frames by itself.
+    let capture = (!group.h2).then(|| capture_connection(&mut req));
     let Ok(sent) = tokio::time::timeout(timeout, target.client.request(req)).await else {
         return Err((ProxyError::ResponseTimeout, false));
     };
     match sent {
-        Ok(resp) => Ok(resp.map(body::UpstreamIncoming::Pooled)),
+        Ok(resp) => {
+            if let Some(c) = capture.filter(|_| crate::h1::head::ambiguous_length(resp.headers()))
+                && let Some(conn) = c.connection_metadata().as_ref()
+            {
+                conn.poison();
+            }
+            Ok(resp.map(body::UpstreamIncoming::Pooled))
+        }
         Err(e) => {
             let (kind, early) = ProxyError::classify(&e);
             if kind == ProxyError::UpstreamTls {
