@@ -36,7 +36,7 @@ pub enum FramingError {
 
 /// Extension bytes taken over a whole chunked body, and the size of its
 /// trailer section: hyper's limits, so that both stacks refuse alike.
-const MAX_EXTENSIONS: u64 = 16 * 1024;
+const MAX_EXTENSIONS: u32 = 16 * 1024;
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
 /// Trailer fields taken when the caller names no limit (hyper's default).
@@ -101,11 +101,13 @@ enum State {
 pub struct Decoder {
     state: State,
     /// Extension bytes seen so far.
-    extensions: u64,
+    extensions: u32,
+    trailer_lines: u32,
+    max_trailers: u32,
     /// The trailer section as read (validated, then dropped, at its end).
-    trailers: Option<BytesMut>,
-    trailer_lines: usize,
-    max_trailers: usize,
+    /// Boxed: most bodies have none, and the decoder lives in every
+    /// response body, which moves a few times per request.
+    trailers: Option<Box<BytesMut>>,
 }
 
 fn hex_digit(b: u8) -> Option<u64> {
@@ -134,9 +136,9 @@ impl Decoder {
         Self {
             state,
             extensions: 0,
-            trailers: None,
             trailer_lines: 0,
-            max_trailers,
+            max_trailers: u32::try_from(max_trailers).unwrap_or(u32::MAX),
+            trailers: None,
         }
     }
 
@@ -320,7 +322,7 @@ impl Decoder {
                     return Err(FramingError::TooLong);
                 }
             }
-            None if start => self.trailers = Some(BytesMut::from(&[b][..])),
+            None if start => self.trailers = Some(Box::new(BytesMut::from(&[b][..]))),
             None => {}
         }
         Ok(())
@@ -331,7 +333,7 @@ impl Decoder {
         let Some(section) = self.trailers.take() else {
             return Ok(());
         };
-        let mut fields = vec![httparse::EMPTY_HEADER; self.trailer_lines];
+        let mut fields = vec![httparse::EMPTY_HEADER; self.trailer_lines as usize];
         match httparse::parse_headers(&section, &mut fields) {
             Ok(httparse::Status::Complete((_, fields))) => {
                 let valid = fields.iter().all(|f| {

@@ -119,6 +119,7 @@ pub fn parse_response(
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(HeadError::Parse(httparse::Error::Status))?;
+    let lengths = LengthFields::of(resp.headers);
     record(buf, resp.headers, spans);
     let head = buf.split_to(len).freeze();
     // Room for the Set-Cookie the proxy may add.
@@ -126,8 +127,8 @@ pub fn parse_response(
     // A head another reader could frame differently (a length next to a
     // coding, a list or repeat of lengths, lines ending in a bare LF) is
     // answered, but its connection is not trusted with another request.
-    let ambiguous = ambiguous_length(&headers) || bare_lf(&head);
-    let framing = response_framing(method, status, &mut headers)?;
+    let ambiguous = lengths.ambiguous() || bare_lf(&head, spans);
+    let framing = response_framing(method, status, &mut headers, lengths)?;
     let keep_alive = framing != Framing::Close && !ambiguous && persistent(version, &headers);
     // The version is the peer's business: what goes on from here is the
     // proxy's own message, in its own version.
@@ -150,17 +151,77 @@ pub fn ambiguous_length(headers: &HeaderMap) -> bool {
             && headers.contains_key(header::TRANSFER_ENCODING))
 }
 
-/// Whether a line of `head` ends in LF alone.
-fn bare_lf(head: &[u8]) -> bool {
-    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
+/// What a parsed head says of its length, read in the one pass over its
+/// fields that finds them (the header map is then asked only for what is
+/// there).
+#[derive(Debug, Clone, Copy)]
+struct LengthFields {
+    /// `Content-Length` lines.
+    lengths: usize,
+    /// The one line there is, in plain decimal.
+    canonical: bool,
+    coded: bool,
+}
+
+impl LengthFields {
+    fn of(fields: &[httparse::Header<'_>]) -> Self {
+        let mut out = Self {
+            lengths: 0,
+            canonical: true,
+            coded: false,
+        };
+        for f in fields {
+            let name = f.name.as_bytes();
+            match name.len() {
+                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                    out.lengths += 1;
+                    out.canonical &= out.lengths == 1 && is_plain_decimal(f.value);
+                }
+                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => out.coded = true,
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn ambiguous(self) -> bool {
+        !self.canonical || (self.coded && self.lengths > 0)
+    }
+}
+
+/// Digits, no leading zero (but `0` itself).
+fn is_plain_decimal(b: &[u8]) -> bool {
+    !b.is_empty() && b.iter().all(u8::is_ascii_digit) && (b[0] != b'0' || b.len() == 1)
+}
+
+/// Whether a line of `head` (whose fields sit at `spans`) ends in LF alone.
+/// Looks only where lines end: after the status line, after each field's
+/// value and the blanks httparse trimmed from it, and at the end.
+fn bare_lf(head: &[u8], spans: &[Span]) -> bool {
+    let crlf_at = |i: usize| head.get(i..i + 2) == Some(&b"\r\n"[..]);
+    let status_line_ends_well = match spans.first() {
+        Some(first) => (first.name.0 as usize).checked_sub(2).is_some_and(crlf_at),
+        None => true,
+    };
+    let fields_end_well = spans.iter().all(|s| {
+        let mut i = s.value.1 as usize;
+        while head.get(i).is_some_and(|&b| b == b' ' || b == b'\t') {
+            i += 1;
+        }
+        crlf_at(i)
+    });
+    !(status_line_ends_well && fields_end_well && head.ends_with(b"\r\n\r\n"))
 }
 
 /// RFC 9112 §6.3. A `Content-Length` next to a chunked coding is dropped: the
 /// body is re-framed on its way on, and a stale length must not go with it.
+/// A list or repeat of equal lengths is read as the one length, and sent on
+/// as it (the connection is closed after it: [`LengthFields::ambiguous`]).
 fn response_framing(
     method: &Method,
     status: StatusCode,
     headers: &mut HeaderMap,
+    lengths: LengthFields,
 ) -> Result<Framing, HeadError> {
     if method == Method::HEAD
         || status.is_informational()
@@ -169,18 +230,24 @@ fn response_framing(
     {
         return Ok(Framing::Empty);
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        headers.remove(header::CONTENT_LENGTH);
+    if lengths.coded {
+        if lengths.lengths > 0 {
+            headers.remove(header::CONTENT_LENGTH);
+        }
         return Ok(if last_coding_is_chunked(headers) {
             Framing::Chunked
         } else {
             Framing::Close
         });
     }
-    Ok(match content_length(headers)? {
-        Some(n) => Framing::Length(n),
-        None => Framing::Close,
-    })
+    if lengths.lengths == 0 {
+        return Ok(Framing::Close);
+    }
+    let n = content_length(headers)?.ok_or(HeadError::ContentLength)?;
+    if !lengths.canonical {
+        set_content_length(headers, n);
+    }
+    Ok(Framing::Length(n))
 }
 
 /// Whether the final transfer coding named is `chunked`.
@@ -229,11 +296,23 @@ pub fn content_length_is_canonical(headers: &HeaderMap) -> bool {
     let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
     match (values.next(), values.next()) {
         (None, _) => true,
-        (Some(v), None) => {
-            let b = v.as_bytes();
-            !b.is_empty() && b.iter().all(u8::is_ascii_digit) && (b[0] != b'0' || b.len() == 1)
-        }
+        (Some(v), None) => is_plain_decimal(v.as_bytes()),
         _ => false,
+    }
+}
+
+/// Makes a response's lengths one plain value (a list or repeat of equal
+/// lengths, as hyper's client passes them, or leading zeros); a length that
+/// is no length is dropped (the body's framing stands without it).
+pub fn canonical_content_length(headers: &mut HeaderMap) {
+    if content_length_is_canonical(headers) {
+        return;
+    }
+    match content_length(headers) {
+        Ok(Some(n)) => set_content_length(headers, n),
+        _ => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
     }
 }
 
@@ -582,6 +661,43 @@ mod tests {
             Some(true)
         );
         assert_eq!(ka(b"HTTP/1.1 200 OK\r\n\r\n"), Some(false));
+    }
+
+    #[test]
+    fn a_head_that_could_be_framed_two_ways_does_not_keep_its_connection() {
+        let ka = |wire: &[u8]| {
+            parse(wire, &Method::GET)
+                .ok()
+                .flatten()
+                .map(|h| (h.keep_alive, h.parts.headers.get("content-length").cloned()))
+        };
+        let two = Some(HeaderValue::from_static("2"));
+        assert_eq!(
+            ka(b"HTTP/1.1 200 OK\r\nX-A: 1 \t\r\nContent-Length: 2\r\n\r\n"),
+            Some((true, two.clone())),
+            "blanks before a CRLF are fine"
+        );
+        for wire in [
+            &b"HTTP/1.1 200 OK\nContent-Length: 2\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\n",
+            b"HTTP/1.1 200 OK\nContent-Length: 2\n\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 02\r\n\r\n",
+        ] {
+            assert_eq!(
+                ka(wire),
+                Some((false, two.clone())),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        let coded = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &Method::GET,
+        );
+        assert!(coded.ok().flatten().is_some_and(|h| !h.keep_alive));
     }
 
     #[test]

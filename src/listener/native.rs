@@ -521,14 +521,14 @@ impl Conn {
             };
             let (head, mut body) = resp.into_parts();
             let stopping = poll_fn(|cx| Poll::Ready(stop.poll_stopped(cx))).await;
+            let coded = head.headers.contains_key(header::TRANSFER_ENCODING);
             let mut framing =
-                response_framing(head.status, &head.headers, &body, head_only, version);
+                response_framing(head.status, &head.headers, &body, head_only, version, coded);
             // A small upstream answer is usually whole in hand by now: then it
             // goes with a Content-Length (which HTTP/1.0 clients need to keep
             // their connection) and in one write.
             let mut first = None;
             let mut ended = false;
-            let coded = head.headers.contains_key(header::TRANSFER_ENCODING);
             if !coded && matches!(framing, ResponseFraming::Chunked | ResponseFraming::Close) {
                 match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
                     Poll::Ready(None) => {
@@ -551,7 +551,8 @@ impl Conn {
                             crate::proxy::ProxyError::UpstreamProtocol,
                         );
                         let (h, b) = resp.into_parts();
-                        let f = response_framing(h.status, &h.headers, &b, head_only, version);
+                        let f =
+                            response_framing(h.status, &h.headers, &b, head_only, version, false);
                         write_response_head(
                             &mut self.wbuf,
                             h.status,
@@ -820,13 +821,15 @@ impl Conn {
     }
 }
 
-/// How the response body goes to the client (RFC 9112 §6.1-6.3).
+/// How the response body goes to the client (RFC 9112 §6.1-6.3); `coded`:
+/// the headers carry `Transfer-Encoding` (codings besides chunked).
 fn response_framing(
     status: StatusCode,
     headers: &HeaderMap,
     body: &ProxyBody,
     head_only: bool,
     version: Version,
+    coded: bool,
 ) -> ResponseFraming {
     if head_only
         || status.is_informational()
@@ -835,8 +838,8 @@ fn response_framing(
     {
         return ResponseFraming::None;
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        // Codings the upstream applied, kept (`headers::frame_response`):
+    if coded {
+        // Codings the upstream applied, kept (`headers::strip_hop_by_hop_response`):
         // chunked on top, and never a length beside them.
         return ResponseFraming::Chunked;
     }

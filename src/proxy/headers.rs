@@ -197,7 +197,7 @@ fn sticky_cookie_in(header: &[u8], name: &str) -> Option<usize> {
 /// A `Content-Length` beside a transfer coding is dropped here (RFC 9112
 /// §6.3: the coding frames the message; hyper's client keeps the stale
 /// length among the headers).
-pub fn transfer_codings(headers: &mut HeaderMap) -> Option<HeaderValue> {
+fn transfer_codings(headers: &mut HeaderMap) -> Option<HeaderValue> {
     let mut values = headers.get_all(header::TRANSFER_ENCODING).iter();
     match (values.next(), values.next()) {
         (None, _) => return None,
@@ -230,26 +230,6 @@ pub fn transfer_codings(headers: &mut HeaderMap) -> Option<HeaderValue> {
     HeaderValue::from_bytes(&codings.join(&b", "[..])).ok()
 }
 
-/// Puts a response's framing headers in the form the proxy sends: its
-/// transfer codings other than chunked kept (no length beside them), or one
-/// plain `Content-Length` (lists and repeats from the upstream made one).
-pub fn frame_response(headers: &mut HeaderMap, codings: Option<HeaderValue>) {
-    if let Some(codings) = codings {
-        headers.remove(header::CONTENT_LENGTH);
-        headers.insert(header::TRANSFER_ENCODING, codings);
-        return;
-    }
-    if crate::h1::head::content_length_is_canonical(headers) {
-        return;
-    }
-    match crate::h1::head::content_length(headers) {
-        Ok(Some(n)) => crate::h1::head::set_content_length(headers, n),
-        _ => {
-            headers.remove(header::CONTENT_LENGTH);
-        }
-    }
-}
-
 /// Whether a response can go to a client of `version`: transfer codings are
 /// HTTP/1.1's alone (HTTP/2 and HTTP/1.0 have no way to carry them).
 pub fn deliverable<B>(resp: &http::Response<B>, version: Version) -> bool {
@@ -258,6 +238,32 @@ pub fn deliverable<B>(resp: &http::Response<B>, version: Version) -> bool {
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    remove_hop_by_hop(headers, hop_by_hop_present(headers));
+}
+
+/// [`strip_hop_by_hop`] for a response on its way to the client: the
+/// transfer codings the upstream applied besides chunked stay (as
+/// [`transfer_codings`] gives them), and no `Content-Length` stays beside
+/// them. Looks nothing up unless `Transfer-Encoding` is there.
+pub fn strip_hop_by_hop_response(headers: &mut HeaderMap) {
+    let present = hop_by_hop_present(headers);
+    let codings = if present & TRANSFER_ENCODING_BIT != 0 {
+        transfer_codings(headers)
+    } else {
+        None
+    };
+    remove_hop_by_hop(headers, present);
+    if let Some(codings) = codings {
+        headers.remove(header::CONTENT_LENGTH);
+        headers.insert(header::TRANSFER_ENCODING, codings);
+    }
+}
+
+/// `Transfer-Encoding`'s bit in [`hop_by_hop_present`]'s answer.
+const TRANSFER_ENCODING_BIT: u8 = 1 << 5;
+
+/// Which of [`HOP_BY_HOP`] the message has, a bit each.
+fn hop_by_hop_present(headers: &HeaderMap) -> u8 {
     // A message carries a handful of headers and few of these: one pass over
     // the names present says which to remove, instead of eight hashed removals.
     let mut present = 0u8;
@@ -266,6 +272,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             present |= 1 << i;
         }
     }
+    present
+}
+
+fn remove_hop_by_hop(headers: &mut HeaderMap, present: u8) {
     if present == 0 {
         return;
     }

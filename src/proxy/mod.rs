@@ -535,12 +535,10 @@ impl ConnContext {
                         let upgrade = (status == 101)
                             .then(|| head.headers.remove(header::UPGRADE))
                             .flatten();
-                        let codings = headers::transfer_codings(&mut head.headers);
-                        headers::strip_hop_by_hop(&mut head.headers);
+                        headers::strip_hop_by_hop_response(&mut head.headers);
                         if let Some(p) = upgrade {
                             head.headers.insert(header::UPGRADE, p);
                         }
-                        headers::frame_response(&mut head.headers, codings);
                         let body_timeouts = target.metrics.errors
                             [crate::metrics::UpstreamErrorKind::BodyTimeout as usize]
                             .clone();
@@ -789,12 +787,15 @@ async fn exchange(
         return Err((ProxyError::ResponseTimeout, false));
     };
     match sent {
-        Ok(resp) => {
+        Ok(mut resp) => {
             if let Some(c) = capture.filter(|_| crate::h1::head::ambiguous_length(resp.headers()))
                 && let Some(conn) = c.connection_metadata().as_ref()
             {
                 conn.poison();
             }
+            // As the inline parser leaves it: one plain length (hyper's
+            // client takes lists and repeats of equal lengths as they are).
+            crate::h1::head::canonical_content_length(resp.headers_mut());
             Ok(resp.map(body::UpstreamIncoming::Pooled))
         }
         Err(e) => {
