@@ -270,7 +270,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             switchyard::balance::pick_random(
                 black_box(&snap.groups[0]),
-                switchyard::health::now_ms(),
+                switchyard::clock::now_ms(),
                 std::time::Duration::ZERO,
                 &[],
             )

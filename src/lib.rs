@@ -24,6 +24,7 @@ pub mod app;
 pub mod assign;
 pub mod balance;
 pub mod batch;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod h1;

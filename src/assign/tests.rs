@@ -313,7 +313,7 @@ fn take_down(snap: &Snapshot, group: usize, target: usize) {
 
 fn routed(snap: &Snapshot, cookie: &str) -> (Decision, usize) {
     let mut d = decide_at(snap, Some(cookie), NOW);
-    let now = crate::health::now_ms();
+    let now = crate::clock::now_ms();
     let t = crate::balance::route(snap, &mut d, now, &mut |n| n / 2)
         .unwrap_or_else(|| panic!("no route"));
     (d, t)
@@ -359,7 +359,7 @@ fn new_clients_skip_a_dead_group_and_nothing_healthy_means_no_route() {
     take_down(&snap, 1, 1);
     let mut d = decide_at(&snap, None, NOW);
     assert_eq!(snap.groups[d.group].name.as_str(), "green");
-    let now = crate::health::now_ms();
+    let now = crate::clock::now_ms();
     assert!(crate::balance::route(&snap, &mut d, now, &mut |n| n / 2).is_some());
     assert_eq!(snap.groups[d.group].name.as_str(), "blue");
     assert!(d.issue_cookie, "a new client is pinned where it is served");
@@ -376,7 +376,7 @@ fn a_target_in_slow_start_takes_a_small_share() {
     snap.config.health.slow_start = std::time::Duration::from_secs(60);
     // Target 1 of blue was "just added": its ramp restarts now.
     let fresh = crate::health::Health::default();
-    let now = crate::health::now_ms();
+    let now = crate::clock::now_ms();
     assert!(fresh.ramp(now, snap.config.health.slow_start) < 0.1);
     let blue = &snap.groups[0];
     blue.targets[0].live.health.settle();

@@ -21,7 +21,7 @@ pub type Draw<'a> = &'a mut dyn FnMut(u64) -> u64;
 /// Attempts at drawing a usable target before scanning for one.
 const DRAWS: usize = 4;
 
-/// Picks a usable target of `group` at `now` (ms, `health::now_ms`), never
+/// Picks a usable target of `group` at `now` (ms, `clock::now_ms`), never
 /// `exclude`, or `None` when none is usable.
 pub fn pick(
     group: &Group,

@@ -8,8 +8,8 @@
 //! its group's `health_check` leaves the config.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
@@ -22,13 +22,6 @@ use tokio::sync::watch;
 use crate::config::{HealthCheck, Outlier};
 use crate::state::{Group, Shared, TargetLive};
 
-/// Milliseconds on a process-local monotonic clock, starting at 1 (0 means "never").
-pub fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let start = START.get_or_init(Instant::now);
-    start.elapsed().as_millis() as u64 + 1
-}
-
 /// How healthy one target is, as far as this process can tell.
 #[derive(Debug)]
 pub struct Health {
@@ -39,7 +32,7 @@ pub struct Health {
     fails: AtomicU32,
     /// Consecutive failed requests (passive).
     failures: AtomicU32,
-    /// Ejected until this time (ms, [`now_ms`]); 0 when never ejected.
+    /// Ejected until this time (ms, [`crate::clock::now_ms`]); 0 when never ejected.
     ejected_until: AtomicU64,
     /// Ejections so far: each doubles the next one's length.
     ejections: AtomicU32,
@@ -58,7 +51,7 @@ impl Default for Health {
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
-            up_since: AtomicU64::new(now_ms()),
+            up_since: AtomicU64::new(crate::clock::now_ms()),
             checker: AtomicBool::new(false),
         }
     }
@@ -171,7 +164,7 @@ impl Health {
             let n = self.passes.fetch_add(1, Relaxed) + 1;
             if self.active_down.load(Relaxed) && n >= check.healthy_threshold {
                 self.active_down.store(false, Relaxed);
-                self.up_since.store(now_ms(), Relaxed);
+                self.up_since.store(crate::clock::now_ms(), Relaxed);
                 return Transition::Up;
             }
         } else {
@@ -318,7 +311,7 @@ mod tests {
     #[test]
     fn slow_start_ramps_from_a_twentieth_to_full() {
         let h = Health::default();
-        let now = now_ms();
+        let now = crate::clock::now_ms();
         let w = Duration::from_secs(10);
         assert!(h.ramp(now, w) <= 0.06);
         assert!((h.ramp(now + 5_000, w) - 0.5).abs() < 0.01);

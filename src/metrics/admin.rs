@@ -90,7 +90,7 @@ pub(super) fn text(status: StatusCode, body: &'static str) -> Response<Full<Byte
 
 fn metrics(shared: &Shared) -> Response<Full<Bytes>> {
     // Ejections end by the clock, not by an event: read health as of now.
-    let now = crate::health::now_ms();
+    let now = crate::clock::now_ms();
     for g in &shared.snapshot().groups {
         for t in &g.targets {
             t.metrics.healthy.set(i64::from(t.live.health.usable(now)));
@@ -124,7 +124,7 @@ pub(super) fn json(v: &serde_json::Value) -> Response<Full<Bytes>> {
 
 /// The `/status` document.
 pub fn status(snap: &Snapshot, shared: &Shared) -> serde_json::Value {
-    let now = crate::health::now_ms();
+    let now = crate::clock::now_ms();
     let groups: Vec<_> = snap
         .groups
         .iter()

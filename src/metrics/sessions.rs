@@ -57,7 +57,7 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
             "not a session id: give the 22-character id or the whole cookie value\n",
         );
     };
-    let now = crate::proxy::unix_now();
+    let now = crate::clock::unix_now();
     match *req.method() {
         Method::GET | Method::HEAD => match store.fetch(&id, now).await {
             Ok(Some(r)) if !r.revoked => json(&describe(&snap, &id, &r)),

@@ -25,7 +25,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin as StdPin;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
@@ -227,13 +227,6 @@ pub fn served_on_this_thread() -> u64 {
     SERVED.with(std::cell::Cell::get)
 }
 
-pub fn unix_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32)
-        .unwrap_or(0)
-}
-
 impl ConnContext {
     /// Serves one request. Not an `async fn`, which would keep `req` twice in
     /// its state (as given and as bound); the block captures it once.
@@ -263,7 +256,7 @@ impl ConnContext {
                 return self.redirect(&snap, &req, &host);
             }
             let sticky = &snap.config.sticky;
-            let now = unix_now();
+            let now = crate::clock::unix_now();
             let peer_ip = self.peer.ip().to_canonical();
             let ip_key = match peer_ip {
                 std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
@@ -309,7 +302,7 @@ impl ConnContext {
             if let Some(r) = decision.rejected {
                 metrics.rejected_by[r as usize].inc();
             }
-            let now_ms = crate::health::now_ms();
+            let now_ms = crate::clock::now_ms();
             let mut draw = |n: u64| rand::random_range(0..n);
             let Some(first) = crate::balance::route(&snap, &mut decision, now_ms, &mut draw) else {
                 return self.refuse(&snap, ProxyError::NoTarget);
@@ -520,7 +513,7 @@ impl ConnContext {
                     // future, inline or not.
                     None => Box::pin(exchange(group, target, req, timeout)).await,
                 };
-                let now = crate::health::now_ms();
+                let now = crate::clock::now_ms();
                 let (err, closed_early) = match sent {
                     Ok(resp) => {
                         let status = resp.status().as_u16();

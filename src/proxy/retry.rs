@@ -13,7 +13,7 @@ const WINDOW_SECS: u64 = 10;
 /// snapshot, so a reload does not refill it.
 #[derive(Debug, Default)]
 pub struct RetryBudget {
-    /// Start of the window, in `health::now_ms` seconds.
+    /// Start of the window, in `clock::now_ms` seconds.
     window: AtomicU64,
     requests: AtomicU64,
     retries: AtomicU64,
@@ -35,7 +35,7 @@ impl RetryBudget {
         }
     }
 
-    /// Counts a request at `now_ms` (`health::now_ms`).
+    /// Counts a request at `now_ms` (`clock::now_ms`).
     pub fn note_request(&self, now_ms: u64) {
         self.roll(now_ms);
         self.requests.fetch_add(1, Relaxed);
@@ -69,7 +69,7 @@ mod tests {
         };
         let b = RetryBudget::default();
         for _ in 0..100 {
-            b.note_request(crate::health::now_ms());
+            b.note_request(crate::clock::now_ms());
         }
         // 10% of 100 plus 1/s over a 10 s window: 20 retries, then no more.
         let allowed = (0..50).filter(|_| b.allow(&cfg)).count();

@@ -268,7 +268,7 @@ impl SessionStore {
         if until == 0 {
             return true;
         }
-        let now = crate::health::now_ms();
+        let now = crate::clock::now_ms();
         if now < until {
             return false;
         }
@@ -305,7 +305,7 @@ impl SessionStore {
     }
 
     fn mark_down(&self, redis: &RedisBackend, e: &StoreError) {
-        let next = crate::health::now_ms() + BREAKER.as_millis() as u64;
+        let next = crate::clock::now_ms() + BREAKER.as_millis() as u64;
         if redis.down_until.swap(next, Ordering::Relaxed) == 0 {
             tracing::warn!(error = %e, "session store unavailable; bucketing by session id until it answers");
         }
