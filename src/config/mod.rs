@@ -11,6 +11,8 @@
 
 pub mod duration;
 mod error;
+mod fields;
+mod keys;
 pub mod raw;
 mod store;
 pub mod tls;
@@ -20,8 +22,9 @@ mod validate;
 use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use keys::{KeySource, StaticKeys, SystemKeys, decode_key};
 pub use types::*;
-pub use validate::{KeySource, StaticKeys, SystemKeys, ValidateOptions, decode_key, validate};
+pub use validate::{ValidateOptions, validate};
 
 /// Largest config file read, so a runaway file cannot eat the proxy's memory.
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
@@ -36,7 +39,7 @@ pub fn parse(text: &str) -> Result<raw::RawConfig, ConfigError> {
         })
     });
     res.map_err(|e| {
-        let line = e.location().and_then(|l| validate::line(&l));
+        let line = e.location().and_then(|l| fields::line(&l));
         // A syntax error stops the reader where the text broke, which is not
         // inside the value the deserializer last named (a key too long to
         // be a key was reported under the key before it): the line alone.
@@ -145,7 +148,7 @@ pub fn read_text(path: &Path) -> Result<String, String> {
 
 /// The 1-based line a parsed value came from, when known.
 pub fn line_of<T>(s: &serde_saphyr::Spanned<T>) -> Option<u64> {
-    validate::line(&s.referenced)
+    fields::line(&s.referenced)
 }
 
 /// Reads, parses and validates a config file.

@@ -3,9 +3,10 @@
 
 use serde_saphyr::Spanned;
 
+use super::fields::{Errors, duration_field, int_field};
+use super::keys::KeySource;
 use super::raw::RawStore;
 use super::types::{Secret, StoreKind, StoreSettings};
-use super::validate::{Errors, KeySource, duration_field, int_field};
 
 pub(super) fn settings(
     errs: &mut Errors,

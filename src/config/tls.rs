@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 
 use serde_saphyr::Spanned;
 
+use super::fields::{Errors, socket_addr};
+use super::keys::KeySource;
 use super::raw::{RawConfig, RawGroup, RawTls};
 use super::types::{ServerCert, TlsListener, UpstreamProtocol, UpstreamTls};
-use super::validate::{Errors, KeySource, socket_addr};
 
 /// Most certificates one listener holds: SNI lookup walks them in order.
 const MAX_CERTS: usize = 64;

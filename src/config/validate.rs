@@ -3,83 +3,26 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::Engine;
 use http::HeaderName;
 use http::uri::Authority;
 use ipnet::IpNet;
-use serde_saphyr::{Location, Spanned};
+use serde_saphyr::Spanned;
 
 use super::duration::parse_duration;
 use super::error::ConfigError;
+use super::fields::{Errors, duration_field, duration_or_zero, int_field, socket_addr};
+use super::keys::{KeySource, decode_key};
 use super::raw::{
     RawConfig, RawGroup, RawHealth, RawHealthCheck, RawLimits, RawReload, RawRetries, RawSticky,
     RawTimeouts,
 };
 use super::types::*;
 
-/// Where key material comes from. Tests and the demo swap the real environment
-/// for their own lookups.
-pub trait KeySource {
-    fn env(&self, name: &str) -> Option<String>;
-    fn file(&self, path: &str) -> std::io::Result<String>;
-}
-
-/// Reads keys from the process environment and the file system.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemKeys;
-
-impl KeySource for SystemKeys {
-    fn env(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-    fn file(&self, path: &str) -> std::io::Result<String> {
-        std::fs::read_to_string(path)
-    }
-}
-
-/// Key material from a fixed table of environment names and no files: for
-/// tests, benchmarks and embedding, where the process environment is not the source.
-#[derive(Debug, Clone, Default)]
-pub struct StaticKeys(pub Vec<(&'static str, &'static str)>);
-
-impl KeySource for StaticKeys {
-    fn env(&self, name: &str) -> Option<String> {
-        self.0
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| (*v).to_owned())
-    }
-    fn file(&self, _: &str) -> std::io::Result<String> {
-        Err(std::io::ErrorKind::NotFound.into())
-    }
-}
-
 /// Options of one validation run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ValidateOptions {
     /// When no key can be read, sign with a random key made now (demo only).
     pub ephemeral_key_if_missing: bool,
-}
-
-pub(super) fn line(loc: &Location) -> Option<u64> {
-    match loc.line() {
-        0 => None,
-        n => Some(n),
-    }
-}
-
-pub(super) struct Errors(pub(super) Vec<ConfigError>);
-
-impl Errors {
-    pub(super) fn at<T>(
-        &mut self,
-        path: impl Into<String>,
-        spanned: &Spanned<T>,
-        msg: impl Into<String>,
-    ) {
-        self.0
-            .push(ConfigError::new(path, line(&spanned.referenced), msg));
-    }
 }
 
 /// Validates a parsed config.
@@ -165,26 +108,6 @@ pub fn validate(
     }
 }
 
-pub(super) fn socket_addr(
-    errs: &mut Errors,
-    path: &str,
-    s: &Spanned<String>,
-) -> Option<SocketAddr> {
-    s.value
-        .parse()
-        .map_err(|_| {
-            errs.at(
-                path,
-                s,
-                format!(
-                    "`{}` is not an address like 127.0.0.1:8080 or [::]:8080",
-                    s.value
-                ),
-            )
-        })
-        .ok()
-}
-
 fn header_name(s: &str) -> Result<HeaderName, String> {
     HeaderName::from_bytes(s.as_bytes()).map_err(|_| format!("`{s}` is not a valid header name"))
 }
@@ -196,22 +119,6 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
     s.parse::<std::net::IpAddr>()
         .map(IpNet::from)
         .map_err(|_| format!("`{s}` is not an IP address or CIDR range"))
-}
-
-pub(super) fn duration_field(
-    errs: &mut Errors,
-    path: &str,
-    s: &Option<Spanned<String>>,
-    default: Duration,
-) -> Duration {
-    let d = duration_or_zero(errs, path, s, default);
-    match s {
-        Some(s) if d.is_zero() => {
-            errs.at(path, s, "must be greater than zero");
-            default
-        }
-        _ => d,
-    }
 }
 
 fn timeouts(errs: &mut Errors, raw: &RawTimeouts) -> Timeouts {
@@ -267,49 +174,6 @@ fn timeouts(errs: &mut Errors, raw: &RawTimeouts) -> Timeouts {
             &raw.client_write,
             d.client_write,
         ),
-    }
-}
-
-/// An integer in `range`, or `default` when absent.
-pub(super) fn int_field(
-    errs: &mut Errors,
-    path: &str,
-    s: &Option<Spanned<i64>>,
-    range: std::ops::RangeInclusive<u32>,
-    default: u32,
-) -> u32 {
-    let Some(s) = s else { return default };
-    match u32::try_from(s.value) {
-        Ok(v) if range.contains(&v) => v,
-        _ => {
-            errs.at(
-                path,
-                s,
-                format!(
-                    "expected an integer from {} to {}",
-                    range.start(),
-                    range.end()
-                ),
-            );
-            default
-        }
-    }
-}
-
-/// A duration that may be zero (meaning off), or `default` when absent.
-fn duration_or_zero(
-    errs: &mut Errors,
-    path: &str,
-    s: &Option<Spanned<String>>,
-    default: Duration,
-) -> Duration {
-    let Some(s) = s else { return default };
-    match parse_duration(&s.value) {
-        Ok(d) => d,
-        Err(m) => {
-            errs.at(path, s, m);
-            default
-        }
     }
 }
 
@@ -719,16 +583,6 @@ fn cookie_keys(
     } else {
         Some((keys, false))
     }
-}
-
-/// Keys are base64 (standard or URL-safe, padding optional), as `keygen` prints them.
-pub fn decode_key(text: &str) -> Result<Vec<u8>, String> {
-    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
-    let t = text.trim().trim_end_matches('=');
-    STANDARD_NO_PAD
-        .decode(t)
-        .or_else(|_| URL_SAFE_NO_PAD.decode(t))
-        .map_err(|_| "key is not base64 (`switchyard keygen` prints one)".to_owned())
 }
 
 fn groups(errs: &mut Errors, raw: &RawConfig, keys: &dyn KeySource) -> Vec<GroupSpec> {
