@@ -9,9 +9,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admin;
 use crate::config::Config;
 use crate::listener::{self, Serving};
-use crate::metrics::admin;
 use crate::reload::{self, ConfigSource, Outcome, Reloader, Trigger};
 use crate::state::Shared;
 use crate::store::SessionStore;

@@ -20,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod assign;
 pub mod balance;

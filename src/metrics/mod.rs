@@ -5,9 +5,6 @@
 //! Per-group and per-target handles are resolved when a snapshot is built, so a
 //! request only touches atomics, never a label lookup.
 
-pub mod admin;
-mod sessions;
-
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 
-use super::admin::{json, text};
+use super::respond::{json, text};
 use crate::assign::bucket::bucket_of;
 use crate::state::{Shared, Snapshot};
 use crate::store::{Record, SessionId, SessionStore, id_text, parse_id};

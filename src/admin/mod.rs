@@ -20,6 +20,10 @@ use tokio::sync::watch;
 
 use crate::config::duration::format_duration;
 use crate::state::{Shared, Snapshot};
+use respond::{json, text};
+
+mod respond;
+mod sessions;
 
 /// Serves the admin endpoints until `shutdown` turns true.
 pub async fn serve(
@@ -45,7 +49,7 @@ pub async fn serve(
                 let shared = Arc::clone(&shared);
                 async move {
                     let resp = if req.uri().path().starts_with("/sessions/") {
-                        super::sessions::handle(&shared, req).await
+                        sessions::handle(&shared, req).await
                     } else {
                         route(&shared, &req)
                     };
@@ -78,16 +82,6 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
-pub(super) fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
 fn metrics(shared: &Shared) -> Response<Full<Bytes>> {
     // Ejections end by the clock, not by an event: read health as of now.
     let now = crate::clock::now_ms();
@@ -109,16 +103,6 @@ fn metrics(shared: &Shared) -> Response<Full<Bytes>> {
     if let Ok(v) = header::HeaderValue::from_str(encoder.format_type()) {
         r.headers_mut().insert(header::CONTENT_TYPE, v);
     }
-    r
-}
-
-pub(super) fn json(v: &serde_json::Value) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec_pretty(v).unwrap_or_default();
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
     r
 }
 
