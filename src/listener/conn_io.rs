@@ -5,7 +5,7 @@
 //! hyper's own `header_read_timeout` starts when it begins waiting for a head,
 //! so on its own it cannot tell an idle keep-alive connection from a slow
 //! request, and HTTP/2 connections get no idle timeout at all. Here the
-//! service counts requests in flight per connection ([`Activity`]), and the
+//! service counts requests in flight per connection ([`crate::proxy::Activity`]), and the
 //! stream decides, each time a read has to wait, which clock applies:
 //!
 //! ```text
@@ -40,16 +40,14 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use atomic_waker::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use crate::metrics::Metrics;
+use crate::proxy::Activity;
 use crate::state::Shared;
 
 /// What an HTTP/2 connection starts with (RFC 9113 §3.4).
@@ -68,55 +66,6 @@ const HEAD_END: u32 = u32::from_be_bytes(*b"\r\n\r\n");
 pub(super) const HEAD_TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
 content-type: text/plain; charset=utf-8\r\ncontent-length: 29\r\nconnection: close\r\n\r\n\
 request head not sent in time";
-
-/// Requests in flight on one client connection, shared between the service
-/// (which enters and leaves) and the connection's stream (which reads it).
-#[derive(Debug, Default)]
-pub struct Activity {
-    in_flight: AtomicUsize,
-    /// The connection task, woken when the last request leaves so that its
-    /// idle clock starts even if hyper would not read again on its own.
-    waker: AtomicWaker,
-    /// Asks the connection task for a graceful close (HTTP/2 idle: GOAWAY).
-    close: Notify,
-}
-
-impl Activity {
-    /// A request starts; it is in flight until the returned guard drops.
-    pub fn enter(self: &Arc<Self>) -> InFlightRequest {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlightRequest(Arc::clone(self))
-    }
-
-    /// Resolves when the stream has asked for a graceful close.
-    pub async fn close_requested(&self) {
-        self.close.notified().await;
-    }
-
-    /// Whether a request is in flight; if so the task is woken when the last
-    /// one leaves. Registering before the second look closes the race with a
-    /// guard dropped in between.
-    fn busy(&self, cx: &Context<'_>) -> bool {
-        if self.in_flight.load(Ordering::SeqCst) == 0 {
-            return false;
-        }
-        self.waker.register(cx.waker());
-        self.in_flight.load(Ordering::SeqCst) > 0
-    }
-}
-
-/// Keeps a request counted in [`Activity`] until dropped (with the response
-/// body, or with the tunnel of an upgrade).
-#[derive(Debug)]
-pub struct InFlightRequest(Arc<Activity>);
-
-impl Drop for InFlightRequest {
-    fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.waker.wake();
-        }
-    }
-}
 
 /// The three deadlines, as they were when the connection was accepted.
 #[derive(Debug, Clone, Copy)]
@@ -404,7 +353,7 @@ impl<S> ClientIo<S> {
                     // The task sends GOAWAY; if the close has not finished
                     // within the header timeout, the stream ends it.
                     self.phase = Phase::Closing;
-                    self.activity.close.notify_one();
+                    self.activity.request_close();
                     cx.waker().wake_by_ref();
                     Poll::Pending
                 } else {

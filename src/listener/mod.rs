@@ -39,7 +39,8 @@ use tokio_rustls::TlsAcceptor;
 mod conn_io;
 mod lot;
 mod native;
-pub use conn_io::{Activity, InFlightRequest, PARK_AFTER};
+use crate::proxy::Activity;
+pub use conn_io::PARK_AFTER;
 use conn_io::{ClientIo, ConnTimeouts, ParkSlot, Parked, ParkedFor};
 
 use crate::config::Limits;

@@ -8,9 +8,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::activity::InFlightRequest;
 use super::idle::{BodyCut, IdleTimer};
 use super::upstream::InlineBody;
-use crate::listener::InFlightRequest;
 use crate::state::InFlight;
 
 #[derive(Debug)]

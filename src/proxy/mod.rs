@@ -8,6 +8,7 @@
 //! Bodies stream both ways: the client's body is handed to the upstream request
 //! as it arrives, and the upstream's body is relayed frame by frame.
 
+mod activity;
 mod body;
 mod error;
 pub mod headers;
@@ -41,9 +42,9 @@ use rustls_pki_types::ServerName;
 
 use crate::assign::{Pin, RequestView, decide, read_cookie};
 use crate::config::{BucketBy, GroupSpec, Timeouts, UpstreamProtocol};
-use crate::listener::Activity;
 use crate::metrics::{DownstreamErrorKind, TargetMetrics};
 use crate::state::{Shared, Snapshot};
+pub use activity::{Activity, InFlightRequest};
 pub use body::ProxyBody;
 pub use error::{ProxyError, Side};
 pub use idle::poll_deadline;

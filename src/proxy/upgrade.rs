@@ -176,7 +176,7 @@ pub struct TunnelSpec {
     pub tunnels: Arc<Tunnels>,
     pub group: String,
     /// Keeps the client connection counted busy while the tunnel is open.
-    pub request: crate::listener::InFlightRequest,
+    pub request: super::InFlightRequest,
 }
 
 /// Runs a tunnel to its end: both upgrades complete, then bytes are copied
