@@ -99,10 +99,7 @@ pub async fn start_with_workers(
     let mut tasks = Vec::new();
     for (bound, is_tls) in [(plain, false), (tls, true)] {
         let Some((l, addr)) = bound else { continue };
-        let serving = Serving {
-            shared: Arc::clone(&shared),
-            tls: is_tls,
-        };
+        let serving = Serving::new(Arc::clone(&shared), is_tls);
         for worker in workers {
             let copy = socket2::SockRef::from(&l)
                 .try_clone()

@@ -28,6 +28,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -59,7 +61,7 @@ pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const H1_MAX_BUF: usize = 64 * 1024;
 
 /// The connection builder used for every client connection.
-pub fn conn_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+fn conn_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -87,7 +89,7 @@ pub fn conn_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 /// The builder for a parked HTTP/1 connection served again: the HTTP/1 half of
 /// [`conn_builder`], set the same way, without the HTTP/2 sniffing (one read
 /// and one copy fewer; the protocol is known by then).
-pub fn h1_builder(limits: &Limits) -> http1::Builder {
+fn h1_builder(limits: &Limits) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(None)
@@ -103,6 +105,51 @@ pub struct Serving {
     pub shared: Arc<Shared>,
     /// This is the HTTPS listener.
     pub tls: bool,
+    /// hyper's server builders for the config generation last seen.
+    builders: Arc<ArcSwap<Builders>>,
+}
+
+/// hyper's server builders, made from one config generation's limits (its
+/// limits apply to connections accepted after it is installed).
+#[derive(Debug)]
+struct Builders {
+    generation: u64,
+    /// TLS, h2c and the connections the native server hands over.
+    auto: auto::Builder<TokioExecutor>,
+    /// The same, HTTP/1 only: for a parked connection served again.
+    h1: http1::Builder,
+}
+
+impl Builders {
+    fn of(snap: &crate::state::Snapshot) -> Self {
+        Self {
+            generation: snap.generation,
+            auto: conn_builder(&snap.config.limits),
+            h1: h1_builder(&snap.config.limits),
+        }
+    }
+}
+
+impl Serving {
+    pub fn new(shared: Arc<Shared>, tls: bool) -> Self {
+        let builders = Arc::new(ArcSwap::from_pointee(Builders::of(&shared.snapshot())));
+        Self {
+            shared,
+            tls,
+            builders,
+        }
+    }
+
+    /// The builders for `snap`'s generation, made anew after a reload.
+    fn builders(&self, snap: &crate::state::Snapshot) -> Arc<Builders> {
+        let current = self.builders.load_full();
+        if current.generation == snap.generation {
+            return current;
+        }
+        let fresh = Arc::new(Builders::of(snap));
+        self.builders.store(Arc::clone(&fresh));
+        fresh
+    }
 }
 
 /// What each connection task holds of its listener: the shutdown signal, and
@@ -324,21 +371,23 @@ fn serving<S: ClientStream>(
             let snap = state.task.serving.shared.snapshot();
             let service = state.service.clone();
             let (shutdown, activity) = (&mut state.task.shutdown, &state.activity);
+            let builders = state.task.serving.builders(&snap);
+            drop(snap);
             match builder {
                 Builder::Sniffing => {
-                    let conn = snap
-                        .conn_builder
+                    let conn = builders
+                        .auto
                         .serve_connection_with_upgrades(TokioIo::new(io), service)
                         .into_owned();
-                    drop(snap);
+                    drop(builders);
                     serve_conn(std::pin::pin!(conn), shutdown, activity).await
                 }
                 Builder::Http1 => {
-                    let conn = snap
-                        .h1_builder
+                    let conn = builders
+                        .h1
                         .serve_connection(TokioIo::new(io), service)
                         .with_upgrades();
-                    drop(snap);
+                    drop(builders);
                     serve_conn(std::pin::pin!(conn), shutdown, activity).await
                 }
             }

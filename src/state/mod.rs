@@ -17,8 +17,6 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 
 use crate::assign::bucket::BucketTable;
 use crate::assign::cookie::CookieCodec;
@@ -195,11 +193,6 @@ pub struct Snapshot {
     /// Everything after `name=value` in Set-Cookie, minus `Max-Age` and `Secure`.
     pub cookie_attrs: String,
     pub unrouted: TargetMetrics,
-    /// How client connections accepted under this snapshot are served (its
-    /// timeouts apply to connections accepted after it is installed).
-    pub conn_builder: auto::Builder<TokioExecutor>,
-    /// The same, HTTP/1 only: for a parked connection served again.
-    pub h1_builder: hyper::server::conn::http1::Builder,
     /// The HTTPS listener's TLS config (certificates by SNI), when it has one.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub loaded_at: SystemTime,
@@ -297,8 +290,6 @@ impl Snapshot {
             codec,
             cookie_attrs,
             unrouted: metrics.unrouted_handles(),
-            conn_builder: crate::listener::conn_builder(&config.limits),
-            h1_builder: crate::listener::h1_builder(&config.limits),
             tls: config.tls.as_ref().and_then(|t| {
                 crate::tls::server_config(&t.certs.iter().map(|c| &c.material).collect::<Vec<_>>())
             }),
