@@ -48,9 +48,10 @@ use super::conn_io::{ConnTimeouts, HEAD_TIMEOUT_RESPONSE, PARK_AFTER};
 use super::lot::{Lot, Resting};
 use super::{ClientStream, ConnTask, OpenConn};
 use crate::batch::{Side, Turn};
+use crate::body::{PipeError, PipeWriter, RequestBody, Room};
 use crate::h1::head::{ResponseFraming, write_response_head};
 use crate::h1::{self, Decoded, Decoder, Framing};
-use crate::proxy::{PipeError, PipeWriter, Proxy, ProxyBody, RequestBody, Room};
+use crate::proxy::{Proxy, ProxyBody};
 use crate::state::Shared;
 
 /// Room made in the read buffer before each read.
@@ -401,7 +402,7 @@ impl Conn {
     /// True once `target` has passed (`proxy::poll_deadline`: the one timer
     /// moves only when a deadline comes nearer).
     fn poll_until(&mut self, cx: &mut Context<'_>, target: Instant) -> bool {
-        crate::proxy::poll_deadline(&mut self.timer, cx, target)
+        crate::body::poll_deadline(&mut self.timer, cx, target)
     }
 
     /// Waits for a whole request head (module docs for the deadlines).
@@ -493,7 +494,7 @@ impl Conn {
                     Framing::Length(n) => SizeHint::with_exact(n),
                     _ => SizeHint::default(),
                 };
-                let (pipe, reader) = crate::proxy::pipe(hint);
+                let (pipe, reader) = crate::body::pipe(hint);
                 let feeder = Feeder {
                     pipe,
                     decoder: Decoder::with_max_trailers(f, self.max_headers),

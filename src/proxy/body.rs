@@ -9,9 +9,9 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::activity::InFlightRequest;
-use super::idle::{BodyCut, IdleTimer};
-use super::upstream::InlineBody;
+use crate::body::{BodyCut, IdleTimer};
 use crate::state::InFlight;
+use crate::upstream::InlineBody;
 
 #[derive(Debug)]
 enum Inner {

@@ -122,8 +122,8 @@ impl ProxyError {
     /// upstream closed the connection before sending any of a response (which
     /// an idempotent request may be retried after).
     /// [`Self::classify`] for an inline connection's error.
-    pub fn classify_inline(e: &super::upstream::InlineError) -> (Self, bool) {
-        use super::upstream::InlineError;
+    pub fn classify_inline(e: &crate::upstream::InlineError) -> (Self, bool) {
+        use crate::upstream::InlineError;
         match e {
             InlineError::ConnectTimeout => (ProxyError::ConnectTimeout, false),
             InlineError::ResponseTimeout => (ProxyError::ResponseTimeout, false),

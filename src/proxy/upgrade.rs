@@ -22,9 +22,9 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
 
 use super::ProxyError;
+use crate::tunnels::Tunnels;
 
 /// How long a tunnel stays half-open after one side has closed.
 const FIN_GRACE: Duration = Duration::from_secs(2);
@@ -117,55 +117,6 @@ pub fn prepare_response<B>(up: &Upgrade, resp: &mut Response<B>) -> bool {
     true
 }
 
-// === impl Tunnels ===
-
-/// Open tunnels, for shutdown: it waits for the count to reach zero within
-/// the grace period, then tells the rest to close.
-#[derive(Debug)]
-pub struct Tunnels {
-    open: watch::Sender<usize>,
-    cut: watch::Sender<bool>,
-}
-
-impl Default for Tunnels {
-    fn default() -> Self {
-        Self {
-            open: watch::Sender::new(0),
-            cut: watch::Sender::new(false),
-        }
-    }
-}
-
-impl Tunnels {
-    pub fn open(&self) -> usize {
-        *self.open.borrow()
-    }
-
-    /// Resolves when no tunnel is open.
-    pub async fn all_closed(&self) {
-        let mut rx = self.open.subscribe();
-        let _ = rx.wait_for(|n| *n == 0).await;
-    }
-
-    /// Tells every open tunnel to close now.
-    pub fn cut_all(&self) {
-        self.cut.send_replace(true);
-    }
-
-    fn enter(self: &Arc<Self>) -> TunnelGuard {
-        self.open.send_modify(|n| *n += 1);
-        TunnelGuard(Arc::clone(self))
-    }
-}
-
-struct TunnelGuard(Arc<Tunnels>);
-
-impl Drop for TunnelGuard {
-    fn drop(&mut self) {
-        self.0.open.send_modify(|n| *n = n.saturating_sub(1));
-    }
-}
-
 /// What a tunnel is told when it is started.
 #[derive(Debug)]
 pub struct TunnelSpec {
@@ -183,7 +134,7 @@ pub struct TunnelSpec {
 /// both ways until both sides close, it is idle for `idle`, or shutdown cuts it.
 pub async fn run(spec: TunnelSpec) {
     let _guard = spec.tunnels.enter();
-    let mut cut = spec.tunnels.cut.subscribe();
+    let mut cut = spec.tunnels.cut_signal();
     let (client, upstream) = match tokio::try_join!(spec.client, spec.upstream) {
         Ok(pair) => pair,
         Err(e) => {

@@ -22,7 +22,7 @@ use crate::assign::bucket::BucketTable;
 use crate::assign::cookie::CookieCodec;
 use crate::config::{Config, GroupName};
 use crate::metrics::{GroupMetrics, Metrics, TargetMetrics};
-use crate::proxy::{H1Pool, PoolSettings, UpstreamClient, upstream_client};
+use crate::upstream::{H1Pool, PoolSettings, UpstreamClient, upstream_client};
 
 /// Live state of one upstream target, shared by every snapshot that lists it.
 #[derive(Debug, Default)]
@@ -386,11 +386,11 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Written by the reloader, read by `/status`; never touched by requests.
     reload: Mutex<ReloadStatus>,
-    pub retry_budget: crate::proxy::RetryBudget,
+    pub retry_budget: crate::upstream::RetryBudget,
     /// The HTTPS listener's bound port (0 until bound), for redirects.
     pub https_port: std::sync::atomic::AtomicU16,
     /// Upgraded connections (WebSocket tunnels), for shutdown to wait on.
-    pub tunnels: Arc<crate::proxy::Tunnels>,
+    pub tunnels: Arc<crate::tunnels::Tunnels>,
     /// Server-side session records; `None` in cookie mode. Built once at
     /// start-up: changing `sticky.store` needs a restart.
     pub store: Option<crate::store::SessionStore>,
@@ -447,7 +447,7 @@ impl Shared {
             registry,
             ready: AtomicBool::new(false),
             reload: Mutex::new(ReloadStatus::default()),
-            retry_budget: crate::proxy::RetryBudget::default(),
+            retry_budget: crate::upstream::RetryBudget::default(),
             tunnels: Arc::default(),
             https_port: std::sync::atomic::AtomicU16::new(0),
             store,

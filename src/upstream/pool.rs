@@ -34,8 +34,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
-use super::UpstreamBody;
 use crate::batch::{Side, Turn};
+use crate::body::UpstreamBody;
 use crate::h1::{self, Decoded, Decoder, Framing, HeadError};
 
 /// Idle connections kept per target and runtime.
@@ -528,7 +528,7 @@ impl H1Pool {
                 conn.wbuf.clear();
                 h1::head::write_request_head(&mut conn.wbuf, &parts, framing);
                 let head = poll_fn(|cx| match conn.poll_head(cx, &parts.method) {
-                    Poll::Pending if super::idle::poll_deadline(&mut conn.timer, cx, deadline) => {
+                    Poll::Pending if crate::body::poll_deadline(&mut conn.timer, cx, deadline) => {
                         Poll::Ready(Err(InlineError::ResponseTimeout))
                     }
                     other => other,

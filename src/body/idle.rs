@@ -179,7 +179,7 @@ pub enum BodyCut {
 /// (when the size was not declared) the size limit applied as it streams.
 #[derive(Debug)]
 pub struct ClientBody {
-    inner: super::RequestBody,
+    inner: super::incoming::RequestBody,
     timer: IdleTimer,
     /// 0: no limit.
     limit: u64,
@@ -188,7 +188,12 @@ pub struct ClientBody {
 }
 
 impl ClientBody {
-    pub fn new(inner: super::RequestBody, idle: Duration, limit: u64, verdict: Verdict) -> Self {
+    pub fn new(
+        inner: super::incoming::RequestBody,
+        idle: Duration,
+        limit: u64,
+        verdict: Verdict,
+    ) -> Self {
         Self {
             inner,
             timer: IdleTimer::new(idle),
