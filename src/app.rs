@@ -128,7 +128,7 @@ pub async fn start_with_workers(
             Arc::clone(&shared),
             rx.clone(),
         )),
-        crate::health::spawn_supervisor(Arc::clone(&shared), rx.clone()),
+        crate::checks::spawn_supervisor(Arc::clone(&shared), rx.clone()),
     ]);
     if shared.store.as_ref().is_some_and(SessionStore::is_redis) {
         tasks.push(tokio::spawn(probe_store(Arc::clone(&shared), rx.clone())));

@@ -26,6 +26,7 @@ pub mod assign;
 pub mod balance;
 pub mod batch;
 pub mod body;
+pub mod checks;
 pub mod clock;
 pub mod config;
 pub mod demo;

@@ -1,26 +1,15 @@
-//! Target health: active HTTP checks, passive outlier ejection, and the slow
-//! start ramp of a target that has just become usable.
+//! Target health, the state machine: what active checks found, passive
+//! outlier ejection, and the slow start ramp of a target that has just
+//! become usable. The checks themselves run in `crate::checks`.
 //!
 //! A target's [`Health`] lives in its `state::TargetLive`, found by address, so
 //! it outlives snapshots and survives reloads. The request path reads it with
-//! relaxed atomic loads; only failures write. Active checkers are one task per
-//! checked target, started by [`spawn_supervisor`] and ended when the target or
-//! its group's `health_check` leaves the config.
+//! relaxed atomic loads; only failures write.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::watch;
-
 use crate::config::{HealthCheck, Outlier};
-use crate::state::{Group, Shared, TargetLive};
 
 /// How healthy one target is, as far as this process can tell.
 #[derive(Debug)]
@@ -127,7 +116,14 @@ impl Health {
 
     /// A request to the target failed (connect error, timeout, 5xx). Returns the
     /// ejection length when this failure ejected it.
-    pub fn record_failure(&self, now: u64, group: &Group, outlier: &Outlier) -> Option<Duration> {
+    /// `group` is the health of every target of this one's group (this one
+    /// included): at most `max_ejected_percent` of it is ejected at once.
+    pub fn record_failure<'a>(
+        &self,
+        now: u64,
+        group: impl Iterator<Item = &'a Health>,
+        outlier: &Outlier,
+    ) -> Option<Duration> {
         if outlier.consecutive_failures == 0 {
             return None;
         }
@@ -137,12 +133,11 @@ impl Health {
         }
         // Cap the ejected share of the group, but always allow one ejection (a
         // group of one target can fail over only if its target can be ejected).
-        let total = group.targets.len() as u64;
-        let ejected = group
-            .targets
-            .iter()
-            .filter(|t| t.live.health.ejected_for(now) > 0)
-            .count() as u64;
+        let (mut total, mut ejected) = (0u64, 0u64);
+        for h in group {
+            total += 1;
+            ejected += u64::from(h.ejected_for(now) > 0);
+        }
         if ejected > 0 && (ejected + 1) * 100 > u64::from(outlier.max_ejected_percent) * total {
             return None;
         }
@@ -178,129 +173,17 @@ impl Health {
         Transition::None
     }
 
+    /// Claims the target for an active checker; false when one runs already.
+    pub fn start_checking(&self) -> bool {
+        !self.checker.swap(true, Relaxed)
+    }
+
     /// Active checking stopped (check removed from the config): trust the target again.
-    fn stop_checking(&self) {
+    pub fn stop_checking(&self) {
         self.active_down.store(false, Relaxed);
         self.passes.store(0, Relaxed);
         self.fails.store(0, Relaxed);
         self.checker.store(false, Relaxed);
-    }
-}
-
-type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
-
-fn probe_client() -> ProbeClient {
-    let mut c = HttpConnector::new();
-    c.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        // Each probe opens its own connection, so a refused connect is seen.
-        .pool_max_idle_per_host(0)
-        .build(c)
-}
-
-/// One GET to `address` + `check.path`; true when the status is in range.
-async fn probe(client: &ProbeClient, address: &str, check: &HealthCheck) -> bool {
-    let Ok(req) = Request::get(format!("http://{address}{}", check.path))
-        .header(http::header::USER_AGENT, "switchyard-health-check")
-        .body(Empty::new())
-    else {
-        return false;
-    };
-    match tokio::time::timeout(check.timeout, client.request(req)).await {
-        Ok(Ok(resp)) => {
-            let s = resp.status().as_u16();
-            (check.expect.0..=check.expect.1).contains(&s)
-        }
-        _ => false,
-    }
-}
-
-/// Starts one checker per checked target now, and again after each reload.
-pub fn spawn_supervisor(
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let client = probe_client();
-        let mut seen_generation = 0;
-        loop {
-            let snap = shared.snapshot();
-            if snap.generation != seen_generation {
-                seen_generation = snap.generation;
-                for g in &snap.groups {
-                    if g.health_check.is_none() {
-                        continue;
-                    }
-                    for t in &g.targets {
-                        if !t.live.health.checker.swap(true, Relaxed) {
-                            tokio::spawn(check_loop(
-                                Arc::downgrade(&t.live),
-                                t.address.to_string(),
-                                Arc::clone(&shared),
-                                client.clone(),
-                                shutdown.clone(),
-                            ));
-                        }
-                    }
-                }
-            }
-            drop(snap);
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            }
-        }
-    })
-}
-
-/// Probes one target until it leaves the config, its group stops checking,
-/// or the proxy shuts down. The check settings are re-read from the current
-/// snapshot every round, so a reload changes them in place.
-async fn check_loop(
-    live: Weak<TargetLive>,
-    address: String,
-    shared: Arc<Shared>,
-    client: ProbeClient,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let Some(target) = live.upgrade() else { return };
-        let snap = shared.snapshot();
-        let found = snap.groups.iter().find_map(|g| {
-            let t = g.targets.iter().find(|t| Arc::ptr_eq(&t.live, &target))?;
-            Some((g, t))
-        });
-        let Some((group, t)) = found else {
-            target.health.stop_checking();
-            return;
-        };
-        let Some(check) = group.health_check.clone() else {
-            target.health.stop_checking();
-            return;
-        };
-        let (gname, metrics) = (group.name.clone(), t.metrics.clone());
-        drop(snap);
-        let passed = probe(&client, &address, &check).await;
-        metrics.count_probe(passed);
-        match target.health.record_probe(passed, &check) {
-            Transition::Down => tracing::warn!(
-                group = %gname, target = %address,
-                "target unhealthy: {} health checks of {} failed in a row",
-                check.unhealthy_threshold, check.path
-            ),
-            Transition::Up => tracing::info!(
-                group = %gname, target = %address,
-                "target healthy again: {} health checks passed in a row",
-                check.healthy_threshold
-            ),
-            Transition::None => {}
-        }
-        drop(target);
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(check.interval) => {}
-        }
     }
 }
 

@@ -548,12 +548,11 @@ impl ConnContext {
     fn failed(&self, snap: &Snapshot, g: usize, t: usize, now: u64) {
         let group = &snap.groups[g];
         let target = &group.targets[t];
-        if let Some(length) =
-            target
-                .live
-                .health
-                .record_failure(now, group, &snap.config.health.outlier)
-        {
+        if let Some(length) = target.live.health.record_failure(
+            now,
+            group.targets.iter().map(|t| &t.live.health),
+            &snap.config.health.outlier,
+        ) {
             target.metrics.ejections.inc();
             tracing::warn!(
                 group = %group.name, target = %target.address,
