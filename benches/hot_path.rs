@@ -174,13 +174,18 @@ fn benches(c: &mut Criterion) {
                     cookie: read_cookie(&snap.codec, Some(valid.as_str())),
                     ..Default::default()
                 };
-                black_box(decide(&snap, &view, now + 10, &mut || [7; 16]));
+                black_box(decide(&snap.routing, &view, now + 10, &mut || [7; 16]));
             }),
         ),
         (
             "decide_new_client",
             allocs_per_call(|| {
-                black_box(decide(&snap, &RequestView::default(), now, &mut || [9; 16]));
+                black_box(decide(
+                    &snap.routing,
+                    &RequestView::default(),
+                    now,
+                    &mut || [9; 16],
+                ));
             }),
         ),
         ("rewrite_headers (no sticky cookie; map made outside)", {
@@ -255,7 +260,7 @@ fn benches(c: &mut Criterion) {
                 cookie: read_cookie(&snap.codec, Some(black_box(valid.as_str()))),
                 ..Default::default()
             };
-            decide(&snap, &view, now + 10, &mut || [7; 16])
+            decide(&snap.routing, &view, now + 10, &mut || [7; 16])
         })
     });
     c.bench_function("decide_new_client", |b| {
@@ -263,7 +268,9 @@ fn benches(c: &mut Criterion) {
         let mut n = 0u128;
         b.iter(|| {
             n += 1;
-            decide(&snap, black_box(&view), now, &mut || n.to_be_bytes())
+            decide(&snap.routing, black_box(&view), now, &mut || {
+                n.to_be_bytes()
+            })
         })
     });
     c.bench_function("pick_target", |b| {

@@ -87,16 +87,16 @@ fn the_decision_path_allocates_nothing() {
             cookie: read_cookie(&snap.codec, Some(valid.as_str())),
             ..Default::default()
         };
-        let mut d =
-            decide(&snap, &view, now + 10, &mut || [7; 16]).unwrap_or_else(|| panic!("decision"));
+        let mut d = decide(&snap.routing, &view, now + 10, &mut || [7; 16])
+            .unwrap_or_else(|| panic!("decision"));
         let routed = switchyard::balance::route(&snap, &mut d, 0, &mut |n| n / 2);
         assert!(routed.is_some());
     });
     assert_eq!(n, 0, "sticky decision and routing");
     let n = allocations(|| {
         let view = RequestView::default();
-        let mut d =
-            decide(&snap, &view, now, &mut || [9; 16]).unwrap_or_else(|| panic!("decision"));
+        let mut d = decide(&snap.routing, &view, now, &mut || [9; 16])
+            .unwrap_or_else(|| panic!("decision"));
         assert!(switchyard::balance::route(&snap, &mut d, 0, &mut |n| n / 2).is_some());
     });
     assert_eq!(n, 0, "new client's decision and routing");

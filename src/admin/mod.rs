@@ -133,7 +133,7 @@ pub fn status(snap: &Snapshot, shared: &Shared) -> serde_json::Value {
                 "weight": g.weight,
                 "drain": g.drain,
                 "share_percent": (g.share * 10_000.0).round() / 100.0,
-                "buckets": snap.table.buckets_of(i),
+                "buckets": snap.routing.table().buckets_of(i),
                 "targets": targets,
             })
         })

@@ -6,10 +6,11 @@
 
 pub mod bucket;
 pub mod cookie;
+mod routing;
 
-use crate::state::{Group, Snapshot, Target};
 use bucket::{bucket_of, client_id_from_key};
 pub use cookie::{ClientId, CookieCodec, Pin, Rejection};
+pub use routing::{Routing, target_id};
 
 /// What the request offers to the decision.
 #[derive(Debug, Default, Clone, Copy)]
@@ -93,12 +94,13 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// The pin this decision records once `target` (of `group`) is chosen.
-    pub fn pin(&self, group: &Group, target: &Target) -> Option<Pin> {
+    /// The pin this decision records once the target whose id is
+    /// `target_id` (of the group named `group`) is chosen.
+    pub fn pin(&self, group: &str, target_id: u32) -> Option<Pin> {
         Pin::new(
             self.client_id,
-            group.name.as_str(),
-            target.id,
+            group,
+            target_id,
             self.issued_at,
             self.expires_at,
         )
@@ -109,12 +111,15 @@ impl Decision {
 /// only when a client needs a brand-new random id. `None` means no group can take
 /// the client (every group drained or at weight 0, which validation prevents).
 pub fn decide(
-    snap: &Snapshot,
+    routing: &Routing,
     req: &RequestView<'_>,
     now: u32,
     fresh_id: &mut dyn FnMut() -> ClientId,
 ) -> Option<Decision> {
-    if let Some(g) = req.override_group.and_then(|name| snap.group_by_name(name)) {
+    if let Some(g) = req
+        .override_group
+        .and_then(|name| routing.group_by_name(name))
+    {
         return Some(Decision {
             group: g,
             target: None,
@@ -128,15 +133,15 @@ pub fn decide(
     }
     match req.cookie {
         Some(Ok(pin)) if now >= pin.expires_at => assign(
-            snap,
+            routing,
             pin.client_id,
             now,
             Reason::Expired,
             Some(Rejection::Expired),
         ),
-        Some(Ok(pin)) => match snap.group_by_name(pin.group()) {
-            Some(g) if !snap.groups[g].drain => {
-                let target = snap.groups[g].target_by_id(pin.target);
+        Some(Ok(pin)) => match routing.group_by_name(pin.group()) {
+            Some(g) if !routing.draining(g) => {
+                let target = routing.target_by_id(g, pin.target);
                 Some(Decision {
                     group: g,
                     target,
@@ -154,15 +159,15 @@ pub fn decide(
                 })
             }
             // Drained or removed: move, keeping the client id so the move is stable.
-            _ => assign(snap, pin.client_id, now, Reason::Reassigned, None),
+            _ => assign(routing, pin.client_id, now, Reason::Reassigned, None),
         },
         Some(Err(rejection)) => {
             let id = new_client_id(req, fresh_id);
-            assign(snap, id, now, Reason::Invalid, Some(rejection))
+            assign(routing, id, now, Reason::Invalid, Some(rejection))
         }
         None => {
             let id = new_client_id(req, fresh_id);
-            assign(snap, id, now, Reason::New, None)
+            assign(routing, id, now, Reason::New, None)
         }
     }
 }
@@ -200,19 +205,19 @@ fn new_client_id(req: &RequestView<'_>, fresh_id: &mut dyn FnMut() -> ClientId) 
 }
 
 fn assign(
-    snap: &Snapshot,
+    routing: &Routing,
     client_id: ClientId,
     now: u32,
     reason: Reason,
     rejected: Option<Rejection>,
 ) -> Option<Decision> {
-    let group = snap.table.group_of(bucket_of(&client_id))?;
+    let group = routing.table().group_of(bucket_of(&client_id))?;
     Some(Decision {
         group,
         target: None,
         client_id,
         issued_at: now,
-        expires_at: now.saturating_add(snap.config.sticky.ttl.secs()),
+        expires_at: now.saturating_add(routing.ttl_secs()),
         issue_cookie: true,
         reason,
         rejected,
@@ -220,4 +225,4 @@ fn assign(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

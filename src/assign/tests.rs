@@ -1,15 +1,38 @@
-//! Every row of DESIGN.md §4, checked on snapshots built from YAML.
+//! Every row of DESIGN.md §4 that the decision alone settles, checked on
+//! configs built from YAML (the failure rows, which need live health, are
+//! `balance`'s: `src/balance/tests.rs`, with these helpers).
 
 use super::*;
-use crate::config::{self, StaticKeys, ValidateOptions};
-use crate::metrics::Metrics;
-use crate::state::{LiveState, Snapshot};
+use crate::config::{self, Config, StaticKeys, ValidateOptions};
 
-fn snapshot(groups_yaml: &str) -> Snapshot {
+/// What a test decides over: the routing view and the cookie codec of a
+/// config (the proxy's snapshot has both, and the failure-row tests use it).
+pub(crate) trait World {
+    fn routing(&self) -> &Routing;
+    fn codec(&self) -> &CookieCodec;
+}
+
+/// The decision's view of one config, and nothing else.
+pub(crate) struct Setup {
+    routing: Routing,
+    codec: CookieCodec,
+}
+
+impl World for Setup {
+    fn routing(&self) -> &Routing {
+        &self.routing
+    }
+    fn codec(&self) -> &CookieCodec {
+        &self.codec
+    }
+}
+
+/// A validated config with the given groups (and a test key).
+pub(crate) fn config_with(groups_yaml: &str) -> Config {
     let text = format!(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:K]\ngroups:\n{groups_yaml}"
     );
-    let cfg = config::load_str(
+    config::load_str(
         &text,
         "test",
         &StaticKeys(vec![(
@@ -18,20 +41,34 @@ fn snapshot(groups_yaml: &str) -> Snapshot {
         )]),
         ValidateOptions::default(),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let metrics = Metrics::new(&prometheus::Registry::new()).unwrap_or_else(|e| panic!("{e}"));
-    Snapshot::build(cfg, 1, String::new(), &LiveState::default(), &metrics)
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn two(blue: u32, green: u32, green_extra: &str) -> Snapshot {
-    snapshot(&format!(
+/// Blue and green, two targets each, at these weights.
+pub(crate) fn two_groups(blue: u32, green: u32, green_extra: &str) -> Config {
+    config_with(&format!(
         "  blue:\n    weight: {blue}\n    targets: [{{address: 10.0.0.1:80}}, {{address: 10.0.0.2:80}}]\n  green:\n    weight: {green}\n{green_extra}    targets: [{{address: 10.0.0.3:80}}, {{address: 10.0.0.4:80}}]\n"
     ))
 }
 
-const NOW: u32 = 1_700_000_000;
+fn snapshot(groups_yaml: &str) -> Setup {
+    setup(config_with(groups_yaml))
+}
 
-fn counter_ids() -> impl FnMut() -> ClientId {
+fn setup(cfg: Config) -> Setup {
+    Setup {
+        routing: Routing::new(&cfg),
+        codec: CookieCodec::new(&cfg.sticky),
+    }
+}
+
+fn two(blue: u32, green: u32, green_extra: &str) -> Setup {
+    setup(two_groups(blue, green, green_extra))
+}
+
+pub(crate) const NOW: u32 = 1_700_000_000;
+
+pub(crate) fn counter_ids() -> impl FnMut() -> ClientId {
     let mut n = 0u64;
     move || {
         n += 1;
@@ -39,29 +76,31 @@ fn counter_ids() -> impl FnMut() -> ClientId {
     }
 }
 
-fn decide_at(snap: &Snapshot, cookie: Option<&str>, now: u32) -> Decision {
+pub(crate) fn decide_at(snap: &impl World, cookie: Option<&str>, now: u32) -> Decision {
     let view = RequestView {
-        cookie: read_cookie(&snap.codec, cookie),
+        cookie: read_cookie(snap.codec(), cookie),
         ..Default::default()
     };
-    decide(snap, &view, now, &mut counter_ids()).unwrap_or_else(|| panic!("no decision"))
+    decide(snap.routing(), &view, now, &mut counter_ids()).unwrap_or_else(|| panic!("no decision"))
 }
 
 /// The cookie a client would hold after `d`, pinned to target index 0 when unpinned.
-fn cookie_for(snap: &Snapshot, d: &Decision) -> String {
-    let g = &snap.groups[d.group];
-    let t = &g.targets[d.target.unwrap_or(0)];
-    let pin = d.pin(g, t).unwrap_or_else(|| panic!("pin"));
-    snap.codec.encode(&pin)
+pub(crate) fn cookie_for(snap: &impl World, d: &Decision) -> String {
+    let r = snap.routing();
+    let id = r.target_id_of(d.group, d.target.unwrap_or(0));
+    let pin = d
+        .pin(r.group_name(d.group), id)
+        .unwrap_or_else(|| panic!("pin"));
+    snap.codec().encode(&pin)
 }
 
 /// A client pinned to `group` in `snap`, found by trying fresh ids.
-fn pinned_client(snap: &Snapshot, group: &str) -> (Decision, String) {
+pub(crate) fn pinned_client(snap: &impl World, group: &str) -> (Decision, String) {
     let mut ids = counter_ids();
     for _ in 0..10_000 {
-        let d =
-            decide(snap, &RequestView::default(), NOW, &mut ids).unwrap_or_else(|| panic!("none"));
-        if snap.groups[d.group].name.as_str() == group {
+        let d = decide(snap.routing(), &RequestView::default(), NOW, &mut ids)
+            .unwrap_or_else(|| panic!("none"));
+        if snap.routing().group_name(d.group) == group {
             let c = cookie_for(snap, &d);
             return (d, c);
         }
@@ -75,7 +114,8 @@ fn new_clients_split_by_weight_and_get_a_cookie() {
     let mut ids = counter_ids();
     let mut green = 0;
     for _ in 0..10_000 {
-        let d = decide(&snap, &RequestView::default(), NOW, &mut ids).unwrap_or_else(|| panic!());
+        let d = decide(&snap.routing, &RequestView::default(), NOW, &mut ids)
+            .unwrap_or_else(|| panic!());
         assert!(d.issue_cookie);
         assert_eq!(d.reason, Reason::New);
         assert_eq!(d.expires_at, NOW + 3600);
@@ -103,7 +143,7 @@ fn weight_change_keeps_pinned_clients_until_expiry() {
     for (b, g) in [(90, 10), (99, 1), (100, 0)] {
         let after = two(b, g, "");
         let d = decide_at(&after, Some(&cookie), NOW + 60);
-        assert_eq!(after.groups[d.group].name.as_str(), "green", "{b}/{g}");
+        assert_eq!(after.routing.group_name(d.group), "green", "{b}/{g}");
         assert_eq!(d.reason, Reason::Sticky);
         assert!(!d.issue_cookie);
     }
@@ -114,7 +154,8 @@ fn weight_zero_takes_no_new_clients() {
     let snap = two(100, 0, "");
     let mut ids = counter_ids();
     for _ in 0..2_000 {
-        let d = decide(&snap, &RequestView::default(), NOW, &mut ids).unwrap_or_else(|| panic!());
+        let d = decide(&snap.routing, &RequestView::default(), NOW, &mut ids)
+            .unwrap_or_else(|| panic!());
         assert_eq!(d.group, 0);
     }
 }
@@ -125,7 +166,7 @@ fn drain_moves_pinned_clients_and_reissues() {
     let (d0, cookie) = pinned_client(&before, "green");
     let after = two(50, 50, "    drain: true\n");
     let d = decide_at(&after, Some(&cookie), NOW + 60);
-    assert_eq!(after.groups[d.group].name.as_str(), "blue");
+    assert_eq!(after.routing.group_name(d.group), "blue");
     assert_eq!(d.reason, Reason::Reassigned);
     assert!(d.issue_cookie);
     assert_eq!(d.client_id, d0.client_id, "the client id survives a move");
@@ -137,7 +178,8 @@ fn drain_moves_pinned_clients_and_reissues() {
     // Drained: no new clients either.
     let mut ids = counter_ids();
     for _ in 0..2_000 {
-        let d = decide(&after, &RequestView::default(), NOW, &mut ids).unwrap_or_else(|| panic!());
+        let d = decide(&after.routing, &RequestView::default(), NOW, &mut ids)
+            .unwrap_or_else(|| panic!());
         assert_eq!(d.group, 0);
     }
 }
@@ -163,7 +205,7 @@ fn removed_target_moves_within_the_group_keeping_expiry() {
         "  blue:\n    weight: 50\n    targets: [{address: 10.0.0.1:80}]\n  green:\n    weight: 50\n    targets: [{address: 10.0.0.4:80}, {address: 10.0.0.5:80}]\n",
     );
     let d = decide_at(&after, Some(&cookie), NOW + 60);
-    assert_eq!(after.groups[d.group].name.as_str(), "green");
+    assert_eq!(after.routing.group_name(d.group), "green");
     assert_eq!(
         (d.target, d.reason, d.issue_cookie),
         (None, Reason::Retargeted, true)
@@ -229,7 +271,7 @@ fn override_header_forces_group_for_one_request() {
         override_group: Some(b"green"),
         ..Default::default()
     };
-    let d = decide(&snap, &view, NOW, &mut counter_ids()).unwrap_or_else(|| panic!());
+    let d = decide(&snap.routing, &view, NOW, &mut counter_ids()).unwrap_or_else(|| panic!());
     assert_eq!(
         (d.group, d.reason, d.issue_cookie),
         (1, Reason::Override, false)
@@ -238,7 +280,7 @@ fn override_header_forces_group_for_one_request() {
         override_group: Some(b"nope"),
         ..Default::default()
     };
-    let d = decide(&snap, &view, NOW, &mut counter_ids()).unwrap_or_else(|| panic!());
+    let d = decide(&snap.routing, &view, NOW, &mut counter_ids()).unwrap_or_else(|| panic!());
     assert_eq!(d.reason, Reason::New);
 }
 
@@ -252,8 +294,9 @@ fn bucket_key_makes_clients_without_cookie_stick() {
             bucket_key: Some(key.as_bytes()),
             ..Default::default()
         };
-        let a = decide(&snap, &view, NOW, &mut counter_ids()).unwrap_or_else(|| panic!());
-        let b = decide(&snap, &view, NOW + 5, &mut counter_ids()).unwrap_or_else(|| panic!());
+        let a = decide(&snap.routing, &view, NOW, &mut counter_ids()).unwrap_or_else(|| panic!());
+        let b =
+            decide(&snap.routing, &view, NOW + 5, &mut counter_ids()).unwrap_or_else(|| panic!());
         assert_eq!((a.group, a.client_id), (b.group, b.client_id));
         groups.insert(a.group);
     }
@@ -269,7 +312,7 @@ fn the_first_authentic_cookie_of_several_wins() {
         cookie: read_cookie(&snap.codec, [stale, cookie.as_str()]),
         ..Default::default()
     };
-    let d = decide(&snap, &view, NOW, &mut counter_ids()).unwrap_or_else(|| panic!());
+    let d = decide(&snap.routing, &view, NOW, &mut counter_ids()).unwrap_or_else(|| panic!());
     assert_eq!(
         (d.group, d.reason, d.issue_cookie),
         (d0.group, Reason::Sticky, false)
@@ -287,129 +330,4 @@ fn the_first_authentic_cookie_of_several_wins() {
         read_cookie(&snap.codec, with_valid_last),
         Some(Err(_))
     ));
-}
-
-// === DESIGN.md §4, the failure rows (balance::route on top of decide) ===
-
-/// A check whose every probe result flips a target at once.
-fn one_probe_check() -> crate::config::HealthCheck {
-    crate::config::HealthCheck {
-        path: "/".into(),
-        interval: std::time::Duration::from_secs(1),
-        timeout: std::time::Duration::from_secs(1),
-        expect: (200, 399),
-        healthy_threshold: 1,
-        unhealthy_threshold: 1,
-    }
-}
-
-/// Marks a target down the way an active check would.
-fn take_down(snap: &Snapshot, group: usize, target: usize) {
-    snap.groups[group].targets[target]
-        .live
-        .health
-        .record_probe(false, &one_probe_check());
-}
-
-fn routed(snap: &Snapshot, cookie: &str) -> (Decision, usize) {
-    let mut d = decide_at(snap, Some(cookie), NOW);
-    let now = crate::clock::now_ms();
-    let t = crate::balance::route(snap, &mut d, now, &mut |n| n / 2)
-        .unwrap_or_else(|| panic!("no route"));
-    (d, t)
-}
-
-/// A green client's cookie, pinned to green's first target.
-fn green_pinned_to_first(snap: &Snapshot) -> (usize, String) {
-    let (d, _) = pinned_client(snap, "green");
-    let pinned = Decision {
-        target: Some(0),
-        ..d
-    };
-    (d.group, cookie_for(snap, &pinned))
-}
-
-#[test]
-fn an_unhealthy_pinned_target_gives_way_to_a_sibling_with_a_new_cookie() {
-    let snap = two(50, 50, "");
-    let (g, cookie) = green_pinned_to_first(&snap);
-    take_down(&snap, g, 0);
-    let (d, t) = routed(&snap, &cookie);
-    assert_eq!((d.group, t), (g, 1));
-    assert_eq!(d.reason, Reason::Retargeted);
-    assert!(d.issue_cookie);
-}
-
-#[test]
-fn a_group_with_no_healthy_target_is_served_elsewhere_cookie_kept() {
-    let snap = two(50, 50, "");
-    let (g, cookie) = green_pinned_to_first(&snap);
-    take_down(&snap, g, 0);
-    take_down(&snap, g, 1);
-    let (d, _) = routed(&snap, &cookie);
-    assert_eq!(snap.groups[d.group].name.as_str(), "blue");
-    assert_eq!(d.reason, Reason::Failover);
-    assert!(!d.issue_cookie, "failover must not rewrite the cookie");
-}
-
-#[test]
-fn new_clients_skip_a_dead_group_and_nothing_healthy_means_no_route() {
-    let snap = two(0, 100, "");
-    take_down(&snap, 1, 0);
-    take_down(&snap, 1, 1);
-    let mut d = decide_at(&snap, None, NOW);
-    assert_eq!(snap.groups[d.group].name.as_str(), "green");
-    let now = crate::clock::now_ms();
-    assert!(crate::balance::route(&snap, &mut d, now, &mut |n| n / 2).is_some());
-    assert_eq!(snap.groups[d.group].name.as_str(), "blue");
-    assert!(d.issue_cookie, "a new client is pinned where it is served");
-    assert_eq!(d.reason, Reason::New);
-    take_down(&snap, 0, 0);
-    take_down(&snap, 0, 1);
-    let mut d = decide_at(&snap, None, NOW);
-    assert!(crate::balance::route(&snap, &mut d, now, &mut |n| n / 2).is_none());
-}
-
-#[test]
-fn a_target_in_slow_start_takes_a_small_share() {
-    let mut snap = two(50, 50, "");
-    snap.config.health.slow_start = std::time::Duration::from_secs(60);
-    // Target 1 of blue was "just added": its ramp restarts now.
-    let fresh = crate::health::Health::default();
-    let now = crate::clock::now_ms();
-    assert!(fresh.ramp(now, snap.config.health.slow_start) < 0.1);
-    let blue = &snap.groups[0];
-    blue.targets[0].live.health.settle();
-    // Simulate the fresh target by making target 1 fail checks then pass again.
-    take_down(&snap, 0, 1);
-    blue.targets[1]
-        .live
-        .health
-        .record_probe(true, &one_probe_check());
-    let r1 = blue.targets[1]
-        .live
-        .health
-        .ramp(now, snap.config.health.slow_start);
-    assert!(r1 < 0.1, "ramp {r1}");
-    let mut rng = 12345u64;
-    let mut draw = |n: u64| {
-        rng = rng
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (rng >> 33) % n
-    };
-    let fresh_picks = (0..10_000)
-        .filter(|_| {
-            crate::balance::pick(blue, now, snap.config.health.slow_start, &[], &mut draw)
-                == Some(1)
-        })
-        .count();
-    assert!(
-        fresh_picks < 1_500,
-        "a target in slow start took {fresh_picks} of 10000"
-    );
-    assert!(
-        fresh_picks > 0,
-        "a target in slow start must still get some traffic"
-    );
 }

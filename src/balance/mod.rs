@@ -163,3 +163,6 @@ pub fn pick_random(
         rand::random_range(0..n)
     })
 }
+
+#[cfg(test)]
+mod tests;

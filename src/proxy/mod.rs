@@ -174,7 +174,7 @@ impl ConnContext {
                     }
                     _ => Session::CookieMode,
                 };
-                let mut d = decide(&snap, &view, now, &mut rand::random);
+                let mut d = decide(&snap.routing, &view, now, &mut rand::random);
                 if let Some(d) = d.as_mut() {
                     session.adjust(d);
                 }
@@ -201,7 +201,7 @@ impl ConnContext {
             let (set_cookie, record) = match session {
                 Session::CookieMode if decision.issue_cookie => (
                     decision
-                        .pin(group, &group.targets[first])
+                        .pin(group.name.as_str(), group.targets[first].id)
                         .and_then(|p| self.set_cookie(&snap, &p, now)),
                     None,
                 ),

@@ -18,8 +18,8 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use http::uri::Authority;
 
-use crate::assign::bucket::BucketTable;
 use crate::assign::cookie::CookieCodec;
+use crate::assign::{Routing, target_id};
 use crate::config::{Config, GroupName};
 use crate::metrics::{GroupMetrics, Metrics, TargetMetrics};
 use crate::upstream::{H1Pool, PoolSettings, UpstreamClient, upstream_client};
@@ -188,7 +188,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub config: Config,
     pub groups: Vec<Group>,
-    pub table: BucketTable,
+    /// What [`crate::assign::decide`] needs of this config.
+    pub routing: Routing,
     pub codec: CookieCodec,
     /// Everything after `name=value` in Set-Cookie, minus `Max-Age` and `Secure`.
     pub cookie_attrs: String,
@@ -198,16 +199,6 @@ pub struct Snapshot {
     pub loaded_at: SystemTime,
     /// SHA-256 of the file's bytes, hex.
     pub content_hash: String,
-}
-
-/// FNV-1a: stable across builds and platforms, which the cookie needs.
-pub fn target_id(address: &str) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in address.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
 }
 
 impl Snapshot {
@@ -274,19 +265,13 @@ impl Snapshot {
                 }
             })
             .collect();
-        let table = BucketTable::new(
-            groups
-                .iter()
-                .enumerate()
-                .filter(|(_, g)| !g.drain)
-                .map(|(i, g)| (i, g.weight)),
-        );
+        let routing = Routing::new(&config);
         let codec = CookieCodec::new(&config.sticky);
         let cookie_attrs = cookie_attrs(&config);
         Self {
             generation,
             groups,
-            table,
+            routing,
             codec,
             cookie_attrs,
             unrouted: metrics.unrouted_handles(),
