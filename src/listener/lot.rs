@@ -28,6 +28,15 @@ use tokio::time::Instant;
 use super::conn_io::ConnTimeouts;
 use super::{ConnTask, OpenConn};
 
+/// Serves a parked connection again: its socket became readable; the wait
+/// goes on to the deadline given.
+pub(super) type Resume = fn(Resting, &Arc<Lot>, Instant, &ConnTask);
+
+/// Ends an idle connection (nothing to write, nothing unread): a FIN.
+pub(super) fn close_idle(io: TcpStream) {
+    let _ = socket2::SockRef::from(&io).shutdown(std::net::Shutdown::Write);
+}
+
 /// What a parked connection keeps: enough to serve it again.
 #[derive(Debug)]
 pub(super) struct Resting {
@@ -103,9 +112,11 @@ enum Leave {
 
 impl Lot {
     /// A lot for `task`'s listener, its task spawned on this runtime.
-    pub fn spawn(task: ConnTask) -> Arc<Self> {
+    /// The lot of one accept loop; a connection whose socket becomes
+    /// readable is handed to `resume` (the native server's).
+    pub fn spawn(task: ConnTask, resume: Resume) -> Arc<Self> {
         let lot = Arc::new(Self::default());
-        tokio::spawn(run(Arc::clone(&lot), task));
+        tokio::spawn(run(Arc::clone(&lot), task, resume));
         lot
     }
 
@@ -225,7 +236,7 @@ impl Lot {
 
 /// The lot's task: resumes readable connections, closes expired ones, and at
 /// shutdown closes the rest.
-async fn run(lot: Arc<Lot>, task: ConnTask) {
+async fn run(lot: Arc<Lot>, task: ConnTask, resume: Resume) {
     let shared = std::sync::Arc::clone(&task.serving.shared);
     let parked = &shared.metrics.parked_connections;
     let timeouts = &shared.metrics.client_timeouts;
@@ -244,13 +255,11 @@ async fn run(lot: Arc<Lot>, task: ConnTask) {
                 for (slot, leave) in lot.due(now) {
                     parked.dec();
                     match leave {
-                        Leave::Readable => {
-                            super::native::resume(slot.rest, &lot, slot.deadline, &task)
-                        }
+                        Leave::Readable => resume(slot.rest, &lot, slot.deadline, &task),
                         Leave::Deadline => {
                             let which = if slot.rest.first { 0 } else { 2 };
                             timeouts[which].inc();
-                            super::native::close_idle(slot.rest.io);
+                            close_idle(slot.rest.io);
                         }
                     }
                 }
@@ -272,6 +281,6 @@ async fn run(lot: Arc<Lot>, task: ConnTask) {
     }
     for slot in lot.close_all() {
         parked.dec();
-        super::native::close_idle(slot.rest.io);
+        close_idle(slot.rest.io);
     }
 }

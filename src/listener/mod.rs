@@ -185,7 +185,7 @@ pub async fn accept_loop(
         _alive: alive,
     };
     // Where this listener's idle cleartext connections wait.
-    let lot = lot::Lot::spawn(task.clone());
+    let lot = lot::Lot::spawn(task.clone(), native::resume);
     crate::batch::start();
     loop {
         tokio::select! {

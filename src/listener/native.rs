@@ -45,7 +45,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::conn_io::{ConnTimeouts, HEAD_TIMEOUT_RESPONSE, PARK_AFTER};
-use super::lot::{Lot, Resting};
+use super::lot::{Lot, Resting, close_idle};
 use super::{ClientStream, ConnTask, OpenConn};
 use crate::batch::{Side, Turn};
 use crate::body::{PipeError, PipeWriter, RequestBody, Room};
@@ -197,11 +197,6 @@ pub(super) fn resume(rest: Resting, lot: &Arc<Lot>, deadline: Instant, task: &Co
         first: rest.first,
         resumed: Some(deadline),
     }));
-}
-
-/// Ends an idle connection (nothing to write, nothing unread): a FIN.
-pub(super) fn close_idle(io: TcpStream) {
-    let _ = socket2::SockRef::from(&io).shutdown(std::net::Shutdown::Write);
 }
 
 /// Serves requests until the connection ends, is handed over, or parks.
