@@ -13,6 +13,22 @@
 //!            '-> metrics (label handles cached in the snapshot)  <- admin: /metrics /status /sessions
 //! ```
 //!
+//! Layers (imports point down only; `python3 ../shared/tools/layers.py`
+//! checks it in `.ci/run`):
+//!
+//! ```text
+//!  app, demo                                  wiring, shutdown, the demo
+//!  listener                                   accept, native HTTP/1 and hyper servers
+//!  proxy                                      the request path
+//!  balance   checks   reload   admin          target choice, health checks, reloads, admin API
+//!  state                                      Snapshot + live per-target state
+//!  store     upstream                         sessions; target pools and retry budget
+//!  metrics   health   body                    label handles; health state machine; body adapters
+//!  assign                                     pure decision over a Routing view
+//!  config                                     raw -> validated Config
+//!  clock  h1  tls  batch  tunnels             ground
+//! ```
+//!
 //! Glossary: a **group** is a named set of upstream **targets** running one version
 //! (blue, green) with a weight; an **assignment** pins a client to a group and a
 //! target until it expires, recorded in an HMAC-signed cookie; a **snapshot** is the
