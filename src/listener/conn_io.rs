@@ -46,6 +46,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::metrics::ClientTimeout;
 use crate::metrics::Metrics;
 use crate::proxy::Activity;
 use crate::state::Shared;
@@ -348,7 +349,7 @@ impl<S> ClientIo<S> {
         self.read_armed = false;
         match self.phase {
             Phase::Idle => {
-                self.metrics().client_timeouts[2].inc();
+                self.metrics().client_timeouts[ClientTimeout::Keepalive].inc();
                 if self.proto == Proto::Http2 {
                     // The task sends GOAWAY; if the close has not finished
                     // within the header timeout, the stream ends it.
@@ -363,7 +364,7 @@ impl<S> ClientIo<S> {
                 }
             }
             Phase::Head { bytes } => {
-                self.metrics().client_timeouts[0].inc();
+                self.metrics().client_timeouts[ClientTimeout::Header].inc();
                 self.phase = Phase::Closing;
                 if !bytes {
                     // Nothing was sent (a browser's preconnect, or a silent
@@ -418,7 +419,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
             return Poll::Pending;
         }
         self.write_armed = false;
-        self.metrics().client_timeouts[3].inc();
+        self.metrics().client_timeouts[ClientTimeout::Write].inc();
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
             "client did not read within timeouts.client_write",

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use super::conn_io::ConnTimeouts;
 use super::{ConnTask, OpenConn};
+use crate::metrics::ClientTimeout;
 
 /// Serves a parked connection again: its socket became readable; the wait
 /// goes on to the deadline given.
@@ -257,7 +258,11 @@ async fn run(lot: Arc<Lot>, task: ConnTask, resume: Resume) {
                     match leave {
                         Leave::Readable => resume(slot.rest, &lot, slot.deadline, &task),
                         Leave::Deadline => {
-                            let which = if slot.rest.first { 0 } else { 2 };
+                            let which = if slot.rest.first {
+                                ClientTimeout::Header
+                            } else {
+                                ClientTimeout::Keepalive
+                            };
                             timeouts[which].inc();
                             close_idle(slot.rest.io);
                         }

@@ -41,6 +41,7 @@ use tokio_rustls::TlsAcceptor;
 mod conn_io;
 mod lot;
 mod native;
+use crate::metrics::{ClientTimeout, Handshake};
 use crate::proxy::Activity;
 pub use conn_io::PARK_AFTER;
 use conn_io::{ClientIo, ConnTimeouts, ParkSlot, Parked, ParkedFor};
@@ -245,16 +246,16 @@ fn accepted_one(task: &ConnTask, lot: &Arc<lot::Lot>, stream: TcpStream, peer: S
         let counts = &task.serving.shared.metrics.tls_handshakes;
         match tokio::time::timeout(timeout, TlsAcceptor::from(config).accept(stream)).await {
             Ok(Ok(tls)) => {
-                counts[0].inc();
+                counts[Handshake::Ok].inc();
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                 serve_io(task, tls, h2, peer, open);
             }
             Ok(Err(e)) => {
-                counts[1].inc();
+                counts[Handshake::Failed].inc();
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
             }
             Err(_) => {
-                counts[2].inc();
+                counts[Handshake::Timeout].inc();
                 tracing::debug!(%peer, "TLS handshake timed out");
             }
         }
@@ -435,8 +436,8 @@ fn parked_wait<S: ClientStream>(
             (wake, _) => {
                 if matches!(wake, Wake::Deadline) {
                     let which = match parked.waiting {
-                        ParkedFor::FirstHead => 0,
-                        ParkedFor::NextRequest => 2,
+                        ParkedFor::FirstHead => ClientTimeout::Header,
+                        ParkedFor::NextRequest => ClientTimeout::Keepalive,
                     };
                     shared.metrics.client_timeouts[which].inc();
                 }

@@ -51,6 +51,7 @@ use crate::batch::{Side, Turn};
 use crate::body::{PipeError, PipeWriter, RequestBody, Room};
 use crate::h1::head::{ResponseFraming, write_response_head};
 use crate::h1::{self, Decoded, Decoder, Framing};
+use crate::metrics::ClientTimeout;
 use crate::proxy::{Proxy, ProxyBody};
 use crate::state::Shared;
 
@@ -225,11 +226,15 @@ async fn active(mut s: Session) {
                     Head::Park(deadline) => Next::Park(deadline),
                     Head::Closed | Head::Shutdown => Next::Close { linger: false },
                     Head::Quiet => {
-                        conn.count_timeout(if s.first { 0 } else { 2 });
+                        conn.count_timeout(if s.first {
+                            ClientTimeout::Header
+                        } else {
+                            ClientTimeout::Keepalive
+                        });
                         Next::Close { linger: false }
                     }
                     Head::Slow => {
-                        conn.count_timeout(0);
+                        conn.count_timeout(ClientTimeout::Header);
                         conn.wbuf.clear();
                         conn.wbuf.extend_from_slice(HEAD_TIMEOUT_RESPONSE);
                         let _ = tokio::time::timeout(conn.timeouts.write, conn.flush()).await;
@@ -382,7 +387,7 @@ impl Outgoing {
 }
 
 impl Conn {
-    fn count_timeout(&self, which: usize) {
+    fn count_timeout(&self, which: ClientTimeout) {
         self.shared.metrics.client_timeouts[which].inc();
     }
 
@@ -702,7 +707,7 @@ impl Conn {
                     if !self.poll_until(cx, deadline) {
                         return Poll::Pending;
                     }
-                    self.count_timeout(3);
+                    self.count_timeout(ClientTimeout::Write);
                     return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
                 }
             }

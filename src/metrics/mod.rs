@@ -11,6 +11,9 @@ use prometheus::{
 };
 
 use crate::assign::{Reason, Rejection};
+pub use labels::{CacheLookup, ClientTimeout, Counters, Handshake, Label, Probe, Retry};
+
+mod labels;
 
 /// Status classes used as the `class` label.
 pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -101,12 +104,12 @@ pub struct Metrics {
     /// Connections accepted and closed at once because `limits.max_connections` was reached.
     pub connections_refused: IntCounter,
     /// TLS handshakes by result: `ok`, `failed`, `timeout`.
-    pub tls_handshakes: [IntCounter; 3],
+    pub tls_handshakes: Counters<Handshake>,
     pub upgraded: IntGaugeVec,
     pub upgrades: IntCounterVec,
     /// Client connections closed by a client-side timeout: `header`, `body`,
     /// `keepalive` (idle between requests), `write` (client not reading).
-    pub client_timeouts: [IntCounter; 4],
+    pub client_timeouts: Counters<ClientTimeout>,
     pub group_weight: IntGaugeVec,
     pub group_share: prometheus::GaugeVec,
     pub group_draining: IntGaugeVec,
@@ -127,7 +130,7 @@ pub struct Metrics {
     /// `downstream_errors` handles, indexed like [`DownstreamErrorKind::ALL`].
     pub downstream_by: [IntCounter; DownstreamErrorKind::ALL.len()],
     /// Session cache lookups: `hit`, `miss`.
-    pub session_cache: [IntCounter; 2],
+    pub session_cache: Counters<CacheLookup>,
     /// Redis round trips, by op: `get`, `set`.
     pub store_duration: [prometheus::Histogram; 2],
     /// Redis failures, by op (`get`, `set`) then kind (`timeout`, `error`).
@@ -224,11 +227,11 @@ impl Metrics {
             outstanding: IntGauge::new("detached", "-")?,
             healthy: IntGauge::new("detached", "-")?,
             ejections: IntCounter::new("detached", "-")?,
-            probes: detached()?,
+            probes: Counters::detached()?,
         };
         let m = Self {
             unrouted,
-            session_cache: ["hit", "miss"].map(|r| session_cache.with_label_values(&[r])),
+            session_cache: Counters::of(&session_cache, &[]),
             store_duration: ["get", "set"].map(|o| store_duration.with_label_values(&[o])),
             store_errors: ["get", "set"]
                 .map(|o| ["timeout", "error"].map(|k| store_errors.with_label_values(&[o, k]))),
@@ -240,9 +243,8 @@ impl Metrics {
                 ),
             )?,
             store_families: (session_cache, store_duration, store_errors),
-            tls_handshakes: ["ok", "failed", "timeout"].map(|r| handshakes.with_label_values(&[r])),
-            client_timeouts: ["header", "body", "keepalive", "write"]
-                .map(|p| client_timeouts.with_label_values(&[p])),
+            tls_handshakes: Counters::of(&handshakes, &[]),
+            client_timeouts: Counters::of(&client_timeouts, &[]),
             connections_refused: reg(
                 r,
                 IntCounter::new(
@@ -416,8 +418,8 @@ impl Metrics {
         for r in Reason::ALL {
             let _ = self.assignments.remove_label_values(&[group, r.label()]);
         }
-        for r in ["retried", "budget_exhausted"] {
-            let _ = self.retries.remove_label_values(&[group, r]);
+        for r in Retry::ALL {
+            let _ = self.retries.remove_label_values(&[group, r.label()]);
         }
         let _ = self.upgrades.remove_label_values(&[group]);
         // An open tunnel keeps its gauge handle; the series goes when the
@@ -461,8 +463,7 @@ impl Metrics {
             duration: self.duration.with_label_values(&[group]),
             assignments: Reason::ALL
                 .map(|r| self.assignments.with_label_values(&[group, r.label()])),
-            retries: ["retried", "budget_exhausted"]
-                .map(|r| self.retries.with_label_values(&[group, r])),
+            retries: Counters::of(&self.retries, &[group]),
             upgraded: self.upgraded.with_label_values(&[group]),
             upgrades: self.upgrades.with_label_values(&[group]),
         }
@@ -479,8 +480,7 @@ impl Metrics {
             outstanding: self.target_outstanding.with_label_values(&[group, target]),
             healthy: self.target_healthy.with_label_values(&[group, target]),
             ejections: self.target_ejections.with_label_values(&[group, target]),
-            probes: ["pass", "fail"]
-                .map(|r| self.health_checks.with_label_values(&[group, target, r])),
+            probes: Counters::of(&self.health_checks, &[group, target]),
         }
     }
 
@@ -505,8 +505,7 @@ impl Metrics {
 pub struct GroupMetrics {
     pub duration: Histogram,
     pub assignments: [IntCounter; Reason::ALL.len()],
-    /// `retried`, `budget_exhausted`.
-    pub retries: [IntCounter; 2],
+    pub retries: Counters<Retry>,
     pub upgraded: IntGauge,
     pub upgrades: IntCounter,
 }
@@ -520,13 +519,12 @@ pub struct TargetMetrics {
     /// Set at scrape time from the target's health.
     pub healthy: IntGauge,
     pub ejections: IntCounter,
-    /// `pass`, `fail`.
-    pub probes: [IntCounter; 2],
+    pub probes: Counters<Probe>,
 }
 
 impl TargetMetrics {
     pub fn count_probe(&self, passed: bool) {
-        self.probes[usize::from(!passed)].inc();
+        self.probes[if passed { Probe::Pass } else { Probe::Fail }].inc();
     }
 
     pub fn count_status(&self, status: u16) {

@@ -32,7 +32,7 @@ use hyper_util::client::legacy::connect::capture_connection;
 use crate::assign::{Pin, RequestView, decide, read_cookie};
 use crate::body::{RequestBody, UpstreamBody, idle};
 use crate::config::BucketBy;
-use crate::metrics::{DownstreamErrorKind, TargetMetrics};
+use crate::metrics::{ClientTimeout, DownstreamErrorKind, Retry, TargetMetrics};
 use crate::state::{Shared, Snapshot};
 pub use activity::{Activity, InFlightRequest};
 pub use body::ProxyBody;
@@ -470,7 +470,7 @@ impl ConnContext {
                             Some((next, again))
                         }
                         (Some(_), Some(_)) => {
-                            group.metrics.retries[1].inc();
+                            group.metrics.retries[Retry::BudgetExhausted].inc();
                             None
                         }
                         _ => None,
@@ -480,7 +480,7 @@ impl ConnContext {
                     target.metrics.count_status(err.status().as_u16());
                     return Err(err);
                 };
-                group.metrics.retries[0].inc();
+                group.metrics.retries[Retry::Retried].inc();
                 tracing::debug!(from = %target.address, to = %group.targets[next].address, "retrying on a sibling");
                 body = Some(again);
                 t = next;
@@ -591,7 +591,7 @@ impl ConnContext {
         if let Side::Downstream(kind) = e.side() {
             self.shared.metrics.downstream_by[kind as usize].inc();
             if kind == DownstreamErrorKind::ClientTimeout {
-                self.shared.metrics.client_timeouts[1].inc();
+                self.shared.metrics.client_timeouts[ClientTimeout::Body].inc();
             }
         }
     }

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::assign::ClientId;
 use crate::config::{StoreKind, StoreSettings};
+use crate::metrics::CacheLookup;
 use crate::metrics::Metrics;
 
 /// A session id is the client id the session cookie carries.
@@ -198,10 +199,10 @@ impl SessionStore {
     /// The record of `id` as this request should see it.
     pub async fn get(&self, id: &SessionId, now: u32) -> Lookup {
         if let Some(r) = self.cached(id, now) {
-            self.metrics.session_cache[0].inc();
+            self.metrics.session_cache[CacheLookup::Hit].inc();
             return Lookup::Found(r);
         }
-        self.metrics.session_cache[1].inc();
+        self.metrics.session_cache[CacheLookup::Miss].inc();
         let Some(redis) = &self.redis else {
             return Lookup::Missing;
         };
