@@ -67,7 +67,7 @@ const LINGER: Duration = Duration::from_secs(2);
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// One client connection served natively.
-struct Conn {
+struct ClientConn {
     io: TcpStream,
     rbuf: BytesMut,
     wbuf: BytesMut,
@@ -115,8 +115,8 @@ enum Next {
 }
 
 /// An active connection: what its task keeps.
-struct Session {
-    conn: Conn,
+struct ActiveConn {
+    conn: ClientConn,
     task: ConnTask,
     lot: Arc<Lot>,
     peer: SocketAddr,
@@ -128,7 +128,7 @@ struct Session {
     resumed: Option<Instant>,
 }
 
-impl Conn {
+impl ClientConn {
     fn new(
         io: TcpStream,
         shared: Arc<Shared>,
@@ -166,8 +166,8 @@ pub(super) fn spawn(
     let timeouts = ConnTimeouts::of(&snap.config.timeouts);
     let max_headers = snap.config.limits.max_headers as usize + 1;
     drop(snap);
-    tokio::spawn(active(Session {
-        conn: Conn::new(io, shared, peer, timeouts, max_headers),
+    tokio::spawn(active(ActiveConn {
+        conn: ClientConn::new(io, shared, peer, timeouts, max_headers),
         task,
         lot,
         peer,
@@ -181,14 +181,14 @@ pub(super) fn spawn(
 /// Serves a parked connection again: its socket became readable.
 pub(super) fn resume(rest: Resting, lot: &Arc<Lot>, deadline: Instant, task: &ConnTask) {
     let shared = Arc::clone(&task.serving.shared);
-    let conn = Conn::new(
+    let conn = ClientConn::new(
         rest.io,
         shared,
         rest.peer,
         rest.timeouts,
         rest.max_headers as usize,
     );
-    tokio::spawn(active(Session {
+    tokio::spawn(active(ActiveConn {
         conn,
         task: task.clone(),
         lot: Arc::clone(lot),
@@ -204,7 +204,7 @@ pub(super) fn resume(rest: Resting, lot: &Arc<Lot>, deadline: Instant, task: &Co
 /// The request path's future lives inside this task's (no allocation or
 /// copy per request); parking moves the connection to a small task instead,
 /// so an idle connection does not keep this one's room.
-async fn active(mut s: Session) {
+async fn active(mut s: ActiveConn) {
     {
         let end = {
             let conn = &mut s.conn;
@@ -354,7 +354,7 @@ impl Feeder {
 }
 
 /// The response on its way out.
-struct Outgoing {
+struct ResponseOut {
     body: ProxyBody,
     framing: ResponseFraming,
     /// Bytes due under `Content-Length`.
@@ -368,7 +368,7 @@ struct Outgoing {
     turn: Turn,
 }
 
-impl Outgoing {
+impl ResponseOut {
     fn new(body: ProxyBody, framing: ResponseFraming) -> Self {
         Self {
             body,
@@ -386,7 +386,7 @@ impl Outgoing {
     }
 }
 
-impl Conn {
+impl ClientConn {
     fn count_timeout(&self, which: ClientTimeout) {
         self.shared.metrics.client_timeouts[which].inc();
     }
@@ -562,7 +562,7 @@ impl Conn {
                             version,
                             false,
                         );
-                        let mut out = Outgoing::new(b, f);
+                        let mut out = ResponseOut::new(b, f);
                         let _ = poll_fn(|cx| self.poll_respond(cx, &mut out)).await;
                         return Next::Close { linger: false };
                     }
@@ -582,7 +582,7 @@ impl Conn {
                 version,
                 keep,
             );
-            let mut out = Outgoing::new(body, framing);
+            let mut out = ResponseOut::new(body, framing);
             if let Some(d) = first {
                 self.encode(&mut out, d);
                 ended = out.body.is_end_stream();
@@ -715,7 +715,11 @@ impl Conn {
     }
 
     /// Writes the head in `wbuf` and the body behind it, frame by frame.
-    fn poll_respond(&mut self, cx: &mut Context<'_>, out: &mut Outgoing) -> Poll<io::Result<()>> {
+    fn poll_respond(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut ResponseOut,
+    ) -> Poll<io::Result<()>> {
         loop {
             let mut waiting = false;
             if out.data.is_empty() && !out.body_done && self.wbuf.len() < 2 * COPY_MAX {
@@ -755,7 +759,7 @@ impl Conn {
         }
     }
 
-    fn encode(&mut self, out: &mut Outgoing, mut d: Bytes) {
+    fn encode(&mut self, out: &mut ResponseOut, mut d: Bytes) {
         if d.is_empty() {
             return;
         }
@@ -782,7 +786,7 @@ impl Conn {
         }
     }
 
-    fn end_body(&mut self, out: &mut Outgoing) {
+    fn end_body(&mut self, out: &mut ResponseOut) {
         if out.body_done {
             return;
         }

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use super::activity::InFlightRequest;
 use crate::body::{BodyCut, IdleTimer};
 use crate::state::InFlight;
-use crate::upstream::InlineBody;
+use crate::upstream::NativeBody;
 
 #[derive(Debug)]
 enum Inner {
@@ -22,11 +22,11 @@ enum Inner {
 }
 
 /// An upstream response body: from the hyper-util client (TLS, HTTP/2,
-/// upgrades) or from an inline HTTP/1.1 connection.
+/// upgrades) or from a native HTTP/1.1 connection.
 #[derive(Debug)]
 pub enum UpstreamIncoming {
-    Pooled(Incoming),
-    Inline(InlineBody),
+    Hyper(Incoming),
+    Native(NativeBody),
 }
 
 impl Body for UpstreamIncoming {
@@ -38,22 +38,22 @@ impl Body for UpstreamIncoming {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            UpstreamIncoming::Pooled(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
-            UpstreamIncoming::Inline(b) => Pin::new(b).poll_frame(cx),
+            UpstreamIncoming::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            UpstreamIncoming::Native(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamIncoming::Pooled(b) => b.is_end_stream(),
-            UpstreamIncoming::Inline(b) => b.is_end_stream(),
+            UpstreamIncoming::Hyper(b) => b.is_end_stream(),
+            UpstreamIncoming::Native(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpstreamIncoming::Pooled(b) => b.size_hint(),
-            UpstreamIncoming::Inline(b) => b.size_hint(),
+            UpstreamIncoming::Hyper(b) => b.size_hint(),
+            UpstreamIncoming::Native(b) => b.size_hint(),
         }
     }
 }

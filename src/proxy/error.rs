@@ -52,9 +52,9 @@ pub enum ProxyError {
 /// A client body that was malformed or cut off.
 pub const BODY_BROKEN: ProxyError = ProxyError::BadRequest("malformed or incomplete request body");
 
-/// Which side a failure is blamed on.
+/// Whose fault a failure is (DESIGN §10): the client's or the upstream's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub enum Fault {
     Downstream(DownstreamErrorKind),
     Upstream(UpstreamErrorKind),
 }
@@ -81,7 +81,7 @@ impl ProxyError {
         }
     }
 
-    pub fn side(self) -> Side {
+    pub fn fault(self) -> Fault {
         match self {
             ProxyError::BadRequest(_)
             | ProxyError::UnsupportedTransferCoding
@@ -89,17 +89,17 @@ impl ProxyError {
             | ProxyError::HeadersTooLarge
             | ProxyError::BodyTooLarge
             | ProxyError::ConnectNotAllowed
-            | ProxyError::UpgradeNotSupported => Side::Downstream(DownstreamErrorKind::BadRequest),
-            ProxyError::RedirectToHttps => Side::Downstream(DownstreamErrorKind::Redirect),
-            ProxyError::ClientBodyTimeout => Side::Downstream(DownstreamErrorKind::ClientTimeout),
-            ProxyError::NoTarget => Side::Downstream(DownstreamErrorKind::NoTarget),
-            ProxyError::UpstreamConnect => Side::Upstream(UpstreamErrorKind::Connect),
-            ProxyError::ConnectTimeout => Side::Upstream(UpstreamErrorKind::ConnectTimeout),
-            ProxyError::ResponseTimeout => Side::Upstream(UpstreamErrorKind::ResponseTimeout),
+            | ProxyError::UpgradeNotSupported => Fault::Downstream(DownstreamErrorKind::BadRequest),
+            ProxyError::RedirectToHttps => Fault::Downstream(DownstreamErrorKind::Redirect),
+            ProxyError::ClientBodyTimeout => Fault::Downstream(DownstreamErrorKind::ClientTimeout),
+            ProxyError::NoTarget => Fault::Downstream(DownstreamErrorKind::NoTarget),
+            ProxyError::UpstreamConnect => Fault::Upstream(UpstreamErrorKind::Connect),
+            ProxyError::ConnectTimeout => Fault::Upstream(UpstreamErrorKind::ConnectTimeout),
+            ProxyError::ResponseTimeout => Fault::Upstream(UpstreamErrorKind::ResponseTimeout),
             ProxyError::UpstreamProtocol
             | ProxyError::UpgradeToH2Upstream
-            | ProxyError::UntransferableCoding => Side::Upstream(UpstreamErrorKind::Protocol),
-            ProxyError::UpstreamTls => Side::Upstream(UpstreamErrorKind::Tls),
+            | ProxyError::UntransferableCoding => Fault::Upstream(UpstreamErrorKind::Protocol),
+            ProxyError::UpstreamTls => Fault::Upstream(UpstreamErrorKind::Tls),
         }
     }
 
@@ -121,19 +121,19 @@ impl ProxyError {
     /// Classifies an error of the upstream client, and says whether the
     /// upstream closed the connection before sending any of a response (which
     /// an idempotent request may be retried after).
-    /// [`Self::classify`] for an inline connection's error.
-    pub fn classify_inline(e: &crate::upstream::InlineError) -> (Self, bool) {
-        use crate::upstream::InlineError;
+    /// [`Self::classify`] for a native connection's error.
+    pub fn classify_native(e: &crate::upstream::NativeError) -> (Self, bool) {
+        use crate::upstream::NativeError;
         match e {
-            InlineError::ConnectTimeout => (ProxyError::ConnectTimeout, false),
-            InlineError::ResponseTimeout => (ProxyError::ResponseTimeout, false),
-            InlineError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            NativeError::ConnectTimeout => (ProxyError::ConnectTimeout, false),
+            NativeError::ResponseTimeout => (ProxyError::ResponseTimeout, false),
+            NativeError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => {
                 (ProxyError::ConnectTimeout, false)
             }
-            InlineError::Connect(_) => (ProxyError::UpstreamConnect, false),
+            NativeError::Connect(_) => (ProxyError::UpstreamConnect, false),
             // The client's body failed or did not match its length: never
             // the upstream's doing.
-            InlineError::Body(_) | InlineError::BodyLength => (BODY_BROKEN, false),
+            NativeError::Body(_) | NativeError::BodyLength => (BODY_BROKEN, false),
             e => (ProxyError::UpstreamProtocol, e.closed_early()),
         }
     }

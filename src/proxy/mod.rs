@@ -36,7 +36,7 @@ use crate::metrics::{ClientTimeout, DownstreamErrorKind, Retry, TargetMetrics};
 use crate::state::{Shared, Snapshot};
 pub use activity::{Activity, InFlightRequest};
 pub use body::ProxyBody;
-pub use error::{ProxyError, Side};
+pub use error::{Fault, ProxyError};
 use session::Session;
 
 /// What every request on one client connection shares.
@@ -362,11 +362,11 @@ impl ConnContext {
                 let target = &group.targets[t];
                 let mut uri = http::uri::Parts::default();
                 // Upgrades need hyper-util's client, which keeps the connection
-                // for the tunnel; everything else goes inline when the group can.
-                let inline = target.inline.as_ref().filter(|_| !upgrade);
-                if inline.is_none() {
+                // for the tunnel; everything else goes native when the group can.
+                let native = target.native.as_ref().filter(|_| !upgrade);
+                if native.is_none() {
                     // The hyper-util client connects to the URI's authority and
-                    // sends the origin form; an inline connection sends the URI as
+                    // sends the origin form; a native connection sends the URI as
                     // given, so it gets the origin form alone.
                     uri.scheme = Some(group.scheme.clone());
                     uri.authority = Some(target.address.clone());
@@ -384,18 +384,18 @@ impl ConnContext {
                     Request::from_parts(head, body.take().unwrap_or_else(UpstreamBody::new_empty));
                 let in_flight = target.live.begin(&target.metrics.outstanding);
                 let timeout = cfg.timeouts.upstream_response;
-                let sent = match inline {
+                let sent = match native {
                     // The pool keeps a timer per connection for this deadline.
                     Some(pool) => match pool.send(req, timeout).await {
-                        Ok(resp) => Ok(resp.map(body::UpstreamIncoming::Inline)),
+                        Ok(resp) => Ok(resp.map(body::UpstreamIncoming::Native)),
                         Err(e) => {
                             tracing::debug!(target = %target.address, error = %e, "upstream request failed");
-                            Err(ProxyError::classify_inline(&e))
+                            Err(ProxyError::classify_native(&e))
                         }
                     },
                     // Boxed: hyper-util's request future is large, and inlined
                     // it would grow (and be copied with) every request's
-                    // future, inline or not.
+                    // future, native or not.
                     None => Box::pin(exchange(group, target, req, timeout)).await,
                 };
                 let now = crate::clock::now_ms();
@@ -434,7 +434,7 @@ impl ConnContext {
                 };
                 drop(in_flight);
                 let fault = client_fault(&verdict, err)
-                    .or_else(|| matches!(err.side(), Side::Downstream(_)).then_some(err));
+                    .or_else(|| matches!(err.fault(), Fault::Downstream(_)).then_some(err));
                 if let Some(e) = fault {
                     // The client, not the upstream, ended the exchange: the
                     // client is told, and the target is not blamed (DESIGN §10).
@@ -442,7 +442,7 @@ impl ConnContext {
                     self.count_downstream(e);
                     return Err(e);
                 }
-                if let Side::Upstream(kind) = err.side() {
+                if let Fault::Upstream(kind) = err.fault() {
                     target.metrics.count_error(kind);
                 }
                 if let Some(unlogged) = target.live.failure_log_turn(now) {
@@ -588,7 +588,7 @@ impl ConnContext {
     }
 
     fn count_downstream(&self, e: ProxyError) {
-        if let Side::Downstream(kind) = e.side() {
+        if let Fault::Downstream(kind) = e.fault() {
             self.shared.metrics.downstream_by[kind as usize].inc();
             if kind == DownstreamErrorKind::ClientTimeout {
                 self.shared.metrics.client_timeouts[ClientTimeout::Body].inc();
@@ -658,7 +658,7 @@ async fn exchange(
     timeout: Duration,
 ) -> Result<Response<body::UpstreamIncoming>, (ProxyError, bool)> {
     // HTTP/1.1 connections whose answer could be framed two ways are not
-    // reused (as on the inline path); an HTTP/2 connection frames by itself.
+    // reused (as on the native path); an HTTP/2 connection frames by itself.
     let capture = (!group.h2).then(|| capture_connection(&mut req));
     let Ok(sent) = tokio::time::timeout(timeout, target.client.request(req)).await else {
         return Err((ProxyError::ResponseTimeout, false));
@@ -670,10 +670,10 @@ async fn exchange(
             {
                 conn.poison();
             }
-            // As the inline parser leaves it: one plain length (hyper's
+            // As the native parser leaves it: one plain length (hyper's
             // client takes lists and repeats of equal lengths as they are).
             crate::h1::head::canonical_content_length(resp.headers_mut());
-            Ok(resp.map(body::UpstreamIncoming::Pooled))
+            Ok(resp.map(body::UpstreamIncoming::Hyper))
         }
         Err(e) => {
             let (kind, early) = ProxyError::classify(&e);

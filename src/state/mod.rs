@@ -72,14 +72,14 @@ impl TargetLive {
     ) -> (UpstreamClient, Option<Arc<H1Pool>>) {
         let mut slot = lock(&self.pool);
         match &*slot {
-            Some((s, c, inline)) if s == settings => (c.clone(), inline.clone()),
+            Some((s, c, native)) if s == settings => (c.clone(), native.clone()),
             _ => {
                 let c = upstream_client(settings);
-                let inline = settings
-                    .inline()
+                let native = settings
+                    .native()
                     .then(|| H1Pool::new(address.clone(), settings.connect, settings.idle));
-                *slot = Some((settings.clone(), c.clone(), inline.clone()));
-                (c, inline)
+                *slot = Some((settings.clone(), c.clone(), native.clone()));
+                (c, native)
             }
         }
     }
@@ -153,7 +153,7 @@ pub struct Target {
     /// This target's own connection pool (see [`TargetLive`]).
     pub client: UpstreamClient,
     /// Inline HTTP/1.1 connections, for a cleartext HTTP/1.1 group.
-    pub inline: Option<Arc<H1Pool>>,
+    pub native: Option<Arc<H1Pool>>,
     pub metrics: TargetMetrics,
 }
 
@@ -226,13 +226,13 @@ impl Snapshot {
                             // Targets the proxy starts with are not "new".
                             live.health.settle();
                         }
-                        let (client, inline) = live.client(&pool, &t.address);
+                        let (client, native) = live.client(&pool, &t.address);
                         Target {
                             address: t.address.clone(),
                             id: target_id(addr),
                             weight: t.weight.get(),
                             client,
-                            inline,
+                            native,
                             live,
                             metrics: metrics.target_handles(name, addr),
                         }

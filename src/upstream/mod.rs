@@ -23,7 +23,7 @@ use rustls_pki_types::ServerName;
 
 use crate::body::UpstreamBody;
 use crate::config::{GroupSpec, Timeouts, UpstreamProtocol};
-pub use pool::{H1Pool, InlineBody, InlineError};
+pub use pool::{H1Pool, NativeBody, NativeError};
 pub use retry::RetryBudget;
 
 /// A pooled client to upstreams, cleartext or TLS, HTTP/1.1 or HTTP/2. Each
@@ -54,9 +54,9 @@ impl PartialEq for PoolSettings {
 }
 
 impl PoolSettings {
-    /// Whether the group's targets get inline HTTP/1.1 connections
+    /// Whether the group's targets get native HTTP/1.1 connections (the proxy's own client)
     /// (cleartext HTTP/1.1), as well as the hyper-util client for upgrades.
-    pub fn inline(&self) -> bool {
+    pub fn native(&self) -> bool {
         !self.h2 && self.tls_ident.is_none()
     }
 

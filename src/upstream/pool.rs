@@ -56,7 +56,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why an exchange with the upstream failed.
 #[derive(Debug, thiserror::Error)]
-pub enum InlineError {
+pub enum NativeError {
     #[error("connect: {0}")]
     Connect(#[source] io::Error),
     #[error("connect timed out")]
@@ -82,13 +82,13 @@ pub enum InlineError {
     BodyLength,
 }
 
-impl InlineError {
+impl NativeError {
     /// The upstream closed (or reset) the connection without a byte of a
     /// response: an idle connection it had given up on, or a crash.
     pub fn closed_early(&self) -> bool {
         match self {
-            InlineError::Closed => true,
-            InlineError::Io(e) => matches!(
+            NativeError::Closed => true,
+            NativeError::Io(e) => matches!(
                 e.kind(),
                 io::ErrorKind::ConnectionReset
                     | io::ErrorKind::BrokenPipe
@@ -102,20 +102,20 @@ impl InlineError {
 /// One upstream connection, its buffers, and the request it is writing.
 /// Boxed once per connection: it moves in and out of the idle stack and into
 /// response bodies.
-struct Conn {
+struct UpstreamConn {
     io: TcpStream,
     /// What has been read and not yet used.
     rbuf: BytesMut,
     /// The head and chunk lines still to write (before `out.data`).
     wbuf: BytesMut,
-    out: Outgoing,
+    out: RequestOut,
     spans: Vec<h1::head::Span>,
     /// The response deadline's timer, kept from request to request.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// The request as it is being written.
-struct Outgoing {
+struct RequestOut {
     body: Option<UpstreamBody>,
     framing: Framing,
     /// Under `Content-Length`, body bytes still due.
@@ -129,12 +129,12 @@ struct Outgoing {
     /// Any byte was accepted by the socket.
     wrote_any: bool,
     /// Writing failed; the response may still come.
-    failed: Option<InlineError>,
+    failed: Option<NativeError>,
     /// The first write waits for its turn in the thread's batch.
     turn: Turn,
 }
 
-impl Outgoing {
+impl RequestOut {
     fn idle() -> Self {
         Self::new(None, Framing::Empty)
     }
@@ -163,7 +163,7 @@ impl Outgoing {
     }
 
     /// Takes the next body frame into `wbuf`/`data`, if one is ready.
-    fn next_frame(&mut self, wbuf: &mut BytesMut, cx: &mut Context<'_>) -> Result<(), InlineError> {
+    fn next_frame(&mut self, wbuf: &mut BytesMut, cx: &mut Context<'_>) -> Result<(), NativeError> {
         let Some(body) = self.body.as_mut() else {
             return Ok(());
         };
@@ -177,11 +177,11 @@ impl Outgoing {
                 self.body = None;
                 match self.framing {
                     Framing::Chunked => h1::framing::chunked_end(wbuf, self.chunked_any),
-                    Framing::Length(_) if self.left > 0 => return Err(InlineError::BodyLength),
+                    Framing::Length(_) if self.left > 0 => return Err(NativeError::BodyLength),
                     _ => {}
                 }
             }
-            Some(Err(e)) => return Err(InlineError::Body(e)),
+            Some(Err(e)) => return Err(NativeError::Body(e)),
             Some(Ok(frame)) => {
                 // Trailers are not forwarded.
                 let Ok(data) = frame.into_data() else {
@@ -197,7 +197,7 @@ impl Outgoing {
                     self.left = self
                         .left
                         .checked_sub(data.len() as u64)
-                        .ok_or(InlineError::BodyLength)?;
+                        .ok_or(NativeError::BodyLength)?;
                 }
                 self.data = data;
             }
@@ -206,13 +206,13 @@ impl Outgoing {
     }
 }
 
-impl Conn {
+impl UpstreamConn {
     fn new(io: TcpStream) -> Box<Self> {
         Box::new(Self {
             io,
             rbuf: BytesMut::new(),
             wbuf: BytesMut::with_capacity(1024),
-            out: Outgoing::idle(),
+            out: RequestOut::idle(),
             spans: Vec::new(),
             timer: None,
         })
@@ -231,13 +231,13 @@ impl Conn {
     /// wakers are registered) or the request is written. A failed write is
     /// kept in `out.failed`, since the upstream may have answered already; a
     /// failed client body ends the exchange.
-    fn poll_send(&mut self, cx: &mut Context<'_>) -> Result<(), InlineError> {
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Result<(), NativeError> {
         if self.out.failed.is_some() {
             return Ok(());
         }
         match self.send_some(cx) {
             Ok(()) => Ok(()),
-            Err(e @ InlineError::Io(_)) => {
+            Err(e @ NativeError::Io(_)) => {
                 self.out.body = None;
                 self.out.data = Bytes::new();
                 self.wbuf.clear();
@@ -248,7 +248,7 @@ impl Conn {
         }
     }
 
-    fn send_some(&mut self, cx: &mut Context<'_>) -> Result<(), InlineError> {
+    fn send_some(&mut self, cx: &mut Context<'_>) -> Result<(), NativeError> {
         let out = &mut self.out;
         loop {
             // A body frame that is ready goes out in the same write as the
@@ -273,9 +273,9 @@ impl Conn {
             };
             let mut n = match written {
                 Poll::Pending => return Ok(()),
-                Poll::Ready(Ok(0)) => return Err(InlineError::Io(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(0)) => return Err(NativeError::Io(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => return Err(InlineError::Io(e)),
+                Poll::Ready(Err(e)) => return Err(NativeError::Io(e)),
             };
             out.wrote_any = true;
             let head = n.min(self.wbuf.len());
@@ -291,13 +291,13 @@ impl Conn {
         &mut self,
         cx: &mut Context<'_>,
         method: &Method,
-    ) -> Poll<Result<h1::ResponseHead, InlineError>> {
+    ) -> Poll<Result<h1::ResponseHead, NativeError>> {
         loop {
             self.poll_send(cx)?;
             if !self.rbuf.is_empty() {
                 match h1::head::parse_response(&mut self.rbuf, method, &mut self.spans)? {
                     Some(head) if head.parts.status == http::StatusCode::SWITCHING_PROTOCOLS => {
-                        return Poll::Ready(Err(InlineError::UnexpectedUpgrade));
+                        return Poll::Ready(Err(NativeError::UnexpectedUpgrade));
                     }
                     Some(head) if head.parts.status.is_informational() => continue,
                     Some(head) => return Poll::Ready(Ok(head)),
@@ -306,11 +306,11 @@ impl Conn {
             }
             match ready!(self.poll_fill(cx)) {
                 Ok(0) => {
-                    return Poll::Ready(Err(self.out.failed.take().unwrap_or(InlineError::Closed)));
+                    return Poll::Ready(Err(self.out.failed.take().unwrap_or(NativeError::Closed)));
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    return Poll::Ready(Err(self.out.failed.take().unwrap_or(InlineError::Io(e))));
+                    return Poll::Ready(Err(self.out.failed.take().unwrap_or(NativeError::Io(e))));
                 }
             }
         }
@@ -337,7 +337,7 @@ impl Conn {
 fn request_framing(
     parts: &mut http::request::Parts,
     body: &UpstreamBody,
-) -> Result<Framing, InlineError> {
+) -> Result<Framing, NativeError> {
     if let Some(n) = h1::head::content_length(&parts.headers)? {
         return Ok(Framing::Length(n));
     }
@@ -359,7 +359,7 @@ fn request_framing(
 
 /// Idle connections, most recently used last: taken from the top, so the
 /// bottom ages out.
-type Shelf = Vec<(Box<Conn>, Instant)>;
+type Shelf = Vec<(Box<UpstreamConn>, Instant)>;
 
 thread_local! {
     static THIS_THREAD: ThreadId = std::thread::current().id();
@@ -438,7 +438,7 @@ impl H1Pool {
         }
     }
 
-    fn take(&self, now: Instant) -> Option<Box<Conn>> {
+    fn take(&self, now: Instant) -> Option<Box<UpstreamConn>> {
         loop {
             let (mut conn, since) = shelf_of(&mut self.lock()).pop()?;
             if now.duration_since(since) >= self.idle_timeout {
@@ -452,7 +452,7 @@ impl H1Pool {
         }
     }
 
-    fn put(&self, mut conn: Box<Conn>) {
+    fn put(&self, mut conn: Box<UpstreamConn>) {
         // An idle connection holds no read buffer: idle upstream connections
         // would otherwise pin the pages of every client buffer freed beside
         // theirs, and idle client connections would stay costly (see
@@ -481,22 +481,25 @@ impl H1Pool {
 
     /// Connects within the connect timeout, and not past `deadline` (the
     /// response's).
-    async fn connect(&self, deadline: tokio::time::Instant) -> Result<Box<Conn>, InlineError> {
+    async fn connect(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Box<UpstreamConn>, NativeError> {
         let limit = tokio::time::Instant::now() + self.connect;
         let stream = tokio::time::timeout_at(limit.min(deadline), connect_to(&self.address))
             .await
             .map_err(|_| {
                 if deadline < limit {
-                    InlineError::ResponseTimeout
+                    NativeError::ResponseTimeout
                 } else {
-                    InlineError::ConnectTimeout
+                    NativeError::ConnectTimeout
                 }
             })?
-            .map_err(InlineError::Connect)?;
+            .map_err(NativeError::Connect)?;
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        Ok(Conn::new(stream))
+        Ok(UpstreamConn::new(stream))
     }
 
     /// Sends `req` (its URI in origin form) on an idle connection or a new
@@ -509,7 +512,7 @@ impl H1Pool {
         self: &Arc<Self>,
         req: Request<UpstreamBody>,
         timeout: Duration,
-    ) -> impl Future<Output = Result<Response<InlineBody>, InlineError>> + Send + '_ {
+    ) -> impl Future<Output = Result<Response<NativeBody>, NativeError>> + Send + '_ {
         let (mut parts, body) = req.into_parts();
         let framing = request_framing(&mut parts, &body);
         let mut body = Some(body);
@@ -524,12 +527,12 @@ impl H1Pool {
                 None => (Box::pin(self.connect(deadline)).await?, false),
             };
             loop {
-                conn.out = Outgoing::new(body.take(), framing);
+                conn.out = RequestOut::new(body.take(), framing);
                 conn.wbuf.clear();
                 h1::head::write_request_head(&mut conn.wbuf, &parts, framing);
                 let head = poll_fn(|cx| match conn.poll_head(cx, &parts.method) {
                     Poll::Pending if crate::body::poll_deadline(&mut conn.timer, cx, deadline) => {
-                        Poll::Ready(Err(InlineError::ResponseTimeout))
+                        Poll::Ready(Err(NativeError::ResponseTimeout))
                     }
                     other => other,
                 })
@@ -539,7 +542,7 @@ impl H1Pool {
                         let decoder = Decoder::new(head.framing);
                         return Ok(Response::from_parts(
                             head.parts,
-                            InlineBody {
+                            NativeBody {
                                 conn: Some(conn),
                                 decoder,
                                 keep_alive: head.keep_alive,
@@ -595,26 +598,26 @@ async fn connect_to(address: &Authority) -> io::Result<TcpStream> {
         .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))))
 }
 
-/// A response body read off an inline connection. Reading it drives the
+/// A response body read off a native connection. Reading it drives the
 /// connection (and the rest of the request body, if any); once both messages
 /// are complete the connection goes back to its pool.
-pub struct InlineBody {
+pub struct NativeBody {
     /// `None` once the connection went back to the pool or was given up.
-    conn: Option<Box<Conn>>,
+    conn: Option<Box<UpstreamConn>>,
     decoder: Decoder,
     keep_alive: bool,
     pool: Arc<H1Pool>,
 }
 
-impl std::fmt::Debug for InlineBody {
+impl std::fmt::Debug for NativeBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InlineBody")
+        f.debug_struct("NativeBody")
             .field("decoder", &self.decoder)
             .finish()
     }
 }
 
-impl InlineBody {
+impl NativeBody {
     /// Back to the pool if both messages are complete and nothing is left
     /// over; otherwise the connection is closed.
     fn release(&mut self) {
@@ -626,7 +629,7 @@ impl InlineBody {
         }
     }
 
-    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, InlineError>>> {
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, NativeError>>> {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
         };
@@ -644,13 +647,13 @@ impl InlineBody {
                     return Poll::Ready(None);
                 }
                 Ok(_) => {}
-                Err(e) => return Poll::Ready(Some(Err(InlineError::Io(e)))),
+                Err(e) => return Poll::Ready(Some(Err(NativeError::Io(e)))),
             }
         }
     }
 }
 
-impl Body for InlineBody {
+impl Body for NativeBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -686,7 +689,7 @@ impl Body for InlineBody {
     }
 }
 
-impl Drop for InlineBody {
+impl Drop for NativeBody {
     fn drop(&mut self) {
         // Only a connection whose response was read to the end can be
         // reused; one dropped mid-body has bytes in flight and is closed.
@@ -703,13 +706,13 @@ mod tests {
     /// An idle connection to a real loopback listener of its own, which
     /// (like its accepted end) is leaked so that the connection stays open
     /// and reusable.
-    async fn idle_conn() -> io::Result<Box<Conn>> {
+    async fn idle_conn() -> io::Result<Box<UpstreamConn>> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (io, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
         std::mem::forget(accepted?);
         std::mem::forget(listener);
-        Ok(Conn::new(io?))
+        Ok(UpstreamConn::new(io?))
     }
 
     fn current_thread() -> io::Result<tokio::runtime::Runtime> {
