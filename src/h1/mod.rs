@@ -11,6 +11,7 @@
 
 pub mod framing;
 pub mod head;
+pub mod io;
 
 pub use framing::{Decoded, Decoder, Framing, FramingError};
 pub use head::{HeadError, ResponseHead};

@@ -55,8 +55,6 @@ use crate::metrics::ClientTimeout;
 use crate::proxy::{Proxy, ProxyBody};
 use crate::state::Shared;
 
-/// Room made in the read buffer before each read.
-const READ_CHUNK: usize = 8 * 1024;
 /// Body data up to this size is copied behind the head (one write); larger
 /// frames are written from where they are.
 const COPY_MAX: usize = 8 * 1024;
@@ -393,10 +391,7 @@ impl ClientConn {
 
     /// Reads what the socket has. `Ok(0)`: the client closed.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-            self.rbuf.reserve(READ_CHUNK);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
+        h1::io::poll_fill(&mut self.io, cx, &mut self.rbuf)
     }
 
     /// True once `target` has passed (`proxy::poll_deadline`: the one timer
@@ -524,7 +519,7 @@ impl ClientConn {
             let stopping = poll_fn(|cx| Poll::Ready(stop.poll_stopped(cx))).await;
             let coded = head.headers.contains_key(header::TRANSFER_ENCODING);
             let mut framing =
-                response_framing(head.status, &head.headers, &body, head_only, version, coded);
+                client_framing(head.status, &head.headers, &body, head_only, version, coded);
             // A small upstream answer is usually whole in hand by now: then it
             // goes with a Content-Length (which HTTP/1.0 clients need to keep
             // their connection) and in one write.
@@ -553,7 +548,7 @@ impl ClientConn {
                         );
                         let (h, b) = resp.into_parts();
                         let f =
-                            response_framing(h.status, &h.headers, &b, head_only, version, false);
+                            client_framing(h.status, &h.headers, &b, head_only, version, false);
                         write_response_head(
                             &mut self.wbuf,
                             h.status,
@@ -681,24 +676,8 @@ impl ClientConn {
                 self.write_deadline = None;
                 return Poll::Ready(Ok(()));
             }
-            let io = Pin::new(&mut self.io);
-            let polled = match (self.wbuf.is_empty(), data.is_empty()) {
-                (false, false) => {
-                    let bufs = [io::IoSlice::new(&self.wbuf), io::IoSlice::new(data)];
-                    io.poll_write_vectored(cx, &bufs)
-                }
-                (false, true) => io.poll_write(cx, &self.wbuf),
-                _ => io.poll_write(cx, data),
-            };
-            match polled {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(mut n)) => {
-                    self.write_deadline = None;
-                    let head = n.min(self.wbuf.len());
-                    self.wbuf.advance(head);
-                    n -= head;
-                    data.advance(n);
-                }
+            match h1::io::poll_write_pair(&mut self.io, cx, &mut self.wbuf, data) {
+                Poll::Ready(Ok(_)) => self.write_deadline = None,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     let deadline = *self
@@ -828,7 +807,7 @@ impl ClientConn {
 
 /// How the response body goes to the client (RFC 9112 §6.1-6.3); `coded`:
 /// the headers carry `Transfer-Encoding` (codings besides chunked).
-fn response_framing(
+fn client_framing(
     status: StatusCode,
     headers: &HeaderMap,
     body: &ProxyBody,

@@ -27,11 +27,10 @@ use std::task::{Context, Poll, Waker, ready};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::uri::Authority;
 use http::{Method, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use crate::batch::{Side, Turn};
@@ -48,9 +47,6 @@ const MAX_IDLE: usize = 1024;
 /// 0.2 KiB more per idle client connection held afterwards (benches/README.md,
 /// memory).
 const TIMER_KEPT_IDLE: Duration = Duration::from_secs(1);
-
-/// Room made in the read buffer before each read.
-const READ_CHUNK: usize = 8 * 1024;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -220,10 +216,7 @@ impl UpstreamConn {
 
     /// Reads what the socket has into `rbuf`. `Ok(0)`: the peer closed.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-            self.rbuf.reserve(READ_CHUNK);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
+        h1::io::poll_fill(&mut self.io, cx, &mut self.rbuf)
     }
 
     /// Writes as much of the request as the socket takes now, taking body
@@ -262,26 +255,11 @@ impl UpstreamConn {
             if out.turn.poll(cx, Side::Upstream).is_pending() {
                 return Ok(());
             }
-            let io = Pin::new(&mut self.io);
-            let written = match (self.wbuf.is_empty(), out.data.is_empty()) {
-                (false, false) => {
-                    let bufs = [io::IoSlice::new(&self.wbuf), io::IoSlice::new(&out.data)];
-                    io.poll_write_vectored(cx, &bufs)
-                }
-                (false, true) => io.poll_write(cx, &self.wbuf),
-                _ => io.poll_write(cx, &out.data),
-            };
-            let mut n = match written {
+            match h1::io::poll_write_pair(&mut self.io, cx, &mut self.wbuf, &mut out.data) {
                 Poll::Pending => return Ok(()),
-                Poll::Ready(Ok(0)) => return Err(NativeError::Io(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Ok(_)) => out.wrote_any = true,
                 Poll::Ready(Err(e)) => return Err(NativeError::Io(e)),
-            };
-            out.wrote_any = true;
-            let head = n.min(self.wbuf.len());
-            self.wbuf.advance(head);
-            n -= head;
-            out.data.advance(n);
+            }
         }
     }
 
