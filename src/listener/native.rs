@@ -547,8 +547,7 @@ impl ClientConn {
                             crate::proxy::ProxyError::UpstreamProtocol,
                         );
                         let (h, b) = resp.into_parts();
-                        let f =
-                            client_framing(h.status, &h.headers, &b, head_only, version, false);
+                        let f = client_framing(h.status, &h.headers, &b, head_only, version, false);
                         write_response_head(
                             &mut self.wbuf,
                             h.status,
