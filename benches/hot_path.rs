@@ -73,7 +73,7 @@ fn write_head(out: &mut bytes::BytesMut, h: &HeaderMap) {
         out,
         http::StatusCode::OK,
         h,
-        switchyard::h1::head::ResponseFraming::Length(5120),
+        switchyard::h1::Framing::Length(5120),
         http::Version::HTTP_11,
         true,
     );

@@ -255,18 +255,18 @@ proptest! {
     ) {
         let mut out = BytesMut::new();
         let mut rest = &data[..];
-        let mut any = false;
+        let mut encoder = switchyard::h1::Encoder::new(Framing::Chunked);
         for cut in cuts.iter().cycle() {
             if rest.is_empty() {
                 break;
             }
             let n = (*cut).min(rest.len());
-            switchyard::h1::framing::chunk_start(&mut out, n, any);
-            out.extend_from_slice(&rest[..n]);
+            let mut piece = Bytes::copy_from_slice(&rest[..n]);
+            prop_assert!(encoder.encode(&mut out, &mut piece).is_ok());
+            out.extend_from_slice(&piece);
             rest = &rest[n..];
-            any = true;
         }
-        switchyard::h1::framing::chunked_end(&mut out, any);
+        prop_assert!(encoder.finish(&mut out).is_ok());
         let wire = [&out[..], NEXT].concat();
         prop_assert_eq!(native(&wire, &steps), Ok((data, NEXT.to_vec())));
     }

@@ -374,12 +374,100 @@ impl Decoder {
     }
 }
 
-/// Writes the line that starts a chunk of `len` bytes (after the CRLF that
-/// ends the previous chunk, when there was one).
-pub fn chunk_start(out: &mut BytesMut, len: usize, after_chunk: bool) {
-    if after_chunk {
-        out.extend_from_slice(b"\r\n");
+/// The body's data did not match its `Content-Length`: more than it said
+/// (the rest was cut off) or, at the end, less.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("body does not match its Content-Length")]
+pub struct LengthMismatch;
+
+/// Frames a body for the wire, for both native sides (the server's
+/// responses, the pool's requests): a chunk-size line before each piece
+/// under chunked and the last chunk at the end; under a length, the count.
+/// The data itself is not copied here: the caller writes it after `out`.
+#[derive(Debug, Clone, Copy)]
+pub struct Encoder {
+    framing: Framing,
+    /// Under `Length`, bytes still due.
+    left: u64,
+    /// A chunk has been written (the next needs a CRLF first).
+    chunked_any: bool,
+    done: bool,
+}
+
+impl Encoder {
+    /// An encoder for a body framed as `framing`; `Empty` is done from the start.
+    pub fn new(framing: Framing) -> Self {
+        Self {
+            framing,
+            left: match framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
+            chunked_any: false,
+            done: framing == Framing::Empty,
+        }
     }
+
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// Whether the body has ended (or never had any bytes to send).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Frames one piece of data: its chunk-size line goes into `out`, and
+    /// `data` is what to write after it (emptied when the framing sends no
+    /// body). Data past the length is cut off and reported.
+    pub fn encode(&mut self, out: &mut BytesMut, data: &mut Bytes) -> Result<(), LengthMismatch> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match self.framing {
+            Framing::Empty => data.clear(),
+            Framing::Chunked => {
+                if self.chunked_any {
+                    out.extend_from_slice(b"\r\n");
+                }
+                chunk_size_line(out, data.len());
+                self.chunked_any = true;
+            }
+            Framing::Length(_) => {
+                if data.len() as u64 > self.left {
+                    data.truncate(usize::try_from(self.left).unwrap_or(usize::MAX));
+                    self.left = 0;
+                    return Err(LengthMismatch);
+                }
+                self.left -= data.len() as u64;
+            }
+            Framing::Close => {}
+        }
+        Ok(())
+    }
+
+    /// Ends the body: the last chunk under chunked (no trailers). A length
+    /// not reached is reported. Ending twice does nothing.
+    pub fn finish(&mut self, out: &mut BytesMut) -> Result<(), LengthMismatch> {
+        if std::mem::replace(&mut self.done, true) {
+            return Ok(());
+        }
+        match self.framing {
+            Framing::Chunked => {
+                if self.chunked_any {
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\n\r\n");
+                Ok(())
+            }
+            Framing::Length(_) if self.left > 0 => Err(LengthMismatch),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Writes `len` in hex and the CRLF that ends a chunk-size line.
+fn chunk_size_line(out: &mut BytesMut, len: usize) {
     let mut digits = [0u8; 16];
     let mut i = digits.len();
     let mut n = len;
@@ -393,14 +481,6 @@ pub fn chunk_start(out: &mut BytesMut, len: usize, after_chunk: bool) {
     }
     out.extend_from_slice(&digits[i..]);
     out.extend_from_slice(b"\r\n");
-}
-
-/// Writes the end of a chunked body (the last chunk, no trailers).
-pub fn chunked_end(out: &mut BytesMut, after_chunk: bool) {
-    if after_chunk {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"0\r\n\r\n");
 }
 
 #[cfg(test)]
@@ -537,12 +617,57 @@ mod tests {
         );
     }
 
+    /// What `encoder` writes for `pieces`, data behind each line, then its end.
+    fn encode_all(framing: Framing, pieces: &[&[u8]]) -> (Vec<u8>, Vec<bool>) {
+        let mut enc = Encoder::new(framing);
+        let mut out = BytesMut::new();
+        let mut fits = Vec::new();
+        for p in pieces {
+            let mut data = Bytes::copy_from_slice(p);
+            fits.push(enc.encode(&mut out, &mut data).is_ok());
+            out.extend_from_slice(&data);
+        }
+        fits.push(enc.finish(&mut out).is_ok());
+        assert!(enc.is_done());
+        (out.to_vec(), fits)
+    }
+
     #[test]
     fn chunk_lines_are_lowercase_hex() {
-        let mut out = BytesMut::new();
-        chunk_start(&mut out, 0x1a2b, false);
-        chunk_start(&mut out, 1, true);
-        chunked_end(&mut out, true);
-        assert_eq!(&out[..], b"1a2b\r\n\r\n1\r\n\r\n0\r\n\r\n");
+        let big = vec![b'a'; 0x1a2b];
+        let (wire, fits) = encode_all(Framing::Chunked, &[&big, b"", b"z"]);
+        let mut want = b"1a2b\r\n".to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(b"\r\n1\r\nz\r\n0\r\n\r\n");
+        assert_eq!(wire, want);
+        assert_eq!(fits, [true; 4]);
+        assert_eq!(encode_all(Framing::Chunked, &[]).0, b"0\r\n\r\n");
+    }
+
+    #[test]
+    fn a_length_is_held_to_both_ways() {
+        assert_eq!(
+            encode_all(Framing::Length(5), &[b"ab", b"cde"]),
+            (b"abcde".to_vec(), vec![true, true, true])
+        );
+        // Past the length: cut there, and said.
+        assert_eq!(
+            encode_all(Framing::Length(3), &[b"ab", b"cde"]),
+            (b"abc".to_vec(), vec![true, false, true])
+        );
+        // Short of it: said at the end.
+        assert_eq!(
+            encode_all(Framing::Length(5), &[b"ab"]),
+            (b"ab".to_vec(), vec![true, false])
+        );
+        // No body on the wire, whatever the data.
+        assert_eq!(
+            encode_all(Framing::Empty, &[b"ab"]),
+            (Vec::new(), vec![true, true])
+        );
+        assert_eq!(
+            encode_all(Framing::Close, &[b"ab", b"c"]),
+            (b"abc".to_vec(), vec![true, true, true])
+        );
     }
 }

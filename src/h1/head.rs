@@ -441,18 +441,6 @@ pub fn parse_request(
     Ok(Some(RequestHead { parts, raw }))
 }
 
-/// How a response body goes to the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponseFraming {
-    /// No body is sent (HEAD, 1xx, 204, 304), whatever the headers say.
-    None,
-    /// `Content-Length` (already among the headers, or added).
-    Length(u64),
-    Chunked,
-    /// The body ends with the connection (an HTTP/1.0 client, length unknown).
-    Close,
-}
-
 /// Writes a response head: the status line, the headers as given but for
 /// `Connection` (replaced by what `keep_alive` says for `version`), the
 /// framing header, and `Date` when the headers have none.
@@ -460,7 +448,7 @@ pub fn write_response_head(
     out: &mut BytesMut,
     status: StatusCode,
     headers: &HeaderMap,
-    framing: ResponseFraming,
+    framing: Framing,
     version: Version,
     keep_alive: bool,
 ) {
@@ -480,13 +468,13 @@ pub fn write_response_head(
         out.put_slice(b"\r\n");
     }
     match framing {
-        ResponseFraming::Length(n) if !headers.contains_key(header::CONTENT_LENGTH) => {
+        Framing::Length(n) if !headers.contains_key(header::CONTENT_LENGTH) => {
             out.put_slice(b"content-length: ");
             out.put_slice(itoa::Buffer::new().format(n).as_bytes());
             out.put_slice(b"\r\n");
         }
         // A `Transfer-Encoding` among the headers already ends in chunked.
-        ResponseFraming::Chunked if !headers.contains_key(header::TRANSFER_ENCODING) => {
+        Framing::Chunked if !headers.contains_key(header::TRANSFER_ENCODING) => {
             out.put_slice(b"transfer-encoding: chunked\r\n");
         }
         _ => {}

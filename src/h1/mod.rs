@@ -1,10 +1,12 @@
-//! HTTP/1.1 on the wire without hyper: message heads parsed with `httparse`
-//! into `http` types and written back out ([`head`]), and body framing —
-//! `Content-Length`, chunked, until close — in both directions ([`framing`]).
+//! HTTP/1.1 on the wire without hyper, one copy for both native sides:
+//! message heads parsed with `httparse` into `http` types and written back
+//! out ([`head`]), body framing (one [`Framing`] table; `Content-Length`,
+//! chunked, until close) read by a [`Decoder`] and written by an
+//! [`Encoder`] ([`framing`]), and the socket's read and vectored write ([`io`]).
 //!
 //! The proxy speaks it itself where that is most of the work: to cleartext
 //! HTTP/1.x clients (`listener::native`) and cleartext HTTP/1.1 upstreams
-//! (`proxy::upstream`). Parsing stays strict where a lenient
+//! (`upstream::pool`). Parsing stays strict where a lenient
 //! reading could frame a message differently from the peer (request
 //! smuggling): conflicting `Content-Length` values, a transfer coding that is
 //! not chunked, a malformed chunk size are errors, never guesses.
@@ -13,5 +15,5 @@ pub mod framing;
 pub mod head;
 pub mod io;
 
-pub use framing::{Decoded, Decoder, Framing, FramingError};
+pub use framing::{Decoded, Decoder, Encoder, Framing, FramingError, LengthMismatch};
 pub use head::{HeadError, ResponseHead};

@@ -49,8 +49,8 @@ use super::lot::{Lot, Resting, close_idle};
 use super::{ClientStream, ConnTask, OpenConn};
 use crate::batch::{Side, Turn};
 use crate::body::{PipeError, PipeWriter, RequestBody, Room};
-use crate::h1::head::{ResponseFraming, write_response_head};
-use crate::h1::{self, Decoded, Decoder, Framing};
+use crate::h1::head::write_response_head;
+use crate::h1::{self, Decoded, Decoder, Encoder, Framing};
 use crate::metrics::ClientTimeout;
 use crate::proxy::{Proxy, ProxyBody};
 use crate::state::Shared;
@@ -354,12 +354,9 @@ impl Feeder {
 /// The response on its way out.
 struct ResponseOut {
     body: ProxyBody,
-    framing: ResponseFraming,
-    /// Bytes due under `Content-Length`.
-    left: u64,
-    chunked_any: bool,
+    encoder: Encoder,
+    /// Body data too large to copy, written after `wbuf`.
     data: Bytes,
-    body_done: bool,
     /// The body did not match its framing (or failed): close after it.
     broken: bool,
     /// The first write waits for its turn in the thread's batch.
@@ -367,17 +364,11 @@ struct ResponseOut {
 }
 
 impl ResponseOut {
-    fn new(body: ProxyBody, framing: ResponseFraming) -> Self {
+    fn new(body: ProxyBody, framing: Framing) -> Self {
         Self {
             body,
-            framing,
-            left: match framing {
-                ResponseFraming::Length(n) => n,
-                _ => 0,
-            },
-            chunked_any: false,
+            encoder: Encoder::new(framing),
             data: Bytes::new(),
-            body_done: framing == ResponseFraming::None,
             broken: false,
             turn: Turn::default(),
         }
@@ -525,16 +516,16 @@ impl ClientConn {
             // their connection) and in one write.
             let mut first = None;
             let mut ended = false;
-            if !coded && matches!(framing, ResponseFraming::Chunked | ResponseFraming::Close) {
+            if !coded && matches!(framing, Framing::Chunked | Framing::Close) {
                 match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
                     Poll::Ready(None) => {
-                        framing = ResponseFraming::Length(0);
+                        framing = Framing::Length(0);
                         ended = true;
                     }
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Ok(d) = frame.into_data() {
                             if body.is_end_stream() {
-                                framing = ResponseFraming::Length(d.len() as u64);
+                                framing = Framing::Length(d.len() as u64);
                             }
                             first = Some(d);
                         }
@@ -565,7 +556,7 @@ impl ClientConn {
             }
             let keep = wants_keep
                 && !stopping
-                && framing != ResponseFraming::Close
+                && framing != Framing::Close
                 && h1::head::persistent(Version::HTTP_11, &head.headers)
                 && feeder.as_ref().is_none_or(Feeder::complete);
             write_response_head(
@@ -700,7 +691,7 @@ impl ClientConn {
     ) -> Poll<io::Result<()>> {
         loop {
             let mut waiting = false;
-            if out.data.is_empty() && !out.body_done && self.wbuf.len() < 2 * COPY_MAX {
+            if out.data.is_empty() && !out.encoder.is_done() && self.wbuf.len() < 2 * COPY_MAX {
                 match Pin::new(&mut out.body).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Ok(d) = frame.into_data() {
@@ -727,7 +718,7 @@ impl ClientConn {
             let written = self.poll_write_out(cx, &mut data);
             out.data = data;
             match written {
-                Poll::Ready(Ok(())) if out.body_done => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) if out.encoder.is_done() => return Poll::Ready(Ok(())),
                 // All out, and the body's waker is registered.
                 Poll::Ready(Ok(())) if waiting => return Poll::Pending,
                 // All out: room for the frames that did not fit.
@@ -738,24 +729,9 @@ impl ClientConn {
     }
 
     fn encode(&mut self, out: &mut ResponseOut, mut d: Bytes) {
-        if d.is_empty() {
-            return;
-        }
-        match out.framing {
-            ResponseFraming::None => return,
-            ResponseFraming::Chunked => {
-                h1::framing::chunk_start(&mut self.wbuf, d.len(), out.chunked_any);
-                out.chunked_any = true;
-            }
-            ResponseFraming::Length(_) => {
-                if d.len() as u64 > out.left {
-                    // More than the length said: send what it said, then close.
-                    d.truncate(out.left as usize);
-                    out.broken = true;
-                }
-                out.left -= d.len() as u64;
-            }
-            ResponseFraming::Close => {}
+        if out.encoder.encode(&mut self.wbuf, &mut d).is_err() {
+            // More than the length said: what it said is sent, then the close.
+            out.broken = true;
         }
         if d.len() <= COPY_MAX {
             self.wbuf.extend_from_slice(&d);
@@ -765,14 +741,8 @@ impl ClientConn {
     }
 
     fn end_body(&mut self, out: &mut ResponseOut) {
-        if out.body_done {
-            return;
-        }
-        out.body_done = true;
-        match out.framing {
-            ResponseFraming::Chunked => h1::framing::chunked_end(&mut self.wbuf, out.chunked_any),
-            ResponseFraming::Length(_) if out.left > 0 => out.broken = true,
-            _ => {}
+        if out.encoder.finish(&mut self.wbuf).is_err() {
+            out.broken = true;
         }
     }
 
@@ -813,31 +783,31 @@ fn client_framing(
     head_only: bool,
     version: Version,
     coded: bool,
-) -> ResponseFraming {
+) -> Framing {
     if head_only
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
-        return ResponseFraming::None;
+        return Framing::Empty;
     }
     if coded {
         // Codings the upstream applied, kept (`headers::strip_hop_by_hop_response`):
         // chunked on top, and never a length beside them.
-        return ResponseFraming::Chunked;
+        return Framing::Chunked;
     }
     match h1::head::content_length(headers) {
-        Ok(Some(n)) => return ResponseFraming::Length(n),
-        Err(_) => return ResponseFraming::Close,
+        Ok(Some(n)) => return Framing::Length(n),
+        Err(_) => return Framing::Close,
         Ok(None) => {}
     }
     if let Some(n) = body.size_hint().exact() {
-        return ResponseFraming::Length(n);
+        return Framing::Length(n);
     }
     if version == Version::HTTP_11 {
-        ResponseFraming::Chunked
+        Framing::Chunked
     } else {
-        ResponseFraming::Close
+        Framing::Close
     }
 }
 

@@ -25,17 +25,18 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker, ready};
 use std::thread::ThreadId;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::uri::Authority;
 use http::{Method, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::batch::{Side, Turn};
-use crate::body::UpstreamBody;
-use crate::h1::{self, Decoded, Decoder, Framing, HeadError};
+use crate::body::{BoxError, UpstreamBody};
+use crate::h1::{self, Decoded, Decoder, Encoder, Framing, HeadError};
 
 /// Idle connections kept per target and runtime.
 const MAX_IDLE: usize = 1024;
@@ -47,8 +48,6 @@ const MAX_IDLE: usize = 1024;
 /// 0.2 KiB more per idle client connection held afterwards (benches/README.md,
 /// memory).
 const TIMER_KEPT_IDLE: Duration = Duration::from_secs(1);
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why an exchange with the upstream failed.
 #[derive(Debug, thiserror::Error)]
@@ -113,11 +112,7 @@ struct UpstreamConn {
 /// The request as it is being written.
 struct RequestOut {
     body: Option<UpstreamBody>,
-    framing: Framing,
-    /// Under `Content-Length`, body bytes still due.
-    left: u64,
-    /// A chunk has been written (the next needs a CRLF first).
-    chunked_any: bool,
+    encoder: Encoder,
     /// Body data to write after the connection's `wbuf`.
     data: Bytes,
     /// Any of the body was taken from the client (it cannot be sent again).
@@ -136,15 +131,9 @@ impl RequestOut {
     }
 
     fn new(body: Option<UpstreamBody>, framing: Framing) -> Self {
-        let left = match framing {
-            Framing::Length(n) => n,
-            _ => 0,
-        };
         Self {
             body: body.filter(|_| framing != Framing::Empty),
-            framing,
-            left,
-            chunked_any: false,
+            encoder: Encoder::new(framing),
             data: Bytes::new(),
             body_read: false,
             wrote_any: false,
@@ -171,30 +160,19 @@ impl RequestOut {
         match frame {
             None => {
                 self.body = None;
-                match self.framing {
-                    Framing::Chunked => h1::framing::chunked_end(wbuf, self.chunked_any),
-                    Framing::Length(_) if self.left > 0 => return Err(NativeError::BodyLength),
-                    _ => {}
-                }
+                self.encoder
+                    .finish(wbuf)
+                    .map_err(|_| NativeError::BodyLength)?;
             }
             Some(Err(e)) => return Err(NativeError::Body(e)),
             Some(Ok(frame)) => {
                 // Trailers are not forwarded.
-                let Ok(data) = frame.into_data() else {
+                let Ok(mut data) = frame.into_data() else {
                     return Ok(());
                 };
-                if data.is_empty() {
-                    return Ok(());
-                }
-                if self.framing == Framing::Chunked {
-                    h1::framing::chunk_start(wbuf, data.len(), self.chunked_any);
-                    self.chunked_any = true;
-                } else {
-                    self.left = self
-                        .left
-                        .checked_sub(data.len() as u64)
-                        .ok_or(NativeError::BodyLength)?;
-                }
+                self.encoder
+                    .encode(wbuf, &mut data)
+                    .map_err(|_| NativeError::BodyLength)?;
                 self.data = data;
             }
         }
@@ -459,11 +437,8 @@ impl H1Pool {
 
     /// Connects within the connect timeout, and not past `deadline` (the
     /// response's).
-    async fn connect(
-        &self,
-        deadline: tokio::time::Instant,
-    ) -> Result<Box<UpstreamConn>, NativeError> {
-        let limit = tokio::time::Instant::now() + self.connect;
+    async fn connect(&self, deadline: Instant) -> Result<Box<UpstreamConn>, NativeError> {
+        let limit = Instant::now() + self.connect;
         let stream = tokio::time::timeout_at(limit.min(deadline), connect_to(&self.address))
             .await
             .map_err(|_| {
@@ -497,7 +472,7 @@ impl H1Pool {
         async move {
             let framing = framing?;
             let now = Instant::now();
-            let deadline = tokio::time::Instant::from_std(now + timeout);
+            let deadline = now + timeout;
             let (mut conn, mut reused) = match self.take(now) {
                 Some(c) => (c, true),
                 // Boxed, like the reconnect below: resolving and connecting make
