@@ -19,14 +19,16 @@
 //! ```text
 //!  app, demo                                  wiring, shutdown, the demo
 //!  listener                                   accept, native HTTP/1 and hyper servers
-//!  proxy                                      the request path
+//!  proxy                                      the request path: admit -> decide -> target
+//!                                             -> pin -> rewrite -> forward -> respond
 //!  balance   checks   reload   admin          target choice, health checks, reloads, admin API
 //!  state                                      Snapshot + live per-target state
 //!  store     upstream                         sessions; target pools and retry budget
 //!  metrics   health   body                    label handles; health state machine; body adapters
 //!  assign                                     pure decision over a Routing view
 //!  config                                     raw -> validated Config
-//!  clock  h1  tls  batch  tunnels             ground
+//!  clock  h1  tls  batch  tunnels             ground (h1: the HTTP/1 wire, one copy for
+//!                                             the native server and the native pool)
 //! ```
 //!
 //! Glossary: a **group** is a named set of upstream **targets** running one version

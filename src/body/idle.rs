@@ -206,7 +206,7 @@ impl ClientBody {
 
 impl http_body::Body for ClientBody {
     type Data = bytes::Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = super::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

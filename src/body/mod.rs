@@ -15,3 +15,7 @@ pub mod replay;
 pub use idle::{BodyCut, BodyVerdict, ClientBody, IdleTimer, Verdict, poll_deadline};
 pub use incoming::{PipeError, PipeReader, PipeWriter, RequestBody, Room, pipe};
 pub use replay::{Replay, UpstreamBody};
+
+/// The error of every body on the request path, either way: hyper's,
+/// the native HTTP/1 code's, or a timeout's.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

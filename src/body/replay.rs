@@ -99,7 +99,7 @@ impl Replay {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = super::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,

@@ -9,7 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::activity::InFlightRequest;
-use crate::body::{BodyCut, IdleTimer};
+use crate::body::{BodyCut, BoxError, IdleTimer};
 use crate::state::InFlight;
 use crate::upstream::NativeBody;
 
@@ -105,8 +105,6 @@ impl ProxyBody {
         self.request = Some(request);
     }
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Body for ProxyBody {
     type Data = Bytes;
