@@ -121,7 +121,7 @@ fn benches(c: &mut Criterion) {
     ) else {
         return;
     };
-    let valid = snap.codec.encode(&pin);
+    let valid = snap.routes[0].codec.encode(&pin);
     let mut tampered = valid.clone().into_bytes();
     let mid = tampered.len() / 2;
     tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
@@ -136,7 +136,7 @@ fn benches(c: &mut Criterion) {
     let sticky_cookie = format!("theme=dark; switchyard={valid}");
     let rewrite = |h: &mut HeaderMap| {
         headers::strip_hop_by_hop(h);
-        headers::strip_sticky_cookie(h, "switchyard");
+        headers::strip_sticky_cookie(h, &["switchyard"]);
         headers::set_forwarded(h, &peer, false, &host, "https");
     };
     let mut out = String::with_capacity(256);
@@ -146,42 +146,47 @@ fn benches(c: &mut Criterion) {
             "cookie_encode (into a reused buffer)",
             allocs_per_call(|| {
                 out.clear();
-                snap.codec.encode_into(&pin, &mut out);
+                snap.routes[0].codec.encode_into(&pin, &mut out);
             }),
         ),
         (
             "cookie_verify_valid",
             allocs_per_call(|| {
-                let _ = black_box(snap.codec.verify(&valid));
+                let _ = black_box(snap.routes[0].codec.verify(&valid));
             }),
         ),
         (
             "cookie_verify_tampered",
             allocs_per_call(|| {
-                let _ = black_box(snap.codec.verify(&tampered));
+                let _ = black_box(snap.routes[0].codec.verify(&tampered));
             }),
         ),
         (
             "cookie_verify_garbage",
             allocs_per_call(|| {
-                let _ = black_box(snap.codec.verify("not-a-cookie"));
+                let _ = black_box(snap.routes[0].codec.verify("not-a-cookie"));
             }),
         ),
         (
             "decide_sticky",
             allocs_per_call(|| {
                 let view = RequestView {
-                    cookie: read_cookie(&snap.codec, Some(valid.as_str())),
+                    cookie: read_cookie(&snap.routes[0].codec, Some(valid.as_str())),
                     ..Default::default()
                 };
-                black_box(decide(&snap.routing, &view, now + 10, &mut || [7; 16]));
+                black_box(decide(
+                    &snap.routes[0].routing,
+                    &view,
+                    now + 10,
+                    &mut || [7; 16],
+                ));
             }),
         ),
         (
             "decide_new_client",
             allocs_per_call(|| {
                 black_box(decide(
-                    &snap.routing,
+                    &snap.routes[0].routing,
                     &RequestView::default(),
                     now,
                     &mut || [9; 16],
@@ -242,25 +247,29 @@ fn benches(c: &mut Criterion) {
         let mut out = String::with_capacity(256);
         b.iter(|| {
             out.clear();
-            snap.codec.encode_into(black_box(&pin), &mut out);
+            snap.routes[0].codec.encode_into(black_box(&pin), &mut out);
         })
     });
     c.bench_function("cookie_verify_valid", |b| {
-        b.iter(|| snap.codec.verify(black_box(&valid)))
+        b.iter(|| snap.routes[0].codec.verify(black_box(&valid)))
     });
     c.bench_function("cookie_verify_tampered", |b| {
-        b.iter(|| snap.codec.verify(black_box(&tampered)))
+        b.iter(|| snap.routes[0].codec.verify(black_box(&tampered)))
     });
     c.bench_function("cookie_verify_garbage", |b| {
-        b.iter(|| snap.codec.verify(black_box("not-a-cookie-at-all")))
+        b.iter(|| {
+            snap.routes[0]
+                .codec
+                .verify(black_box("not-a-cookie-at-all"))
+        })
     });
     c.bench_function("decide_sticky", |b| {
         b.iter(|| {
             let view = RequestView {
-                cookie: read_cookie(&snap.codec, Some(black_box(valid.as_str()))),
+                cookie: read_cookie(&snap.routes[0].codec, Some(black_box(valid.as_str()))),
                 ..Default::default()
             };
-            decide(&snap.routing, &view, now + 10, &mut || [7; 16])
+            decide(&snap.routes[0].routing, &view, now + 10, &mut || [7; 16])
         })
     });
     c.bench_function("decide_new_client", |b| {
@@ -268,7 +277,7 @@ fn benches(c: &mut Criterion) {
         let mut n = 0u128;
         b.iter(|| {
             n += 1;
-            decide(&snap.routing, black_box(&view), now, &mut || {
+            decide(&snap.routes[0].routing, black_box(&view), now, &mut || {
                 n.to_be_bytes()
             })
         })

@@ -25,7 +25,7 @@
 //!  state                                      Snapshot + live per-target state
 //!  store     upstream                         sessions; target pools and retry budget
 //!  metrics   health   body                    label handles; health state machine; body adapters
-//!  assign                                     pure decision over a Routing view
+//!  assign    route                            pure decision over a Routing view; which route
 //!  config                                     raw -> validated Config
 //!  clock  h1  tls  batch  tunnels             ground (h1: the HTTP/1 wire, one copy for
 //!                                             the native server and the native pool)
@@ -54,6 +54,7 @@ pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod route;
 pub mod state;
 pub mod store;
 pub mod tls;

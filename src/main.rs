@@ -363,9 +363,22 @@ fn print_summary(path: &Path, cfg: &Config) {
             }
         );
     }
+    println!(
+        "  form: {}",
+        match cfg.form {
+            config::ConfigForm::GroupsOnly =>
+                "groups only (one catch-all route, `groups:` weights)",
+            config::ConfigForm::Routes => "routes (each route splits between `groups:`)",
+        }
+    );
     let s = &cfg.sticky;
     println!(
-        "  sticky cookie `{}`, ttl {}, {} key(s)",
+        "  sticky{} cookie `{}`, ttl {}, {} key(s)",
+        if cfg.form == config::ConfigForm::Routes {
+            " defaults:"
+        } else {
+            ""
+        },
         s.cookie_name.as_str(),
         config::duration::format_duration(std::time::Duration::from_secs(u64::from(s.ttl.secs()))),
         s.keys.len()
@@ -389,15 +402,22 @@ fn print_summary(path: &Path, cfg: &Config) {
             config::duration::format_duration(st.cache_ttl)
         ),
     }
+    if cfg.form == config::ConfigForm::Routes {
+        print_routes(cfg);
+    }
     for g in &cfg.groups {
-        let share = 100.0 * cfg.share(g);
-        let drain = if g.drain { "  (draining)" } else { "" };
-        println!(
-            "  group {:<12} weight {:>6}  share {:>6.2}%{drain}",
-            g.name.as_str(),
-            g.weight.get(),
-            share
-        );
+        if cfg.form == config::ConfigForm::Routes {
+            println!("  group {}", g.name.as_str());
+        } else {
+            let share = 100.0 * cfg.share(g);
+            let drain = if g.drain { "  (draining)" } else { "" };
+            println!(
+                "  group {:<12} weight {:>6}  share {:>6.2}%{drain}",
+                g.name.as_str(),
+                g.weight.get(),
+                share
+            );
+        }
         if g.tls.is_some() || g.protocol != config::UpstreamProtocol::Http1 {
             let proto = if g.protocol == config::UpstreamProtocol::Http2 {
                 "h2"
@@ -412,6 +432,31 @@ fn print_summary(path: &Path, cfg: &Config) {
                 "    target {:<28} weight {}",
                 t.address.as_str(),
                 t.weight.get()
+            );
+        }
+    }
+}
+
+/// Each route in the order it is evaluated within a host tier (the order
+/// written): what it takes, its cookie, and its split.
+fn print_routes(cfg: &Config) {
+    for r in &cfg.routes {
+        println!("  route {}: {}", r.name.as_str(), r.matches);
+        println!(
+            "    cookie `{}` (path {}), ttl {}",
+            r.sticky.cookie_name.as_str(),
+            r.sticky.path,
+            config::duration::format_duration(std::time::Duration::from_secs(u64::from(
+                r.sticky.ttl.secs()
+            )))
+        );
+        for s in &r.split {
+            let drain = if s.drain { "  (draining)" } else { "" };
+            println!(
+                "    -> {:<12} weight {:>6}  share {:>6.2}%{drain}",
+                cfg.groups[s.group].name.as_str(),
+                s.weight.get(),
+                100.0 * r.share_of(s.group)
             );
         }
     }

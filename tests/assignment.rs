@@ -206,6 +206,7 @@ async fn every_tampered_cookie_is_a_fresh_assignment_never_an_error() {
         "switchyard",
         "",
         "/",
+        None,
     );
     let pin = Pin::new([1; 16], "green", 0, 1, u32::MAX).unwrap_or_else(|| panic!("pin"));
     let forged = other.encode(&pin);
@@ -256,7 +257,7 @@ async fn an_expired_cookie_is_reassigned_with_its_client_id() {
     // The test holds the key, so it can write an authentic cookie that expired a
     // second ago: the clock is injected through the cookie, no sleeping.
     let key = ok(CookieKey::try_new(ok(decode_key(TEST_KEY), "b64")), "key");
-    let codec = CookieCodec::with_binding(&[key], "switchyard", "", "/");
+    let codec = CookieCodec::with_binding(&[key], "switchyard", "", "/", None);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as u32)

@@ -133,7 +133,10 @@ pub fn status(snap: &Snapshot, shared: &Shared) -> serde_json::Value {
                 "weight": g.weight,
                 "drain": g.drain,
                 "share_percent": (g.share * 10_000.0).round() / 100.0,
-                "buckets": snap.routing.table().buckets_of(i),
+                // Buckets are a route's; the groups-only form has one route.
+                "buckets": (snap.config.form == crate::config::ConfigForm::GroupsOnly)
+                    .then(|| snap.routes.first().map(|r| r.routing.table().buckets_of(i)))
+                    .flatten(),
                 "targets": targets,
             })
         })
@@ -188,5 +191,38 @@ pub fn status(snap: &Snapshot, shared: &Shared) -> serde_json::Value {
             "ephemeral_key": sticky.ephemeral_key,
         },
         "groups": groups,
+        "routes": routes_status(snap),
     })
+}
+
+/// Each route: its cookie and lifetime, and each group of its split with its
+/// weight, drain flag, share of new clients and buckets.
+fn routes_status(snap: &Snapshot) -> Vec<serde_json::Value> {
+    snap.config
+        .routes
+        .iter()
+        .zip(&snap.routes)
+        .map(|(spec, route)| {
+            let split: Vec<_> = spec
+                .split
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "group": snap.groups[s.group].name.as_str(),
+                        "weight": s.weight.get(),
+                        "drain": s.drain,
+                        "share_percent": (spec.share_of(s.group) * 10_000.0).round() / 100.0,
+                        "buckets": route.routing.table().buckets_of(s.group),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": spec.name.as_str(),
+                "cookie": route.sticky.cookie_name.as_str(),
+                "cookie_path": route.sticky.path,
+                "ttl": format_duration(Duration::from_secs(u64::from(route.sticky.ttl.secs()))),
+                "split": split,
+            })
+        })
+        .collect()
 }

@@ -1,9 +1,12 @@
 //! The sticky cookie codec: `v1.<base64url(payload)>.<base64url(HMAC-SHA256)>`.
 //!
-//! Payload (big-endian, 33 bytes + group name):
-//! `key id u32 | client id [16] | issued-at u32 | expires-at u32 | target id u32 | len u8 | group`.
-//! The MAC covers a binding of the cookie's name, domain and path followed by
-//! `"v1." + payload`, so a value cannot be replayed under another cookie. The key
+//! Payload (big-endian, 33 bytes + group name, + 4 after a write):
+//! `key id u32 | client id [16] | issued-at u32 | expires-at u32 | target id u32 | len u8 | group
+//! [| writes-until u32]`. The last field is there only while a route's
+//! read-your-writes window is open, so every other pin is as it always was.
+//! The MAC covers a binding of the cookie's name, domain and path (and, for a
+//! route of `routes:`, the route's name) followed by `"v1." + payload`, so a
+//! value cannot be replayed under another cookie or on another route. The key
 //! id (a fingerprint of the key, not its position) lets rotation add keys in front.
 
 use std::fmt;
@@ -13,7 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::config::{CookieKey, Sticky};
+use crate::config::{CookieKey, PinCarrier, Sticky};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -23,7 +26,7 @@ const PREFIX: &str = "v1.";
 const MAC_LEN: usize = 32;
 const FIXED_LEN: usize = 4 + 16 + 4 + 4 + 4 + 1;
 const MAX_GROUP_LEN: usize = 32;
-const MAX_PAYLOAD: usize = FIXED_LEN + MAX_GROUP_LEN;
+const MAX_PAYLOAD: usize = FIXED_LEN + MAX_GROUP_LEN + 4;
 
 /// A client's random identity; its bucket is derived from it.
 pub type ClientId = [u8; 16];
@@ -35,6 +38,9 @@ pub struct Pin {
     pub issued_at: u32,
     pub expires_at: u32,
     pub target: u32,
+    /// Until when (Unix seconds) the client's reads go to its route's
+    /// `writes` group, after a write; 0: no window open.
+    pub writes_until: u32,
     group: [u8; MAX_GROUP_LEN],
     group_len: u8,
 }
@@ -58,6 +64,7 @@ impl Pin {
             issued_at,
             expires_at,
             target,
+            writes_until: 0,
             group: buf,
             group_len: g.len() as u8,
         })
@@ -145,21 +152,47 @@ pub fn key_id(key: &CookieKey) -> u32 {
 impl CookieCodec {
     /// Prepares the keys of `sticky`; the first one signs.
     pub fn new(sticky: &Sticky) -> Self {
-        Self::with_binding(
-            &sticky.keys,
-            sticky.cookie_name.as_str(),
-            sticky.domain.as_deref().unwrap_or(""),
-            &sticky.path,
-        )
+        Self::for_route(sticky, None)
     }
 
-    pub fn with_binding(keys: &[CookieKey], name: &str, domain: &str, path: &str) -> Self {
+    /// Prepares the keys of a route's `sticky`; `route`: the name its pins
+    /// are bound to (`None`: the groups-only form's route, whose pins are
+    /// bound to the cookie alone, as they were before routes).
+    pub fn for_route(sticky: &Sticky, route: Option<&str>) -> Self {
+        match &sticky.carrier {
+            PinCarrier::Cookie => Self::with_binding(
+                &sticky.keys,
+                sticky.cookie_name.as_str(),
+                sticky.domain.as_deref().unwrap_or(""),
+                &sticky.path,
+                route,
+            ),
+            // No cookie's binding can be "header" for a domain: a cookie
+            // value is never taken from a header, nor the other way.
+            PinCarrier::Header(name) => {
+                Self::with_binding(&sticky.keys, name.as_str(), "header", "", route)
+            }
+        }
+    }
+
+    pub fn with_binding(
+        keys: &[CookieKey],
+        name: &str,
+        domain: &str,
+        path: &str,
+        route: Option<&str>,
+    ) -> Self {
         let keys = keys
             .iter()
             .filter_map(|k| {
                 let mut mac = HmacSha256::new_from_slice(k.bytes()).ok()?;
                 for part in [name, domain, path] {
                     mac.update(part.as_bytes());
+                    mac.update(b"\0");
+                }
+                if let Some(route) = route {
+                    mac.update(b"route\0");
+                    mac.update(route.as_bytes());
                     mac.update(b"\0");
                 }
                 Some(PreparedKey {
@@ -183,6 +216,12 @@ impl CookieCodec {
         payload[32] = pin.group_len;
         let len = FIXED_LEN + usize::from(pin.group_len);
         payload[FIXED_LEN..len].copy_from_slice(pin.group());
+        let len = if pin.writes_until == 0 {
+            len
+        } else {
+            payload[len..len + 4].copy_from_slice(&pin.writes_until.to_be_bytes());
+            len + 4
+        };
 
         let start = out.len();
         out.push_str(PREFIX);
@@ -240,7 +279,8 @@ impl CookieCodec {
             (true, true) => {}
         }
         let group_len = usize::from(payload[32]);
-        if group_len > MAX_GROUP_LEN || len != FIXED_LEN + group_len {
+        let end = FIXED_LEN + group_len;
+        if group_len > MAX_GROUP_LEN || (len != end && len != end + 4) {
             return Err(Rejection::Malformed);
         }
         let mut client_id = [0u8; 16];
@@ -249,12 +289,13 @@ impl CookieCodec {
             u32::from_be_bytes([payload[i], payload[i + 1], payload[i + 2], payload[i + 3]])
         };
         let mut group = [0u8; MAX_GROUP_LEN];
-        group[..group_len].copy_from_slice(&payload[FIXED_LEN..len]);
+        group[..group_len].copy_from_slice(&payload[FIXED_LEN..end]);
         Ok(Pin {
             client_id,
             issued_at: word(20),
             expires_at: word(24),
             target: word(28),
+            writes_until: if len == end { 0 } else { word(end) },
             group,
             group_len: group_len as u8,
         })
@@ -270,7 +311,7 @@ mod tests {
     }
 
     fn codec(keys: &[CookieKey]) -> CookieCodec {
-        CookieCodec::with_binding(keys, "switchyard", "", "/")
+        CookieCodec::with_binding(keys, "switchyard", "", "/", None)
     }
 
     fn pin() -> Pin {
@@ -325,12 +366,45 @@ mod tests {
 
     #[test]
     fn bound_to_the_cookie_name_and_path() {
-        let a = CookieCodec::with_binding(&[key(1)], "a", "", "/");
-        let b = CookieCodec::with_binding(&[key(1)], "b", "", "/");
-        let p = CookieCodec::with_binding(&[key(1)], "a", "", "/app");
+        let a = CookieCodec::with_binding(&[key(1)], "a", "", "/", None);
+        let b = CookieCodec::with_binding(&[key(1)], "b", "", "/", None);
+        let p = CookieCodec::with_binding(&[key(1)], "a", "", "/app", None);
         let v = a.encode(&pin());
         assert_eq!(b.verify(&v), Err(Rejection::BadSignature));
         assert_eq!(p.verify(&v), Err(Rejection::BadSignature));
+    }
+
+    #[test]
+    fn a_write_window_rides_along_and_leaves_other_pins_as_they_were() {
+        let c = codec(&[key(1)]);
+        let plain = c.encode(&pin());
+        let mut wrote = pin();
+        wrote.writes_until = 1_700_000_123;
+        let with = c.encode(&wrote);
+        assert_eq!(c.verify(&with), Ok(wrote));
+        assert_eq!(c.verify(&plain), Ok(pin()));
+        assert!(with.len() > plain.len());
+        // The window is signed: it cannot be added or moved by the client.
+        let (payload, tag) = plain[3..].split_once('.').unwrap_or(("", ""));
+        let mut bytes = URL_SAFE_NO_PAD.decode(payload).unwrap_or_default();
+        bytes.extend_from_slice(&u32::MAX.to_be_bytes());
+        let forged = format!("v1.{}.{tag}", URL_SAFE_NO_PAD.encode(&bytes));
+        assert_eq!(c.verify(&forged), Err(Rejection::BadSignature));
+    }
+
+    #[test]
+    fn a_route_pin_is_bound_to_its_route() {
+        let groups_only = CookieCodec::with_binding(&[key(1)], "a", "", "/", None);
+        let api = CookieCodec::with_binding(&[key(1)], "a", "", "/", Some("api"));
+        let web = CookieCodec::with_binding(&[key(1)], "a", "", "/", Some("web"));
+        let v = api.encode(&pin());
+        assert_eq!(api.verify(&v), Ok(pin()));
+        assert_eq!(web.verify(&v), Err(Rejection::BadSignature));
+        assert_eq!(groups_only.verify(&v), Err(Rejection::BadSignature));
+        assert_eq!(
+            api.verify(&groups_only.encode(&pin())),
+            Err(Rejection::BadSignature)
+        );
     }
 
     #[test]

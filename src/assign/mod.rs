@@ -45,10 +45,15 @@ pub enum Reason {
     Failover,
     /// The session store did not answer: bucketed by the session id.
     StoreUnavailable,
+    /// A write on a route with `writes:`: served by its writes group.
+    Write,
+    /// A read inside the client's read-your-writes window: served by the
+    /// writes group, so it never reads older data than it wrote.
+    ReadYourWrites,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 11] = [
         Reason::New,
         Reason::Sticky,
         Reason::Override,
@@ -58,6 +63,8 @@ impl Reason {
         Reason::Invalid,
         Reason::Failover,
         Reason::StoreUnavailable,
+        Reason::Write,
+        Reason::ReadYourWrites,
     ];
 
     pub fn label(self) -> &'static str {
@@ -71,6 +78,8 @@ impl Reason {
             Reason::Invalid => "invalid",
             Reason::Failover => "failover",
             Reason::StoreUnavailable => "store_unavailable",
+            Reason::Write => "write",
+            Reason::ReadYourWrites => "read_your_writes",
         }
     }
 }
@@ -91,19 +100,24 @@ pub struct Decision {
     pub reason: Reason,
     /// Why an offered cookie was not honoured.
     pub rejected: Option<Rejection>,
+    /// The read-your-writes window of the client's pin (Unix seconds; 0:
+    /// none), carried while the pin is honoured.
+    pub writes_until: u32,
 }
 
 impl Decision {
     /// The pin this decision records once the target whose id is
     /// `target_id` (of the group named `group`) is chosen.
     pub fn pin(&self, group: &str, target_id: u32) -> Option<Pin> {
-        Pin::new(
+        let mut pin = Pin::new(
             self.client_id,
             group,
             target_id,
             self.issued_at,
             self.expires_at,
-        )
+        )?;
+        pin.writes_until = self.writes_until;
+        Some(pin)
     }
 }
 
@@ -129,6 +143,7 @@ pub fn decide(
             issue_cookie: false,
             reason: Reason::Override,
             rejected: None,
+            writes_until: 0,
         });
     }
     match req.cookie {
@@ -156,6 +171,7 @@ pub fn decide(
                         Reason::Retargeted
                     },
                     rejected: None,
+                    writes_until: pin.writes_until,
                 })
             }
             // Drained or removed: move, keeping the client id so the move is stable.
@@ -221,6 +237,7 @@ fn assign(
         issue_cookie: true,
         reason,
         rejected,
+        writes_until: 0,
     })
 }
 

@@ -1,13 +1,14 @@
-//! What a decision needs to know of one config generation, and nothing else:
-//! the groups' names, drain flags and target ids, the bucket table over their
-//! weights, and the pin's lifetime. Built from the config alone (the snapshot
-//! holds one), so the rules of DESIGN.md §2-§4 are tested without any live
-//! state.
+//! What a decision needs to know of one route of one config generation, and
+//! nothing else: the groups' names, drain flags and target ids, the bucket
+//! table over the route's weights, and the pin's lifetime. Built from the
+//! config alone (the snapshot holds one per route), so the rules of
+//! DESIGN.md §2-§4 are tested without any live state.
 
 use super::bucket::BucketTable;
-use crate::config::{Config, GroupName};
+use crate::config::{Config, GroupName, RouteSpec};
 
-/// The decision's view of one config generation.
+/// The decision's view of one route. Group indices are the config's (and
+/// the snapshot's); a group the route does not split to is not there for it.
 #[derive(Debug)]
 pub struct Routing {
     groups: Vec<RoutedGroup>,
@@ -19,6 +20,8 @@ pub struct Routing {
 #[derive(Debug)]
 struct RoutedGroup {
     name: GroupName,
+    /// The route splits to it (weight 0 and drained included).
+    in_route: bool,
     drain: bool,
     /// The targets' ids ([`target_id`]), in the config's order.
     target_ids: Vec<u32>,
@@ -36,40 +39,45 @@ pub fn target_id(address: &str) -> u32 {
 }
 
 impl Routing {
-    pub fn new(config: &Config) -> Self {
+    /// The view of `route`, one of `config`'s routes.
+    pub fn new(config: &Config, route: &RouteSpec) -> Self {
         let groups: Vec<RoutedGroup> = config
             .groups
             .iter()
-            .map(|g| RoutedGroup {
-                name: g.name.clone(),
-                drain: g.drain,
-                target_ids: g
-                    .targets
-                    .iter()
-                    .map(|t| target_id(t.address.as_str()))
-                    .collect(),
+            .enumerate()
+            .map(|(i, g)| {
+                let split = route.split.iter().find(|s| s.group == i);
+                RoutedGroup {
+                    name: g.name.clone(),
+                    in_route: split.is_some(),
+                    drain: split.is_some_and(|s| s.drain),
+                    target_ids: g
+                        .targets
+                        .iter()
+                        .map(|t| target_id(t.address.as_str()))
+                        .collect(),
+                }
             })
             .collect();
         let table = BucketTable::new(
-            config
-                .groups
+            route
+                .split
                 .iter()
-                .enumerate()
-                .filter(|(_, g)| !g.drain)
-                .map(|(i, g)| (i, g.weight.get())),
+                .filter(|s| !s.drain)
+                .map(|s| (s.group, s.weight.get())),
         );
         Self {
             groups,
             table,
-            ttl_secs: config.sticky.ttl.secs(),
+            ttl_secs: route.sticky.ttl.secs(),
         }
     }
 
-    /// The index of the group named `name`.
+    /// The index of the group named `name`, if this route splits to it.
     pub fn group_by_name(&self, name: &[u8]) -> Option<usize> {
         self.groups
             .iter()
-            .position(|g| g.name.as_str().as_bytes() == name)
+            .position(|g| g.in_route && g.name.as_str().as_bytes() == name)
     }
 
     /// The name of group `g`.

@@ -27,13 +27,10 @@ impl World for Setup {
     }
 }
 
-/// A validated config with the given groups (and a test key).
-pub(crate) fn config_with(groups_yaml: &str) -> Config {
-    let text = format!(
-        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:K]\ngroups:\n{groups_yaml}"
-    );
+/// `text` validated, with the test key as `env:K`.
+pub(crate) fn load_test_config(text: &str) -> Result<Config, String> {
     config::load_str(
-        &text,
+        text,
         "test",
         &StaticKeys(vec![(
             "K",
@@ -41,6 +38,14 @@ pub(crate) fn config_with(groups_yaml: &str) -> Config {
         )]),
         ValidateOptions::default(),
     )
+    .map_err(|e| e.to_string())
+}
+
+/// A validated config with the given groups (and a test key).
+pub(crate) fn config_with(groups_yaml: &str) -> Config {
+    load_test_config(&format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:K]\ngroups:\n{groups_yaml}"
+    ))
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -57,7 +62,7 @@ fn snapshot(groups_yaml: &str) -> Setup {
 
 fn setup(cfg: Config) -> Setup {
     Setup {
-        routing: Routing::new(&cfg),
+        routing: Routing::new(&cfg, &cfg.routes[0]),
         codec: CookieCodec::new(&cfg.sticky),
     }
 }

@@ -8,10 +8,10 @@ use crate::state::{LiveState, Snapshot};
 
 impl World for Snapshot {
     fn routing(&self) -> &Routing {
-        &self.routing
+        &self.routes[0].routing
     }
     fn codec(&self) -> &CookieCodec {
-        &self.codec
+        &self.routes[0].codec
     }
 }
 

@@ -4,10 +4,18 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use http::HeaderName;
 use serde_saphyr::{Location, Spanned};
 
 use super::duration::parse_duration;
 use super::error::ConfigError;
+
+/// Options of one validation run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ValidateOptions {
+    /// When no key can be read, sign with a random key made now (demo only).
+    pub ephemeral_key_if_missing: bool,
+}
 
 /// The 1-based line of a parsed value, when known.
 pub(super) fn line(loc: &Location) -> Option<u64> {
@@ -109,4 +117,8 @@ pub(super) fn duration_or_zero(
             default
         }
     }
+}
+
+pub(super) fn header_name(s: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(s.as_bytes()).map_err(|_| format!("`{s}` is not a valid header name"))
 }

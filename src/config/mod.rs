@@ -14,6 +14,8 @@ mod error;
 mod fields;
 mod keys;
 pub mod raw;
+mod routes;
+mod sticky;
 mod store;
 pub mod tls;
 pub mod types;
@@ -22,9 +24,10 @@ mod validate;
 use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use fields::ValidateOptions;
 pub use keys::{KeySource, StaticKeys, SystemKeys, decode_key};
 pub use types::*;
-pub use validate::{ValidateOptions, validate};
+pub use validate::validate;
 
 /// Largest config file read, so a runaway file cannot eat the proxy's memory.
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;

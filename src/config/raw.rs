@@ -19,8 +19,11 @@ pub struct RawConfig {
     pub tls: Option<Spanned<RawTls>>,
     #[serde(default)]
     pub admin: Option<Spanned<String>>,
-    pub sticky: RawSticky,
+    pub sticky: Spanned<RawSticky>,
     pub groups: Spanned<IndexMap<String, Spanned<RawGroup>>>,
+    /// Absent: the groups-only form (one catch-all route over `groups`).
+    #[serde(default)]
+    pub routes: Option<Spanned<Vec<Spanned<RawRoute>>>>,
     #[serde(default)]
     pub override_header: Option<Spanned<String>>,
     #[serde(default)]
@@ -147,13 +150,17 @@ pub struct RawReload {
     pub check_interval: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSticky {
     #[serde(default)]
     pub cookie: Option<Spanned<String>>,
-    pub ttl: Spanned<String>,
-    pub keys: Spanned<Vec<Spanned<String>>>,
+    /// Required at the top level; a route's own may leave it out.
+    #[serde(default)]
+    pub ttl: Option<Spanned<String>>,
+    /// Required at the top level; a route's own may leave it out.
+    #[serde(default)]
+    pub keys: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub path: Option<Spanned<String>>,
     #[serde(default)]
@@ -168,9 +175,18 @@ pub struct RawSticky {
     pub bucket_by: Option<Spanned<String>>,
     #[serde(default)]
     pub store: Option<Spanned<RawStore>>,
+    /// `cookie` (default) or `header`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    /// With `type: header`: the header's name.
+    #[serde(default)]
+    pub header: Option<Spanned<String>>,
+    /// `permanent` (default: `Max-Age` = the pin's lifetime) or `session`.
+    #[serde(default)]
+    pub lifetime: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     #[serde(rename = "type")]
@@ -194,9 +210,11 @@ pub struct RawStore {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawGroup {
-    pub weight: Spanned<i64>,
+    /// Required in the groups-only form; with `routes`, weights are a route's.
     #[serde(default)]
-    pub drain: bool,
+    pub weight: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub drain: Option<Spanned<bool>>,
     pub targets: Spanned<Vec<Spanned<RawTarget>>>,
     #[serde(default)]
     pub health_check: Option<Spanned<RawHealthCheck>>,
@@ -241,4 +259,57 @@ pub struct RawTimeouts {
     pub keepalive: Option<Spanned<String>>,
     #[serde(default)]
     pub client_write: Option<Spanned<String>>,
+}
+
+/// One route: which requests it takes (`match`), how it splits them between
+/// groups, and how it pins them (`sticky`, over the top-level defaults).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Spanned<String>,
+    #[serde(default, rename = "match")]
+    pub matches: Option<Spanned<RawMatch>>,
+    pub split: Spanned<IndexMap<String, Spanned<i64>>>,
+    /// Groups of the split whose clients move to the others (DESIGN §4).
+    #[serde(default)]
+    pub drain: Vec<Spanned<String>>,
+    /// The route's own sticky settings (all but `store`); what is left out
+    /// comes from the top-level `sticky`.
+    #[serde(default)]
+    pub sticky: Option<Spanned<RawSticky>>,
+    /// Where writes (and, for a while after one, the writer's reads) go.
+    #[serde(default)]
+    pub writes: Option<Spanned<RawWrites>>,
+}
+
+/// A route's read/write split.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWrites {
+    pub group: Spanned<String>,
+    /// How long after a write the client's reads go to `group` too.
+    #[serde(default)]
+    pub read_your_writes: Option<Spanned<String>>,
+}
+
+/// What a request must have to take a route; every condition given must hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    #[serde(default)]
+    pub hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub path_prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    pub path_regex: Option<Spanned<String>>,
+    /// Header name -> the exact value it must have.
+    #[serde(default)]
+    pub headers: IndexMap<String, Spanned<String>>,
+    /// Headers that must be present, whatever their value.
+    #[serde(default)]
+    pub headers_present: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
 }

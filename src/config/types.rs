@@ -23,8 +23,13 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     pub tls: Option<TlsListener>,
     pub admin: SocketAddr,
+    /// The defaults every route's sticky settings start from (and, in the
+    /// groups-only form, the one route's own).
     pub sticky: Sticky,
     pub groups: Vec<GroupSpec>,
+    /// Never empty: the groups-only form has one catch-all route.
+    pub routes: Vec<RouteSpec>,
+    pub form: ConfigForm,
     pub override_header: Option<HeaderName>,
     pub trusted_proxies: Vec<IpNet>,
     pub timeouts: Timeouts,
@@ -121,6 +126,21 @@ pub struct Sticky {
     pub ephemeral_key: bool,
     /// The `file:` key sources read, so a reload notices when one is rewritten.
     pub key_files: Vec<String>,
+    /// How the pin travels between proxy and client.
+    pub carrier: PinCarrier,
+    /// A cookie without `Max-Age`: it ends with the browser session (the
+    /// signed expiry, `ttl`, still bounds it).
+    pub session_cookie: bool,
+}
+
+/// How a pin travels (Gateway API GEP-1619's session persistence types).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinCarrier {
+    /// `Set-Cookie` out, `Cookie` back (`sticky.type: cookie`, the default).
+    Cookie,
+    /// The same header both ways (`sticky.type: header`): for API and agent
+    /// clients that keep no cookies.
+    Header(HeaderName),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,10 +373,186 @@ impl SameSite {
     }
 }
 
+/// Which shape of proxy.yaml a config was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigForm {
+    /// Top-level `groups:` with their weights: one catch-all route.
+    GroupsOnly,
+    /// `routes:` over `groups:` that hold no weights.
+    Routes,
+}
+
+/// One route: which requests it takes, how it splits them between groups,
+/// and how it pins them.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub name: GroupName,
+    pub matches: RouteMatch,
+    /// The groups it splits between, in the order written.
+    pub split: Vec<RouteGroup>,
+    pub sticky: Sticky,
+    /// A pin's MAC covers the route's name, so no other route honours it.
+    /// False only for the groups-only form's route, whose pins stay valid.
+    pub bound: bool,
+    /// Where writes go, if not by the split.
+    pub writes: Option<Writes>,
+}
+
+/// A route's read/write split: unsafe methods (anything but GET, HEAD,
+/// OPTIONS, TRACE) go to `group`; for `read_your_writes` after a write, that
+/// client's reads go there too (carried, signed, in its pin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Writes {
+    /// Index into `Config::groups`.
+    pub group: usize,
+    pub read_your_writes: Duration,
+}
+
+/// Longest read-your-writes window accepted.
+pub const MAX_READ_YOUR_WRITES: Duration = Duration::from_secs(3600);
+
+impl PartialEq for RouteSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.matches == other.matches
+            && self.split == other.split
+            && self.sticky == other.sticky
+            && self.bound == other.bound
+    }
+}
+
+impl RouteSpec {
+    /// The share (0 to 1) of this route's new clients that group `g` (an
+    /// index into `Config::groups`) receives; draining groups get none.
+    pub fn share_of(&self, g: usize) -> f64 {
+        let live: u64 = self
+            .split
+            .iter()
+            .filter(|s| !s.drain)
+            .map(|s| u64::from(s.weight.get()))
+            .sum();
+        match self.split.iter().find(|s| s.group == g) {
+            Some(s) if !s.drain && live > 0 => f64::from(s.weight.get()) / live as f64,
+            _ => 0.0,
+        }
+    }
+}
+
+/// A group as one route splits to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteGroup {
+    /// Index into `Config::groups`.
+    pub group: usize,
+    pub weight: Weight,
+    pub drain: bool,
+}
+
+/// The conditions of a route; all that are given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct RouteMatch {
+    /// Empty: any host.
+    pub hosts: Vec<HostPattern>,
+    pub path: PathPattern,
+    /// Headers that must have exactly this value.
+    pub headers: Vec<(HeaderName, http::HeaderValue)>,
+    /// Headers that must be present.
+    pub headers_present: Vec<HeaderName>,
+    /// Empty: any method.
+    pub methods: Vec<http::Method>,
+}
+
+impl PartialEq for RouteMatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.hosts == other.hosts
+            && self.path == other.path
+            && self.headers == other.headers
+            && self.headers_present == other.headers_present
+            && self.methods == other.methods
+    }
+}
+
+impl fmt::Display for RouteMatch {
+    /// `hosts a.example.com *.example.com, path_prefix /v1, ...`, or `everything`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        if !self.hosts.is_empty() {
+            let hosts: Vec<String> = self
+                .hosts
+                .iter()
+                .map(|h| match h {
+                    HostPattern::Exact(n) => n.clone(),
+                    HostPattern::Suffix(s) => format!("*{s}"),
+                })
+                .collect();
+            parts.push(format!("hosts {}", hosts.join(" ")));
+        }
+        match &self.path {
+            PathPattern::Any => {}
+            PathPattern::Exact(p) => parts.push(format!("path {p}")),
+            PathPattern::Prefix(p) => parts.push(format!("path_prefix {p}")),
+            PathPattern::Regex(r) => parts.push(format!("path_regex {}", r.as_str())),
+        }
+        for (n, v) in &self.headers {
+            parts.push(format!(
+                "header {n}: {}",
+                String::from_utf8_lossy(v.as_bytes())
+            ));
+        }
+        for n in &self.headers_present {
+            parts.push(format!("header {n} present"));
+        }
+        if !self.methods.is_empty() {
+            let m: Vec<&str> = self.methods.iter().map(http::Method::as_str).collect();
+            parts.push(format!("methods {}", m.join(" ")));
+        }
+        if parts.is_empty() {
+            f.write_str("every request")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
+}
+
+/// A host a route takes, lowercase, without a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    /// `*.example.com`: any name under the suffix (`.example.com`), one
+    /// label or more; not `example.com` itself.
+    Suffix(String),
+}
+
+/// The path condition of a route, on the request's path (no query).
+#[derive(Debug, Clone, Default)]
+pub enum PathPattern {
+    #[default]
+    Any,
+    Exact(String),
+    /// On segment boundaries: `/v1` takes `/v1`, `/v1/` and `/v1/x`, not
+    /// `/v10`. Kept without a trailing slash (except `/` itself).
+    Prefix(String),
+    /// The whole path must match (anchored).
+    Regex(regex::Regex),
+}
+
+impl PartialEq for PathPattern {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (PathPattern::Any, PathPattern::Any) => true,
+            (PathPattern::Exact(a), PathPattern::Exact(b))
+            | (PathPattern::Prefix(a), PathPattern::Prefix(b)) => a == b,
+            (PathPattern::Regex(a), PathPattern::Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupSpec {
     pub name: GroupName,
+    /// The groups-only form's weight (0 with routes, whose splits hold them).
     pub weight: Weight,
+    /// The groups-only form's drain (false with routes).
     pub drain: bool,
     pub targets: Vec<TargetSpec>,
     pub health_check: Option<HealthCheck>,

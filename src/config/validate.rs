@@ -3,27 +3,19 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::HeaderName;
 use http::uri::Authority;
 use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
-use super::duration::parse_duration;
 use super::error::ConfigError;
-use super::fields::{Errors, duration_field, duration_or_zero, int_field, socket_addr};
-use super::keys::{KeySource, decode_key};
+use super::fields::{
+    Errors, ValidateOptions, duration_field, duration_or_zero, header_name, int_field, socket_addr,
+};
+use super::keys::KeySource;
 use super::raw::{
-    RawConfig, RawGroup, RawHealth, RawHealthCheck, RawLimits, RawReload, RawRetries, RawSticky,
-    RawTimeouts,
+    RawConfig, RawGroup, RawHealth, RawHealthCheck, RawLimits, RawReload, RawRetries, RawTimeouts,
 };
 use super::types::*;
-
-/// Options of one validation run.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ValidateOptions {
-    /// When no key can be read, sign with a random key made now (demo only).
-    pub ephemeral_key_if_missing: bool,
-}
 
 /// Validates a parsed config.
 pub fn validate(
@@ -44,8 +36,10 @@ pub fn validate(
         Some(a) => socket_addr(&mut errs, "admin", a),
         None => Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
     };
-    let sticky = sticky(&mut errs, &raw.sticky, keys, opts);
+    let sticky = super::sticky::sticky(&mut errs, "sticky", &raw.sticky, keys, opts);
     let groups = groups(&mut errs, raw, keys);
+    let (routes, form) =
+        super::routes::routes(&mut errs, raw, &groups, sticky.as_ref(), keys, opts);
     let override_header = raw.override_header.as_ref().and_then(|h| {
         header_name(&h.value)
             .map_err(|m| errs.at("override_header", h, m))
@@ -94,6 +88,8 @@ pub fn validate(
             admin,
             sticky,
             groups,
+            routes,
+            form,
             override_header,
             trusted_proxies,
             timeouts,
@@ -106,10 +102,6 @@ pub fn validate(
         }),
         _ => Err(errs.0),
     }
-}
-
-fn header_name(s: &str) -> Result<HeaderName, String> {
-    HeaderName::from_bytes(s.as_bytes()).map_err(|_| format!("`{s}` is not a valid header name"))
 }
 
 fn parse_cidr(s: &str) -> Result<IpNet, String> {
@@ -368,234 +360,25 @@ fn reload_settings(errs: &mut Errors, raw: &RawReload) -> ReloadSettings {
     ReloadSettings { check_interval }
 }
 
-fn sticky(
-    errs: &mut Errors,
-    raw: &RawSticky,
-    keys: &dyn KeySource,
-    opts: ValidateOptions,
-) -> Option<Sticky> {
-    let cookie_name = match &raw.cookie {
-        Some(c) => CookieName::try_new(&c.value)
-            .map_err(|m| errs.at("sticky.cookie", c, m))
-            .ok(),
-        None => CookieName::try_new("switchyard").ok(),
-    };
-    let ttl = match parse_duration(&raw.ttl.value).and_then(Ttl::try_new) {
-        Ok(t) => Some(t),
-        Err(m) => {
-            errs.at("sticky.ttl", &raw.ttl, m);
-            None
-        }
-    };
-    let path = match &raw.path {
-        Some(p) if !p.value.starts_with('/') || !cookie_attr_ok(&p.value) => {
-            errs.at(
-                "sticky.path",
-                p,
-                "must start with '/' and hold no ';', spaces or control characters",
-            );
-            None
-        }
-        Some(p) => Some(p.value.clone()),
-        None => Some("/".to_owned()),
-    };
-    let domain = match &raw.domain {
-        Some(d) if d.value.is_empty() || !cookie_attr_ok(&d.value) || d.value.contains('/') => {
-            errs.at(
-                "sticky.domain",
-                d,
-                "must be a host name such as example.com",
-            );
-            None
-        }
-        Some(d) => Some(Some(d.value.clone())),
-        None => Some(None),
-    };
-    let same_site = match raw.same_site.as_ref() {
-        None => Some(SameSite::Lax),
-        Some(s) => match s.value.to_ascii_lowercase().as_str() {
-            "lax" => Some(SameSite::Lax),
-            "strict" => Some(SameSite::Strict),
-            "none" => Some(SameSite::None),
-            _ => {
-                errs.at("sticky.same_site", s, "expected one of lax, strict, none");
-                None
-            }
-        },
-    };
-    let forced_secure = raw.host_prefix.as_ref().is_some_and(|h| h.value);
-    if same_site == Some(SameSite::None)
-        && raw.secure != Some(true)
-        && !forced_secure
-        && let Some(s) = &raw.same_site
-    {
-        errs.at(
-                "sticky.same_site",
-                s,
-                "`none` requires `secure: true` or `host_prefix: true` (browsers drop SameSite=None cookies without Secure)",
-            );
-    }
-    let bucket_by = raw.bucket_by.as_ref().and_then(|b| {
-        let v = b.value.trim();
-        if v == "client_ip" {
-            Some(BucketBy::ClientIp)
-        } else if let Some(h) = v.strip_prefix("header:") {
-            header_name(h.trim())
-                .map(BucketBy::Header)
-                .map_err(|m| errs.at("sticky.bucket_by", b, m))
-                .ok()
-        } else {
-            errs.at(
-                "sticky.bucket_by",
-                b,
-                "expected `client_ip` or `header:<Name>`",
-            );
-            None
-        }
-    });
-    let host_prefix = raw.host_prefix.as_ref().is_some_and(|h| h.value);
-    if let Some(h) = raw.host_prefix.as_ref().filter(|h| h.value) {
-        if path.as_deref().is_some_and(|p| p != "/") || raw.domain.is_some() {
-            errs.at(
-                "sticky.host_prefix",
-                h,
-                "a `__Host-` cookie needs `path: /` and no `domain` (browsers refuse it otherwise)",
-            );
-        }
-        if raw.secure == Some(false) {
-            errs.at(
-                "sticky.host_prefix",
-                h,
-                "a `__Host-` cookie is always `Secure`; remove `secure: false`",
-            );
-        }
-    }
-    let cookie_name = match (cookie_name, host_prefix) {
-        (Some(n), true) => CookieName::try_new(&format!("__Host-{}", n.as_str()))
-            .map_err(|m| errs.at("sticky.cookie", &raw.ttl, m))
-            .ok(),
-        (n, _) => n,
-    };
-    let key_files = raw
-        .keys
-        .value
-        .iter()
-        .filter_map(|k| k.value.trim().strip_prefix("file:"))
-        .map(|f| f.trim().to_owned())
-        .collect();
-    let store = match &raw.store {
-        Some(st) => super::store::settings(errs, st, keys),
-        None => Some(StoreSettings::default()),
-    };
-    let (keys, ephemeral_key) = cookie_keys(errs, &raw.keys, keys, opts)?;
-    Some(Sticky {
-        store: store?,
-        cookie_name: cookie_name?,
-        ttl: ttl?,
-        keys,
-        path: path?,
-        domain: domain?,
-        same_site: same_site?,
-        secure: if host_prefix { Some(true) } else { raw.secure },
-        host_prefix,
-        bucket_by,
-        ephemeral_key,
-        key_files,
-    })
-}
-
-fn cookie_attr_ok(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
-}
-
-fn cookie_keys(
-    errs: &mut Errors,
-    raw: &Spanned<Vec<Spanned<String>>>,
-    source: &dyn KeySource,
-    opts: ValidateOptions,
-) -> Option<(Vec<CookieKey>, bool)> {
-    if raw.value.is_empty() {
-        errs.at(
-            "sticky.keys",
-            raw,
-            "at least one key is required (`env:NAME` or `file:PATH`)",
-        );
-        return None;
-    }
-    let mut keys = Vec::new();
-    let mut missing = Vec::new();
-    for (i, spec) in raw.value.iter().enumerate() {
-        let path = format!("sticky.keys[{i}]");
-        let text = spec.value.trim();
-        let material = if let Some(name) = text.strip_prefix("env:") {
-            match source.env(name.trim()) {
-                Some(v) => v,
-                None => {
-                    missing.push((
-                        path,
-                        spec,
-                        format!("environment variable {} is not set", name.trim()),
-                    ));
-                    continue;
-                }
-            }
-        } else if let Some(file) = text.strip_prefix("file:") {
-            match source.file(file.trim()) {
-                Ok(v) => v,
-                Err(e) => {
-                    missing.push((
-                        path,
-                        spec,
-                        format!("cannot read key file {}: {e}", file.trim()),
-                    ));
-                    continue;
-                }
-            }
-        } else {
-            // Never echo the value: someone may have pasted the key itself here.
-            errs.at(
-                path,
-                spec,
-                "a key must be given as `env:NAME` or `file:PATH`, never inline",
-            );
-            continue;
-        };
-        match decode_key(&material).and_then(CookieKey::try_new) {
-            Ok(k) => keys.push(k),
-            Err(m) => errs.at(path, spec, m),
-        }
-    }
-    if opts.ephemeral_key_if_missing {
-        // `check` on a build machine and `demo` run where the secret is not.
-        if keys.is_empty() {
-            let mut bytes = vec![0u8; MIN_KEY_LEN];
-            rand::fill(&mut bytes[..]);
-            return CookieKey::try_new(bytes).ok().map(|k| (vec![k], true));
-        }
-        return Some((keys, false));
-    }
-    for (path, spec, msg) in missing {
-        errs.at(path, spec, msg);
-    }
-    if keys.is_empty() {
-        None
-    } else {
-        Some((keys, false))
-    }
-}
-
 fn groups(errs: &mut Errors, raw: &RawConfig, keys: &dyn KeySource) -> Vec<GroupSpec> {
     let mut out = Vec::new();
     if raw.groups.value.is_empty() {
         errs.at("groups", &raw.groups, "at least one group is required");
     }
+    let routed = raw.routes.is_some();
     for (name, g) in &raw.groups.value {
         let path = format!("groups.{name}");
         let gname = GroupName::try_new(name)
             .map_err(|m| errs.at(&path, g, m))
             .ok();
-        if let Some(spec) = group(errs, &path, gname, &g.value, keys) {
+        if !routed && g.value.weight.is_none() {
+            errs.at(
+                format!("{path}.weight"),
+                g,
+                "required: the group's share of new clients (or define `routes:` that split between groups)",
+            );
+        }
+        if let Some(spec) = group(errs, &path, gname, &g.value, routed, keys) {
             out.push(spec);
         }
     }
@@ -604,7 +387,7 @@ fn groups(errs: &mut Errors, raw: &RawConfig, keys: &dyn KeySource) -> Vec<Group
         .filter(|g| !g.drain)
         .map(|g| u64::from(g.weight.get()))
         .sum();
-    if live == 0 && !out.is_empty() {
+    if !routed && live == 0 && !out.is_empty() {
         errs.at(
             "groups",
             &raw.groups,
@@ -614,16 +397,41 @@ fn groups(errs: &mut Errors, raw: &RawConfig, keys: &dyn KeySource) -> Vec<Group
     out
 }
 
+/// A group's weight and drain flag: its own in the groups-only form; with
+/// `routes:`, each route's split holds them and the group none.
+fn group_share(
+    errs: &mut Errors,
+    path: &str,
+    g: &RawGroup,
+    routed: bool,
+) -> Option<(Weight, bool)> {
+    const ROUTED: &str = "with `routes:`, a group has no weight or drain of its own: set them in each route's `split` and `drain`";
+    if routed {
+        if let Some(w) = &g.weight {
+            errs.at(format!("{path}.weight"), w, ROUTED);
+        }
+        if let Some(d) = &g.drain {
+            errs.at(format!("{path}.drain"), d, ROUTED);
+        }
+        return Weight::try_new(0).ok().map(|w| (w, false));
+    }
+    let drain = g.drain.as_ref().is_some_and(|d| d.value);
+    let w = g.weight.as_ref()?;
+    Weight::try_new(w.value)
+        .map_err(|m| errs.at(format!("{path}.weight"), w, m))
+        .ok()
+        .map(|w| (w, drain))
+}
+
 fn group(
     errs: &mut Errors,
     path: &str,
     name: Option<GroupName>,
     g: &RawGroup,
+    routed: bool,
     keys: &dyn KeySource,
 ) -> Option<GroupSpec> {
-    let weight = Weight::try_new(g.weight.value)
-        .map_err(|m| errs.at(format!("{path}.weight"), &g.weight, m))
-        .ok();
+    let share = group_share(errs, path, g, routed);
     if g.targets.value.is_empty() {
         errs.at(
             format!("{path}.targets"),
@@ -666,10 +474,11 @@ fn group(
     }
     let health_check = g.health_check.as_ref().map(|h| health_check(errs, path, h));
     let (tls, protocol) = super::tls::upstream(errs, path, g, keys);
+    let (weight, drain) = share?;
     Some(GroupSpec {
         name: name?,
-        weight: weight?,
-        drain: g.drain,
+        weight,
+        drain,
         targets,
         health_check,
         tls,

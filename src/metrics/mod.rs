@@ -68,14 +68,17 @@ pub enum DownstreamErrorKind {
     Redirect,
     /// The client was too slow sending its request body.
     ClientTimeout,
+    /// No route takes the request (404).
+    NoRoute,
 }
 
 impl DownstreamErrorKind {
-    pub const ALL: [DownstreamErrorKind; 4] = [
+    pub const ALL: [DownstreamErrorKind; 5] = [
         DownstreamErrorKind::BadRequest,
         DownstreamErrorKind::NoTarget,
         DownstreamErrorKind::Redirect,
         DownstreamErrorKind::ClientTimeout,
+        DownstreamErrorKind::NoRoute,
     ];
 
     pub fn label(self) -> &'static str {
@@ -84,6 +87,7 @@ impl DownstreamErrorKind {
             DownstreamErrorKind::NoTarget => "no_target",
             DownstreamErrorKind::Redirect => "redirect",
             DownstreamErrorKind::ClientTimeout => "client_timeout",
+            DownstreamErrorKind::NoRoute => "no_route",
         }
     }
 }

@@ -15,6 +15,8 @@ pub enum ProxyError {
     UnsupportedTransferCoding,
     #[error("no upstream target is available")]
     NoTarget,
+    #[error("not found: no route takes this request")]
+    NoRoute,
     #[error("URI too long")]
     UriTooLong,
     #[error("request header fields too large")]
@@ -65,6 +67,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::NoTarget => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -93,6 +96,7 @@ impl ProxyError {
             ProxyError::RedirectToHttps => Fault::Downstream(DownstreamErrorKind::Redirect),
             ProxyError::ClientBodyTimeout => Fault::Downstream(DownstreamErrorKind::ClientTimeout),
             ProxyError::NoTarget => Fault::Downstream(DownstreamErrorKind::NoTarget),
+            ProxyError::NoRoute => Fault::Downstream(DownstreamErrorKind::NoRoute),
             ProxyError::UpstreamConnect => Fault::Upstream(UpstreamErrorKind::Connect),
             ProxyError::ConnectTimeout => Fault::Upstream(UpstreamErrorKind::ConnectTimeout),
             ProxyError::ResponseTimeout => Fault::Upstream(UpstreamErrorKind::ResponseTimeout),

@@ -1,7 +1,7 @@
 //! The request path, in phases that each read as one step:
 //!
 //! ```text
-//! admit    framing, limits, Host, upgrade, HTTPS redirect   (this file)
+//! admit    framing, limits, Host, upgrade, HTTPS redirect, route (this file)
 //! decide   cookie / override / bucket key, session store, assign::decide
 //! target   balance::route picks the target; counted by reason
 //! pin      the Set-Cookie and the store record the decision leaves
@@ -32,15 +32,16 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::uri::Authority;
-use http::{HeaderMap, Request, Response, Version};
+use http::{HeaderMap, HeaderName, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use crate::assign::{Decision, Pin, Reason, RequestView, read_cookie};
 use crate::body::RequestBody;
-use crate::config::BucketBy;
+use crate::config::{BucketBy, PinCarrier};
 use crate::metrics::{ClientTimeout, DownstreamErrorKind};
-use crate::state::{Group, Shared, Snapshot};
+use crate::route::RequestFacts;
+use crate::state::{Group, Route, Shared, Snapshot};
 use crate::store::Record;
 pub use activity::{Activity, InFlightRequest};
 pub use body::ProxyBody;
@@ -123,15 +124,56 @@ pub fn served_on_this_thread() -> u64 {
 struct Admitted {
     /// The authority the request is for (Host or the URI's).
     host: Authority,
+    /// Index of the route it takes (`Snapshot::routes`).
+    route: usize,
+    /// Its method is not safe (anything but GET, HEAD, OPTIONS, TRACE).
+    write: bool,
     /// The protocol the client asks to switch to, if any.
     upgrade: Option<Upgrade>,
 }
 
+/// Where a request is served, and the target its pin names.
+struct Served {
+    group: usize,
+    target: usize,
+    /// The target of the decision's own group, named in the pin (a write
+    /// may be served elsewhere); `None`: that group has none to name.
+    pinned: Option<usize>,
+}
+
 /// What the decision leaves behind once its target is known.
 struct PinOut {
-    set_cookie: Option<HeaderValue>,
+    /// The pin for the client: `Set-Cookie`, or the route's pin header.
+    handed: Option<(HeaderName, HeaderValue)>,
     /// Written to the session store beside the exchange.
     record: Option<Record>,
+}
+
+/// Read-your-writes: whether a request goes to its route's writes group,
+/// and why. A write opens (or moves on) the client's window, carried in its
+/// pin, during which its reads go there too. The override header wins.
+fn writes_group(
+    route: &Route,
+    decision: &mut Decision,
+    write: bool,
+    now: u32,
+) -> Option<(usize, Reason)> {
+    let (group, window) = route.writes?;
+    if decision.reason == Reason::Override {
+        return None;
+    }
+    if write {
+        if window > 0 {
+            // Whole seconds, rounded up, plus the one the write is in.
+            decision.writes_until = now.saturating_add(window).saturating_add(1);
+            decision.issue_cookie = true;
+        }
+        Some((group, Reason::Write))
+    } else if decision.writes_until > now {
+        Some((group, Reason::ReadYourWrites))
+    } else {
+        None
+    }
 }
 
 impl ConnContext {
@@ -154,19 +196,22 @@ impl ConnContext {
                 Err(e) => return self.refuse(&snap, e),
             };
             let now = crate::clock::unix_now();
-            let Some((mut decision, session)) = self.decide(&snap, req.headers(), now).await else {
+            let route = &snap.routes[admitted.route];
+            let Some((mut decision, session)) = self.decide(&snap, route, req.headers(), now).await
+            else {
                 return self.refuse(&snap, ProxyError::NoTarget);
             };
             let now_ms = crate::clock::now_ms();
-            let first = match self.target(&snap, &mut decision, now_ms, &admitted) {
-                Ok(t) => t,
+            let served = match self.target(&snap, route, &mut decision, now, now_ms, &admitted) {
+                Ok(s) => s,
                 Err(e) => return self.refuse(&snap, e),
             };
-            let group = &snap.groups[decision.group];
-            let pin = self.pin(&snap, &decision, session, first, now);
+            let group = &snap.groups[served.group];
+            let pin = self.pin(&snap, route, &decision, session, served.pinned, now);
             let client_upgrade = self.rewrite(&snap, &mut req, &admitted, group);
             let upgrading = client_upgrade.is_some();
-            let forwarded = self.forward(&snap, decision.group, first, req, now_ms, upgrading);
+            let forwarded =
+                self.forward(&snap, served.group, served.target, req, now_ms, upgrading);
             let forwarded = match (&self.shared.store, pin.record) {
                 (Some(store), Some(record)) => {
                     // The record is written while the request is on its way; a
@@ -181,11 +226,11 @@ impl ConnContext {
             let response = match forwarded {
                 Ok(resp) => self.respond(
                     &snap,
-                    decision.group,
+                    served.group,
                     resp,
                     client_version,
                     upgrade,
-                    pin.set_cookie,
+                    pin.handed,
                 ),
                 Err(e) => error_response(e),
             };
@@ -197,9 +242,9 @@ impl ConnContext {
         }
     }
 
-    /// Admit: a request whose framing, limits and Host hold, and whose
-    /// upgrade (if any) can be carried; otherwise why not (a 4xx, or
-    /// `RedirectToHttps` on the plain listener when `tls.redirect_http`).
+    /// Admit: a request whose framing, limits and Host hold, whose upgrade
+    /// (if any) can be carried and which a route takes; otherwise why not (a
+    /// 4xx, or `RedirectToHttps` on the plain listener when `tls.redirect_http`).
     fn admit(
         &self,
         snap: &Snapshot,
@@ -213,7 +258,19 @@ impl ConnContext {
         if !self.tls && snap.config.tls.as_ref().is_some_and(|t| t.redirect_http) {
             return Err(ProxyError::RedirectToHttps);
         }
-        Ok(Admitted { host, upgrade })
+        let facts = RequestFacts {
+            host: host.as_str(),
+            path: req.uri().path(),
+            method: req.method(),
+            headers: req.headers(),
+        };
+        let route = snap.route_table.find(&facts).ok_or(ProxyError::NoRoute)?;
+        Ok(Admitted {
+            host,
+            route,
+            write: !req.method().is_safe(),
+            upgrade,
+        })
     }
 
     /// Decide: which group (and pinned target, if any) the request belongs
@@ -222,19 +279,26 @@ impl ConnContext {
     async fn decide(
         &self,
         snap: &Snapshot,
+        route: &Route,
         h: &HeaderMap,
         now: u32,
     ) -> Option<(Decision, Session)> {
-        let sticky = &snap.config.sticky;
+        let sticky = &route.sticky;
         let ip_key = match self.peer.ip().to_canonical() {
             std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
             std::net::IpAddr::V6(v6) => v6.octets(),
         };
         let mut view = RequestView {
-            cookie: read_cookie(
-                &snap.codec,
-                headers::sticky_cookies(h, sticky.cookie_name.as_str()),
-            ),
+            cookie: match &sticky.carrier {
+                PinCarrier::Cookie => read_cookie(
+                    &route.codec,
+                    headers::sticky_cookies(h, sticky.cookie_name.as_str()),
+                ),
+                PinCarrier::Header(name) => read_cookie(
+                    &route.codec,
+                    h.get_all(name).iter().filter_map(|v| v.to_str().ok()),
+                ),
+            },
             override_group: snap
                 .config
                 .override_header
@@ -255,32 +319,50 @@ impl ConnContext {
             }
             _ => Session::CookieMode,
         };
-        let mut decision = crate::assign::decide(&snap.routing, &view, now, &mut rand::random)?;
+        let mut decision = crate::assign::decide(&route.routing, &view, now, &mut rand::random)?;
         session.adjust(&mut decision);
         Some((decision, session))
     }
 
     /// Target: the decision's target if it is usable, else one the balancer
-    /// picks; the assignment counted by its reason.
+    /// picks; or, for a write or a read in the client's read-your-writes
+    /// window, a target of the route's writes group. Counted by reason.
     fn target(
         &self,
         snap: &Snapshot,
+        route: &Route,
         decision: &mut Decision,
+        now: u32,
         now_ms: u64,
         admitted: &Admitted,
-    ) -> Result<usize, ProxyError> {
+    ) -> Result<Served, ProxyError> {
         if let Some(r) = decision.rejected {
             self.shared.metrics.rejected_by[r as usize].inc();
         }
         let mut draw = |n: u64| rand::random_range(0..n);
-        let first =
-            crate::balance::route(snap, decision, now_ms, &mut draw).ok_or(ProxyError::NoTarget)?;
-        let group = &snap.groups[decision.group];
-        if admitted.upgrade.is_some() && group.h2 {
+        let pinned = crate::balance::route(snap, decision, now_ms, &mut draw);
+        let served = match writes_group(route, decision, admitted.write, now) {
+            Some((g, reason)) => {
+                let slow_start = snap.config.health.slow_start;
+                let t = crate::balance::pick_random(&snap.groups[g], now_ms, slow_start, &[]);
+                (g, t.ok_or(ProxyError::NoTarget)?, reason)
+            }
+            None => (
+                decision.group,
+                pinned.ok_or(ProxyError::NoTarget)?,
+                decision.reason,
+            ),
+        };
+        let (group, target, reason) = served;
+        if admitted.upgrade.is_some() && snap.groups[group].h2 {
             return Err(ProxyError::UpgradeToH2Upstream);
         }
-        group.metrics.assignments[decision.reason as usize].inc();
-        Ok(first)
+        snap.groups[group].metrics.assignments[reason as usize].inc();
+        Ok(Served {
+            group,
+            target,
+            pinned,
+        })
     }
 
     /// Pin: what the client is told (`Set-Cookie`) and what the store keeps,
@@ -289,19 +371,25 @@ impl ConnContext {
     fn pin(
         &self,
         snap: &Snapshot,
+        route: &Route,
         decision: &Decision,
         session: Session,
-        first: usize,
+        pinned: Option<usize>,
         now: u32,
     ) -> PinOut {
         let group = &snap.groups[decision.group];
-        let target = &group.targets[first];
+        let Some(target) = pinned.map(|t| &group.targets[t]) else {
+            return PinOut {
+                handed: None,
+                record: None,
+            };
+        };
         let record = || Some(session::record(decision, group, target));
-        let (set_cookie, record) = match session {
+        let (handed, record) = match session {
             Session::CookieMode if decision.issue_cookie => (
                 decision
                     .pin(group.name.as_str(), target.id)
-                    .and_then(|p| self.set_cookie(snap, &p, now)),
+                    .and_then(|p| self.hand_pin(route, &p, now)),
                 None,
             ),
             Session::CookieMode | Session::Unavailable => (None, None),
@@ -314,7 +402,7 @@ impl ConnContext {
                     decision.issued_at,
                     decision.expires_at,
                 )
-                .and_then(|p| self.set_cookie(snap, &p, now)),
+                .and_then(|p| self.hand_pin(route, &p, now)),
                 record(),
             ),
             Session::New => (None, None),
@@ -327,7 +415,7 @@ impl ConnContext {
                 },
             ),
         };
-        PinOut { set_cookie, record }
+        PinOut { handed, record }
     }
 
     /// Rewrite: the request as the upstream should see it (no hop-by-hop
@@ -349,7 +437,10 @@ impl ConnContext {
         let proto = if self.tls { "https" } else { "http" };
         let h = req.headers_mut();
         headers::strip_hop_by_hop(h);
-        headers::strip_sticky_cookie(h, snap.config.sticky.cookie_name.as_str());
+        headers::strip_sticky_cookie(h, &snap.cookie_names);
+        for name in &snap.pin_headers {
+            h.remove(name);
+        }
         headers::set_forwarded(h, &self.peer_value, trusted, &admitted.host, proto);
         if !h.contains_key(header::HOST)
             && let Ok(v) = HeaderValue::from_str(admitted.host.as_str())
@@ -376,7 +467,7 @@ impl ConnContext {
         mut resp: Response<ProxyBody>,
         client_version: Version,
         upgrade: Option<(&Upgrade, OnUpgrade)>,
-        set_cookie: Option<HeaderValue>,
+        handed: Option<(HeaderName, HeaderValue)>,
     ) -> Response<ProxyBody> {
         if !headers::deliverable(&resp, client_version) {
             // The upstream's transfer coding cannot be carried to this
@@ -390,8 +481,8 @@ impl ConnContext {
         {
             self.start_tunnel(snap, g, on_client, &mut resp);
         }
-        if let Some(c) = set_cookie {
-            resp.headers_mut().append(header::SET_COOKIE, c);
+        if let Some((name, value)) = handed {
+            resp.headers_mut().append(name, value);
         }
         resp
     }

@@ -5,11 +5,12 @@ use std::fmt::Write as _;
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response};
+use http::{HeaderName, Request, Response};
 
 use super::{ConnContext, ProxyBody, ProxyError};
 use crate::assign::Pin;
-use crate::state::Snapshot;
+use crate::config::PinCarrier;
+use crate::state::{Route, Snapshot};
 
 thread_local! {
     /// Where a `Set-Cookie` value is written before it is copied out.
@@ -47,22 +48,39 @@ impl ConnContext {
         resp
     }
 
-    /// The `Set-Cookie` value that hands `pin` to the client.
-    pub(super) fn set_cookie(&self, snap: &Snapshot, pin: &Pin, now: u32) -> Option<HeaderValue> {
-        let sticky = &snap.config.sticky;
+    /// The header that hands `pin` to the client on `route`: `Set-Cookie`
+    /// (without `Max-Age` for a session cookie), or the route's pin header.
+    pub(super) fn hand_pin(
+        &self,
+        route: &Route,
+        pin: &Pin,
+        now: u32,
+    ) -> Option<(HeaderName, HeaderValue)> {
+        let sticky = &route.sticky;
         COOKIE_SCRATCH.with_borrow_mut(|v| {
             v.clear();
-            v.push_str(sticky.cookie_name.as_str());
-            v.push('=');
-            snap.codec.encode_into(pin, v);
-            let _ = write!(v, "; Max-Age={}", pin.expires_at.saturating_sub(now));
-            v.push_str(&snap.cookie_attrs);
-            if sticky.secure.unwrap_or(self.tls) {
-                v.push_str("; Secure");
-            }
+            let name = match &sticky.carrier {
+                PinCarrier::Header(name) => {
+                    route.codec.encode_into(pin, v);
+                    name.clone()
+                }
+                PinCarrier::Cookie => {
+                    v.push_str(sticky.cookie_name.as_str());
+                    v.push('=');
+                    route.codec.encode_into(pin, v);
+                    if !sticky.session_cookie {
+                        let _ = write!(v, "; Max-Age={}", pin.expires_at.saturating_sub(now));
+                    }
+                    v.push_str(&route.cookie_attrs);
+                    if sticky.secure.unwrap_or(self.tls) {
+                        v.push_str("; Secure");
+                    }
+                    header::SET_COOKIE
+                }
+            };
             // One allocation of the exact size: a `Bytes` made from a string
             // with room to spare would allocate a second time for its header.
-            HeaderValue::from_str(v).ok()
+            HeaderValue::from_str(v).ok().map(|v| (name, v))
         })
     }
 }

@@ -344,7 +344,7 @@ fn restart_only(old: &Config, new: &Config, name: &str, text: &str) -> Option<Co
     if old.sticky.store != new.sticky.store {
         let at = raw
             .as_ref()
-            .and_then(|r| r.sticky.store.as_ref())
+            .and_then(|r| r.sticky.value.store.as_ref())
             .and_then(config::line_of);
         errors.push(ConfigError::new(
             "sticky.store",

@@ -20,8 +20,9 @@ use http::uri::Authority;
 
 use crate::assign::cookie::CookieCodec;
 use crate::assign::{Routing, target_id};
-use crate::config::{Config, GroupName};
+use crate::config::{Config, GroupName, PinCarrier, RouteSpec, Sticky};
 use crate::metrics::{GroupMetrics, Metrics, TargetMetrics};
+use crate::route::RouteTable;
 use crate::upstream::{H1Pool, PoolSettings, UpstreamClient, upstream_client};
 
 /// Live state of one upstream target, shared by every snapshot that lists it.
@@ -188,11 +189,15 @@ pub struct Snapshot {
     pub generation: u64,
     pub config: Config,
     pub groups: Vec<Group>,
-    /// What [`crate::assign::decide`] needs of this config.
-    pub routing: Routing,
-    pub codec: CookieCodec,
-    /// Everything after `name=value` in Set-Cookie, minus `Max-Age` and `Secure`.
-    pub cookie_attrs: String,
+    /// One per route of the config, in its order (the groups-only form: one).
+    pub routes: Vec<Route>,
+    /// Which route a request takes.
+    pub route_table: RouteTable,
+    /// Every route's pin cookie name, once: none reaches an upstream.
+    pub cookie_names: Vec<String>,
+    /// Every route's pin header (`sticky.type: header`), once: none reaches
+    /// an upstream either.
+    pub pin_headers: Vec<http::HeaderName>,
     pub unrouted: TargetMetrics,
     /// The HTTPS listener's TLS config (certificates by SNI), when it has one.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -265,15 +270,30 @@ impl Snapshot {
                 }
             })
             .collect();
-        let routing = Routing::new(&config);
-        let codec = CookieCodec::new(&config.sticky);
-        let cookie_attrs = cookie_attrs(&config);
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| Route::new(&config, r))
+            .collect();
+        let mut cookie_names = Vec::new();
+        let mut pin_headers = Vec::new();
+        for r in &config.routes {
+            match &r.sticky.carrier {
+                PinCarrier::Cookie => cookie_names.push(r.sticky.cookie_name.as_str().to_owned()),
+                PinCarrier::Header(h) => pin_headers.push(h.clone()),
+            }
+        }
+        cookie_names.sort();
+        cookie_names.dedup();
+        pin_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        pin_headers.dedup();
         Self {
             generation,
             groups,
-            routing,
-            codec,
-            cookie_attrs,
+            routes,
+            route_table: RouteTable::new(&config.routes),
+            cookie_names,
+            pin_headers,
             unrouted: metrics.unrouted_handles(),
             tls: config.tls.as_ref().and_then(|t| {
                 crate::tls::server_config(&t.certs.iter().map(|c| &c.material).collect::<Vec<_>>())
@@ -348,8 +368,40 @@ impl Snapshot {
     }
 }
 
-fn cookie_attrs(config: &Config) -> String {
-    let s = &config.sticky;
+/// One route of a snapshot: what its requests are decided and pinned with.
+#[derive(Debug)]
+pub struct Route {
+    pub name: GroupName,
+    /// What [`crate::assign::decide`] needs of this route.
+    pub routing: Routing,
+    /// Signs and verifies this route's pins (bound to its name under `routes:`).
+    pub codec: CookieCodec,
+    pub sticky: Sticky,
+    /// Everything after `name=value` in Set-Cookie, minus `Max-Age` and `Secure`.
+    pub cookie_attrs: String,
+    /// `writes:`: the group that takes writes, and the read-your-writes
+    /// window in whole seconds (rounded up; 0: none).
+    pub writes: Option<(usize, u32)>,
+}
+
+impl Route {
+    fn new(config: &Config, spec: &RouteSpec) -> Self {
+        Self {
+            name: spec.name.clone(),
+            routing: Routing::new(config, spec),
+            codec: CookieCodec::for_route(&spec.sticky, spec.bound.then(|| spec.name.as_str())),
+            sticky: spec.sticky.clone(),
+            cookie_attrs: cookie_attrs(&spec.sticky),
+            writes: spec.writes.map(|w| {
+                let window = w.read_your_writes;
+                let secs = window.as_secs() + u64::from(window.subsec_nanos() > 0);
+                (w.group, u32::try_from(secs).unwrap_or(u32::MAX))
+            }),
+        }
+    }
+}
+
+fn cookie_attrs(s: &Sticky) -> String {
     let mut a = format!("; Path={}", s.path);
     if let Some(d) = &s.domain {
         a.push_str("; Domain=");
