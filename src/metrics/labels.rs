@@ -13,29 +13,41 @@ pub trait Label: Copy + 'static {
     fn index(self) -> usize;
 }
 
-/// One counter per value of `K`, with the other labels already bound.
+/// One handle (a counter, a histogram, a nested [`ByLabel`]) per value of
+/// `K`, picked by the enum.
 #[derive(Debug, Clone)]
-pub struct Counters<K> {
-    by: Vec<IntCounter>,
+pub struct ByLabel<K, T> {
+    by: Vec<T>,
     kind: PhantomData<fn(K)>,
+}
+
+/// One counter per value of `K`, with the other labels already bound.
+pub type Counters<K> = ByLabel<K, IntCounter>;
+
+impl<K: Label, T> ByLabel<K, T> {
+    /// A handle per value of `K`, made by `make` from the value's text.
+    pub fn from_fn(mut make: impl FnMut(&'static str) -> T) -> Self {
+        Self {
+            by: K::ALL.iter().map(|k| make(k.label())).collect(),
+            kind: PhantomData,
+        }
+    }
+
+    /// Each handle with its label value.
+    pub fn iter(&self) -> impl Iterator<Item = (K, &T)> {
+        K::ALL.iter().copied().zip(&self.by)
+    }
 }
 
 impl<K: Label> Counters<K> {
     /// The handles of `family` for every value of `K`, after the labels in
     /// `before` (e.g. the group's name).
     pub fn of(family: &IntCounterVec, before: &[&str]) -> Self {
-        let by = K::ALL
-            .iter()
-            .map(|k| {
-                let mut values = before.to_vec();
-                values.push(k.label());
-                family.with_label_values(&values)
-            })
-            .collect();
-        Self {
-            by,
-            kind: PhantomData,
-        }
+        Self::from_fn(|label| {
+            let mut values = before.to_vec();
+            values.push(label);
+            family.with_label_values(&values)
+        })
     }
 
     /// Counters registered nowhere: they count into the void.
@@ -51,13 +63,34 @@ impl<K: Label> Counters<K> {
     }
 }
 
-impl<K: Label> Index<K> for Counters<K> {
-    type Output = IntCounter;
+impl<K: Label, T> Index<K> for ByLabel<K, T> {
+    type Output = T;
 
-    fn index(&self, k: K) -> &IntCounter {
+    fn index(&self, k: K) -> &T {
         &self.by[k.index()]
     }
 }
+
+/// A label enum defined elsewhere (it names a rule of its own module): its
+/// `ALL` and `label` as the [`Label`] trait.
+macro_rules! label_of {
+    ($name:path) => {
+        impl Label for $name {
+            const ALL: &'static [Self] = &<$name>::ALL;
+            fn label(self) -> &'static str {
+                <$name>::label(self)
+            }
+            fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+label_of!(crate::assign::Reason);
+label_of!(crate::assign::Rejection);
+label_of!(super::DownstreamErrorKind);
+label_of!(super::UpstreamErrorKind);
 
 /// Defines a label enum: its variants with their label text.
 macro_rules! label_enum {
@@ -118,6 +151,45 @@ label_enum!(
 );
 
 label_enum!(
+    /// An answer's status class.
+    StatusClass {
+        Informational => "1xx",
+        Success => "2xx",
+        Redirection => "3xx",
+        ClientError => "4xx",
+        ServerError => "5xx",
+    }
+);
+
+impl StatusClass {
+    pub fn of(status: u16) -> Self {
+        match status / 100 {
+            0 | 1 => StatusClass::Informational,
+            2 => StatusClass::Success,
+            3 => StatusClass::Redirection,
+            4 => StatusClass::ClientError,
+            _ => StatusClass::ServerError,
+        }
+    }
+}
+
+label_enum!(
+    /// A session store operation.
+    StoreOp {
+        Get => "get",
+        Set => "set",
+    }
+);
+
+label_enum!(
+    /// How a session store operation failed.
+    StoreFailure {
+        Timeout => "timeout",
+        Error => "error",
+    }
+);
+
+label_enum!(
     /// What became of a failed exchange that could be retried.
     Retry {
         /// Sent again, to a sibling target.
@@ -130,6 +202,17 @@ label_enum!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_falls_in_its_class() {
+        let got: Vec<&str> = [100, 101, 200, 204, 304, 404, 499, 500, 599, 999]
+            .map(|s| StatusClass::of(s).label())
+            .to_vec();
+        assert_eq!(
+            got,
+            ["1xx", "1xx", "2xx", "2xx", "3xx", "4xx", "4xx", "5xx", "5xx", "5xx"]
+        );
+    }
 
     #[test]
     fn a_counter_is_picked_by_its_label_value() -> prometheus::Result<()> {

@@ -11,12 +11,12 @@ use prometheus::{
 };
 
 use crate::assign::{Reason, Rejection};
-pub use labels::{CacheLookup, ClientTimeout, Counters, Handshake, Label, Probe, Retry};
+pub use labels::{
+    ByLabel, CacheLookup, ClientTimeout, Counters, Handshake, Label, Probe, Retry, StatusClass,
+    StoreFailure, StoreOp,
+};
 
 mod labels;
-
-/// Status classes used as the `class` label.
-pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Values of the `result` label of `switchyard_config_reloads_total`.
 pub const RELOAD_RESULTS: [&str; 3] = ["ok", "invalid", "restart_required"];
@@ -129,16 +129,16 @@ pub struct Metrics {
     pub config_loaded_timestamp: Gauge,
     pub config_hash_info: IntGaugeVec,
     pub build_info: IntGaugeVec,
-    /// `cookie_rejected` handles, indexed like [`Rejection::ALL`].
-    pub rejected_by: [IntCounter; Rejection::ALL.len()],
-    /// `downstream_errors` handles, indexed like [`DownstreamErrorKind::ALL`].
-    pub downstream_by: [IntCounter; DownstreamErrorKind::ALL.len()],
+    /// `cookie_rejected` handles, by why.
+    pub rejected_by: Counters<Rejection>,
+    /// `downstream_errors` handles, by kind.
+    pub downstream_by: Counters<DownstreamErrorKind>,
     /// Session cache lookups: `hit`, `miss`.
     pub session_cache: Counters<CacheLookup>,
-    /// Redis round trips, by op: `get`, `set`.
-    pub store_duration: [prometheus::Histogram; 2],
-    /// Redis failures, by op (`get`, `set`) then kind (`timeout`, `error`).
-    pub store_errors: [[IntCounter; 2]; 2],
+    /// Redis round trips, by op.
+    pub store_duration: ByLabel<StoreOp, Histogram>,
+    /// Redis failures, by op then kind.
+    pub store_errors: ByLabel<StoreOp, Counters<StoreFailure>>,
     /// 1 while the session store answers (always 1 in memory mode).
     pub store_up: IntGauge,
     /// The store's families, kept whole so cookie mode can unregister them.
@@ -156,16 +156,6 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(
     let m = m?;
     r.register(Box::new(m.clone()))?;
     Ok(m)
-}
-
-/// Counters registered nowhere: they count into the void.
-fn detached<const N: usize>() -> prometheus::Result<[IntCounter; N]> {
-    let mut out = Vec::with_capacity(N);
-    for _ in 0..N {
-        out.push(IntCounter::new("detached", "-")?);
-    }
-    out.try_into()
-        .map_err(|_| prometheus::Error::Msg("detached counters".into()))
 }
 
 impl Metrics {
@@ -226,8 +216,8 @@ impl Metrics {
             &["group", "target", "class"],
         )?;
         let unrouted = TargetMetrics {
-            requests: CLASSES.map(|c| requests.with_label_values(&[NO_GROUP, NO_GROUP, c])),
-            errors: detached()?,
+            requests: Counters::of(&requests, &[NO_GROUP, NO_GROUP]),
+            errors: Counters::detached()?,
             outstanding: IntGauge::new("detached", "-")?,
             healthy: IntGauge::new("detached", "-")?,
             ejections: IntCounter::new("detached", "-")?,
@@ -236,9 +226,8 @@ impl Metrics {
         let m = Self {
             unrouted,
             session_cache: Counters::of(&session_cache, &[]),
-            store_duration: ["get", "set"].map(|o| store_duration.with_label_values(&[o])),
-            store_errors: ["get", "set"]
-                .map(|o| ["timeout", "error"].map(|k| store_errors.with_label_values(&[o, k]))),
+            store_duration: ByLabel::from_fn(|op| store_duration.with_label_values(&[op])),
+            store_errors: ByLabel::from_fn(|op| Counters::of(&store_errors, &[op])),
             store_up: reg(
                 r,
                 IntGauge::new(
@@ -266,9 +255,8 @@ impl Metrics {
                 "Connections upgraded (WebSocket over HTTP/1.1 or HTTP/2), by group.",
                 &["group"],
             )?,
-            rejected_by: Rejection::ALL.map(|r| cookie_rejected.with_label_values(&[r.label()])),
-            downstream_by: DownstreamErrorKind::ALL
-                .map(|k| downstream_errors.with_label_values(&[k.label()])),
+            rejected_by: Counters::of(&cookie_rejected, &[]),
+            downstream_by: Counters::of(&downstream_errors, &[]),
             cookie_rejected,
             downstream_errors,
             requests,
@@ -451,8 +439,10 @@ impl Metrics {
         for r in ["pass", "fail"] {
             let _ = self.health_checks.remove_label_values(&[group, target, r]);
         }
-        for c in CLASSES {
-            let _ = self.requests.remove_label_values(&[group, target, c]);
+        for c in StatusClass::ALL {
+            let _ = self
+                .requests
+                .remove_label_values(&[group, target, c.label()]);
         }
         for k in UpstreamErrorKind::ALL {
             let _ = self
@@ -465,8 +455,7 @@ impl Metrics {
     pub fn group_handles(&self, group: &str) -> GroupMetrics {
         GroupMetrics {
             duration: self.duration.with_label_values(&[group]),
-            assignments: Reason::ALL
-                .map(|r| self.assignments.with_label_values(&[group, r.label()])),
+            assignments: Counters::of(&self.assignments, &[group]),
             retries: Counters::of(&self.retries, &[group]),
             upgraded: self.upgraded.with_label_values(&[group]),
             upgrades: self.upgrades.with_label_values(&[group]),
@@ -476,11 +465,8 @@ impl Metrics {
     /// Handles for one target of a group, resolved once per snapshot.
     pub fn target_handles(&self, group: &str, target: &str) -> TargetMetrics {
         TargetMetrics {
-            requests: CLASSES.map(|c| self.requests.with_label_values(&[group, target, c])),
-            errors: UpstreamErrorKind::ALL.map(|k| {
-                self.upstream_errors
-                    .with_label_values(&[group, target, k.label()])
-            }),
+            requests: Counters::of(&self.requests, &[group, target]),
+            errors: Counters::of(&self.upstream_errors, &[group, target]),
             outstanding: self.target_outstanding.with_label_values(&[group, target]),
             healthy: self.target_healthy.with_label_values(&[group, target]),
             ejections: self.target_ejections.with_label_values(&[group, target]),
@@ -508,7 +494,7 @@ impl Metrics {
 #[derive(Debug, Clone)]
 pub struct GroupMetrics {
     pub duration: Histogram,
-    pub assignments: [IntCounter; Reason::ALL.len()],
+    pub assignments: Counters<Reason>,
     pub retries: Counters<Retry>,
     pub upgraded: IntGauge,
     pub upgrades: IntCounter,
@@ -517,8 +503,8 @@ pub struct GroupMetrics {
 /// Cached per-target handles.
 #[derive(Debug, Clone)]
 pub struct TargetMetrics {
-    pub requests: [IntCounter; 5],
-    pub errors: [IntCounter; UpstreamErrorKind::ALL.len()],
+    pub requests: Counters<StatusClass>,
+    pub errors: Counters<UpstreamErrorKind>,
     pub outstanding: IntGauge,
     /// Set at scrape time from the target's health.
     pub healthy: IntGauge,
@@ -532,11 +518,10 @@ impl TargetMetrics {
     }
 
     pub fn count_status(&self, status: u16) {
-        let i = usize::from(status / 100).clamp(1, 5) - 1;
-        self.requests[i].inc();
+        self.requests[StatusClass::of(status)].inc();
     }
 
     pub fn count_error(&self, kind: UpstreamErrorKind) {
-        self.errors[kind as usize].inc();
+        self.errors[kind].inc();
     }
 }

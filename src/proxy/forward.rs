@@ -230,7 +230,7 @@ impl ConnContext {
         if let Some(p) = upgrade {
             head.headers.insert(header::UPGRADE, p);
         }
-        let body_timeouts = target.metrics.errors[UpstreamErrorKind::BodyTimeout as usize].clone();
+        let body_timeouts = target.metrics.errors[UpstreamErrorKind::BodyTimeout].clone();
         let body = ProxyBody::upstream(
             body,
             in_flight,

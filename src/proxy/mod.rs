@@ -337,7 +337,7 @@ impl ConnContext {
         admitted: &Admitted,
     ) -> Result<Served, ProxyError> {
         if let Some(r) = decision.rejected {
-            self.shared.metrics.rejected_by[r as usize].inc();
+            self.shared.metrics.rejected_by[r].inc();
         }
         let mut draw = |n: u64| rand::random_range(0..n);
         let pinned = crate::balance::route(snap, decision, now_ms, &mut draw);
@@ -357,7 +357,7 @@ impl ConnContext {
         if admitted.upgrade.is_some() && snap.groups[group].h2 {
             return Err(ProxyError::UpgradeToH2Upstream);
         }
-        snap.groups[group].metrics.assignments[reason as usize].inc();
+        snap.groups[group].metrics.assignments[reason].inc();
         Ok(Served {
             group,
             target,
@@ -521,7 +521,7 @@ impl ConnContext {
 
     fn count_downstream(&self, e: ProxyError) {
         if let Fault::Downstream(kind) = e.fault() {
-            self.shared.metrics.downstream_by[kind as usize].inc();
+            self.shared.metrics.downstream_by[kind].inc();
             if kind == DownstreamErrorKind::ClientTimeout {
                 self.shared.metrics.client_timeouts[ClientTimeout::Body].inc();
             }

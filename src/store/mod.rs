@@ -27,8 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::assign::ClientId;
 use crate::config::{StoreKind, StoreSettings};
-use crate::metrics::CacheLookup;
-use crate::metrics::Metrics;
+use crate::metrics::{CacheLookup, Metrics, StoreFailure, StoreOp};
 
 /// A session id is the client id the session cookie carries.
 pub type SessionId = ClientId;
@@ -76,13 +75,6 @@ pub enum StoreError {
 struct Cached {
     record: Record,
     at: Instant,
-}
-
-/// Operation labels, in the order of the metric arrays.
-#[derive(Debug, Clone, Copy)]
-enum Op {
-    Get = 0,
-    Set = 1,
 }
 
 pub struct SessionStore {
@@ -283,16 +275,20 @@ impl SessionStore {
     fn record_outcome<T>(
         &self,
         redis: &RedisBackend,
-        op: Op,
+        op: StoreOp,
         started: Instant,
         r: &Result<T, StoreError>,
     ) {
-        self.metrics.store_duration[op as usize].observe(started.elapsed().as_secs_f64());
+        self.metrics.store_duration[op].observe(started.elapsed().as_secs_f64());
         match r {
             Ok(_) | Err(StoreError::Corrupt(_)) => self.mark_up(redis),
             Err(e) => {
-                let kind = usize::from(!matches!(e, StoreError::Timeout(_)));
-                self.metrics.store_errors[op as usize][kind].inc();
+                let kind = if matches!(e, StoreError::Timeout(_)) {
+                    StoreFailure::Timeout
+                } else {
+                    StoreFailure::Error
+                };
+                self.metrics.store_errors[op][kind].inc();
                 self.mark_down(redis, e);
             }
         }
@@ -360,7 +356,7 @@ impl SessionStore {
                 .map(Some)
                 .map_err(StoreError::from),
         };
-        self.record_outcome(redis, Op::Get, started, &r);
+        self.record_outcome(redis, StoreOp::Get, started, &r);
         r
     }
 
@@ -385,7 +381,7 @@ impl SessionStore {
                 }
             }
         };
-        self.record_outcome(redis, Op::Set, started, &r);
+        self.record_outcome(redis, StoreOp::Set, started, &r);
         r
     }
 }
