@@ -106,10 +106,10 @@ async fn put(
     };
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    struct Pin {
+    struct PinRequest {
         group: String,
     }
-    let Ok(pin) = serde_json::from_slice::<Pin>(&body) else {
+    let Ok(pin) = serde_json::from_slice::<PinRequest>(&body) else {
         return text(
             StatusCode::BAD_REQUEST,
             "expected a JSON body like {\"group\": \"green\"}\n",

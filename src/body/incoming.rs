@@ -72,7 +72,7 @@ pub enum PipeError {
 }
 
 #[derive(Debug, Default)]
-struct State {
+struct PipeState {
     chunk: Option<Bytes>,
     end: Option<Result<(), PipeError>>,
     reader: Option<Waker>,
@@ -82,7 +82,7 @@ struct State {
     reader_gone: bool,
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+fn lock(m: &Mutex<PipeState>) -> MutexGuard<'_, PipeState> {
     match m.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
@@ -91,7 +91,7 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 
 /// A new pipe for a body of `hint`'s size.
 pub fn pipe(hint: SizeHint) -> (PipeWriter, PipeReader) {
-    let shared = Arc::new(Mutex::new(State::default()));
+    let shared = Arc::new(Mutex::new(PipeState::default()));
     (
         PipeWriter {
             shared: Arc::clone(&shared),
@@ -108,7 +108,7 @@ pub fn pipe(hint: SizeHint) -> (PipeWriter, PipeReader) {
 /// The body end of a pipe.
 #[derive(Debug)]
 pub struct PipeReader {
-    shared: Arc<Mutex<State>>,
+    shared: Arc<Mutex<PipeState>>,
     hint: SizeHint,
     ended: bool,
 }
@@ -175,7 +175,7 @@ pub enum Room {
 /// The connection end of a pipe.
 #[derive(Debug)]
 pub struct PipeWriter {
-    shared: Arc<Mutex<State>>,
+    shared: Arc<Mutex<PipeState>>,
     done: bool,
 }
 

@@ -15,14 +15,14 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::idle::ClientBody;
 
-type Slot = Arc<Mutex<Option<ClientBody>>>;
+type Held = Arc<Mutex<Option<ClientBody>>>;
 
 #[derive(Debug)]
-enum State {
+enum ReplayState {
     /// No body at all (GET, HEAD, ...): trivially replayable.
     Empty,
     /// Parked; the first poll takes it out of the slot.
-    Parked(Slot),
+    Parked(Held),
     /// Being sent.
     Streaming(ClientBody),
 }
@@ -30,7 +30,7 @@ enum State {
 /// The body of a request to an upstream.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    state: State,
+    state: ReplayState,
     hint: SizeHint,
 }
 
@@ -44,7 +44,7 @@ pub struct Replay {
 #[derive(Debug)]
 enum Source {
     Empty,
-    Slot(Slot),
+    Held(Held),
     /// Streamed straight through: never replayable.
     Gone,
 }
@@ -52,7 +52,7 @@ enum Source {
 impl UpstreamBody {
     pub fn new_empty() -> Self {
         Self {
-            state: State::Empty,
+            state: ReplayState::Empty,
             hint: SizeHint::with_exact(0),
         }
     }
@@ -62,12 +62,12 @@ impl UpstreamBody {
     pub fn new(body: ClientBody, replayable: bool) -> (Self, Replay) {
         let hint = body.size_hint();
         let (state, source) = if body.is_end_stream() {
-            (State::Empty, Source::Empty)
+            (ReplayState::Empty, Source::Empty)
         } else if replayable {
-            let slot: Slot = Arc::new(Mutex::new(Some(body)));
-            (State::Parked(Arc::clone(&slot)), Source::Slot(slot))
+            let slot: Held = Arc::new(Mutex::new(Some(body)));
+            (ReplayState::Parked(Arc::clone(&slot)), Source::Held(slot))
         } else {
-            (State::Streaming(body), Source::Gone)
+            (ReplayState::Streaming(body), Source::Gone)
         };
         (Self { state, hint }, Replay { source, hint })
     }
@@ -79,19 +79,19 @@ impl Replay {
         let slot = match &self.source {
             Source::Empty => {
                 return Some(UpstreamBody {
-                    state: State::Empty,
+                    state: ReplayState::Empty,
                     hint: self.hint,
                 });
             }
             Source::Gone => return None,
-            Source::Slot(slot) => slot,
+            Source::Held(slot) => slot,
         };
         let still_parked = match slot.lock() {
             Ok(guard) => guard.is_some(),
             Err(_) => false,
         };
         still_parked.then(|| UpstreamBody {
-            state: State::Parked(Arc::clone(slot)),
+            state: ReplayState::Parked(Arc::clone(slot)),
             hint: self.hint,
         })
     }
@@ -106,34 +106,34 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        if let State::Parked(slot) = &this.state {
+        if let ReplayState::Parked(slot) = &this.state {
             let taken = match slot.lock() {
                 Ok(mut guard) => guard.take(),
                 Err(_) => None,
             };
             match taken {
-                Some(body) => this.state = State::Streaming(body),
+                Some(body) => this.state = ReplayState::Streaming(body),
                 // Cannot happen (one attempt at a time), but never hang on it.
-                None => this.state = State::Empty,
+                None => this.state = ReplayState::Empty,
             }
         }
         match &mut this.state {
-            State::Streaming(b) => Pin::new(b).poll_frame(cx),
-            State::Empty | State::Parked(_) => Poll::Ready(None),
+            ReplayState::Streaming(b) => Pin::new(b).poll_frame(cx),
+            ReplayState::Empty | ReplayState::Parked(_) => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.state {
-            State::Empty => true,
-            State::Parked(_) => false,
-            State::Streaming(b) => b.is_end_stream(),
+            ReplayState::Empty => true,
+            ReplayState::Parked(_) => false,
+            ReplayState::Streaming(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.state {
-            State::Streaming(b) => b.size_hint(),
+            ReplayState::Streaming(b) => b.size_hint(),
             _ => self.hint,
         }
     }

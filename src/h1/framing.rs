@@ -67,7 +67,7 @@ enum Line {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+enum DecodeState {
     /// Bytes left of a sized body.
     Length(u64),
     /// Reading a chunk-size line; the size so far.
@@ -99,7 +99,7 @@ enum State {
 /// section parses as header fields. Anything else is an error, never a guess.
 #[derive(Debug, Clone)]
 pub struct Decoder {
-    state: State,
+    state: DecodeState,
     /// Extension bytes seen so far.
     extensions: u32,
     trailer_lines: u32,
@@ -128,10 +128,10 @@ impl Decoder {
     /// server's header field limit, as hyper applies it).
     pub fn with_max_trailers(framing: Framing, max_trailers: usize) -> Self {
         let state = match framing {
-            Framing::Empty | Framing::Length(0) => State::Done,
-            Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::Size(Line::Start, 0),
-            Framing::Close => State::Close,
+            Framing::Empty | Framing::Length(0) => DecodeState::Done,
+            Framing::Length(n) => DecodeState::Length(n),
+            Framing::Chunked => DecodeState::Size(Line::Start, 0),
+            Framing::Close => DecodeState::Close,
         };
         Self {
             state,
@@ -144,14 +144,14 @@ impl Decoder {
 
     /// Whether the whole body has been read.
     pub fn is_done(&self) -> bool {
-        self.state == State::Done
+        self.state == DecodeState::Done
     }
 
     /// Bytes still to come, when known.
     pub fn remaining(&self) -> Option<u64> {
         match self.state {
-            State::Length(n) => Some(n),
-            State::Done => Some(0),
+            DecodeState::Length(n) => Some(n),
+            DecodeState::Done => Some(0),
             _ => None,
         }
     }
@@ -160,32 +160,32 @@ impl Decoder {
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, FramingError> {
         loop {
             match self.state {
-                State::Done => return Ok(Decoded::End),
-                State::Length(left) => {
+                DecodeState::Done => return Ok(Decoded::End),
+                DecodeState::Length(left) => {
                     if buf.is_empty() {
                         return Ok(Decoded::NeedMore);
                     }
                     let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
                     let left = left - n as u64;
                     self.state = if left == 0 {
-                        State::Done
+                        DecodeState::Done
                     } else {
-                        State::Length(left)
+                        DecodeState::Length(left)
                     };
                     return Ok(Decoded::Data(buf.split_to(n).freeze()));
                 }
-                State::Close => {
+                DecodeState::Close => {
                     if buf.is_empty() {
                         return Ok(Decoded::NeedMore);
                     }
                     return Ok(Decoded::Data(buf.split().freeze()));
                 }
-                State::Size(..) => {
+                DecodeState::Size(..) => {
                     if !self.size_line(buf)? {
                         return Ok(Decoded::NeedMore);
                     }
                 }
-                State::Data(left) => {
+                DecodeState::Data(left) => {
                     if buf.is_empty() {
                         return Ok(Decoded::NeedMore);
                     }
@@ -193,19 +193,19 @@ impl Decoder {
                     let left = left - n as u64;
                     let data = buf.split_to(n).freeze();
                     self.state = if left == 0 {
-                        State::DataEnd
+                        DecodeState::DataEnd
                     } else {
-                        State::Data(left)
+                        DecodeState::Data(left)
                     };
                     if left == 0 {
                         self.settle(buf);
                     }
                     return Ok(Decoded::Data(data));
                 }
-                State::DataEnd => match buf.get(..2) {
+                DecodeState::DataEnd => match buf.get(..2) {
                     Some(b"\r\n") => {
                         buf.advance(2);
-                        self.state = State::Size(Line::Start, 0);
+                        self.state = DecodeState::Size(Line::Start, 0);
                     }
                     Some(_) => return Err(FramingError::ChunkEnd),
                     None if buf.first().is_some_and(|&b| b != b'\r') => {
@@ -213,7 +213,10 @@ impl Decoder {
                     }
                     None => return Ok(Decoded::NeedMore),
                 },
-                State::LineStart | State::Trailer | State::TrailerLf | State::EndLf => {
+                DecodeState::LineStart
+                | DecodeState::Trailer
+                | DecodeState::TrailerLf
+                | DecodeState::EndLf => {
                     if !self.trailer_section(buf)? {
                         return Ok(Decoded::NeedMore);
                     }
@@ -225,7 +228,7 @@ impl Decoder {
     /// Reads a chunk-size line out of `buf` as far as it goes; true once it
     /// is complete (the state then is the chunk's data, or the trailers).
     fn size_line(&mut self, buf: &mut BytesMut) -> Result<bool, FramingError> {
-        let State::Size(mut line, mut size) = self.state else {
+        let DecodeState::Size(mut line, mut size) = self.state else {
             return Ok(true);
         };
         let mut used = 0;
@@ -261,9 +264,9 @@ impl Decoder {
         }
         buf.advance(used);
         self.state = match (complete, size) {
-            (false, _) => State::Size(line, size),
-            (true, 0) => State::LineStart,
-            (true, n) => State::Data(n),
+            (false, _) => DecodeState::Size(line, size),
+            (true, 0) => DecodeState::LineStart,
+            (true, n) => DecodeState::Data(n),
         };
         Ok(complete)
     }
@@ -276,27 +279,27 @@ impl Decoder {
         for &b in buf.iter() {
             used += 1;
             self.state = match (self.state, b) {
-                (State::LineStart, b'\r') => {
+                (DecodeState::LineStart, b'\r') => {
                     self.keep_trailer_byte(b, false)?;
-                    State::EndLf
+                    DecodeState::EndLf
                 }
-                (State::LineStart | State::Trailer, _) => {
+                (DecodeState::LineStart | DecodeState::Trailer, _) => {
                     self.keep_trailer_byte(b, true)?;
                     if b == b'\r' {
-                        State::TrailerLf
+                        DecodeState::TrailerLf
                     } else {
-                        State::Trailer
+                        DecodeState::Trailer
                     }
                 }
-                (State::TrailerLf, b'\n') => {
+                (DecodeState::TrailerLf, b'\n') => {
                     if self.trailer_lines >= self.max_trailers {
                         return Err(FramingError::TooLong);
                     }
                     self.trailer_lines += 1;
                     self.keep_trailer_byte(b, false)?;
-                    State::LineStart
+                    DecodeState::LineStart
                 }
-                (State::EndLf, b'\n') => {
+                (DecodeState::EndLf, b'\n') => {
                     self.keep_trailer_byte(b, false)?;
                     ended = true;
                     break;
@@ -307,7 +310,7 @@ impl Decoder {
         buf.advance(used);
         if ended {
             self.check_trailers()?;
-            self.state = State::Done;
+            self.state = DecodeState::Done;
         }
         Ok(ended)
     }
@@ -358,15 +361,15 @@ impl Decoder {
         const END: &[u8] = b"\r\n0\r\n\r\n";
         if buf.starts_with(END) {
             buf.advance(END.len());
-            self.state = State::Done;
+            self.state = DecodeState::Done;
         }
     }
 
     /// The peer closed: the end of a close-delimited body, an error otherwise.
     pub fn eof(&mut self) -> Result<(), FramingError> {
         match self.state {
-            State::Close | State::Done => {
-                self.state = State::Done;
+            DecodeState::Close | DecodeState::Done => {
+                self.state = DecodeState::Done;
                 Ok(())
             }
             _ => Err(FramingError::Incomplete),

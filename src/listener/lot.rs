@@ -60,7 +60,7 @@ struct Slot {
 }
 
 #[derive(Debug, Default)]
-struct Inner {
+struct Spaces {
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
     /// Slots to look at: newly parked, or woken by their socket.
@@ -74,11 +74,11 @@ struct Inner {
 /// The parked connections of one accept loop.
 #[derive(Debug, Default)]
 pub(super) struct Lot {
-    inner: Mutex<Inner>,
+    inner: Mutex<Spaces>,
     task: AtomicWaker,
 }
 
-fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+fn lock(m: &Mutex<Spaces>) -> MutexGuard<'_, Spaces> {
     match m.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
@@ -171,7 +171,7 @@ impl Lot {
     }
 
     /// Takes the slot `key` out if it is still `generation`'s.
-    fn take(inner: &mut Inner, key: u32, generation: u32) -> Option<Slot> {
+    fn take(inner: &mut Spaces, key: u32, generation: u32) -> Option<Slot> {
         let place = inner.slots.get_mut(key as usize)?;
         if place.as_ref()?.generation != generation {
             return None;

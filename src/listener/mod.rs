@@ -465,12 +465,12 @@ fn parked_wait<S: ClientStream>(
 type ConnError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One hyper connection serving a client, from either builder.
-trait ClientConn: Send + 'static {
+trait HyperConn: Send + 'static {
     fn poll_conn(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>>;
     fn graceful_shutdown(self: Pin<&mut Self>);
 }
 
-impl<S: ClientStream> ClientConn
+impl<S: ClientStream> HyperConn
     for auto::UpgradeableConnection<'static, TokioIo<ClientIo<S>>, Proxy, TokioExecutor>
 {
     fn poll_conn(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
@@ -482,7 +482,7 @@ impl<S: ClientStream> ClientConn
     }
 }
 
-impl<S: ClientStream> ClientConn for http1::UpgradeableConnection<TokioIo<ClientIo<S>>, Proxy> {
+impl<S: ClientStream> HyperConn for http1::UpgradeableConnection<TokioIo<ClientIo<S>>, Proxy> {
     fn poll_conn(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
         Future::poll(self, cx).map_err(ConnError::from)
     }
@@ -495,7 +495,7 @@ impl<S: ClientStream> ClientConn for http1::UpgradeableConnection<TokioIo<Client
 /// Runs one hyper connection to its end. Shutdown, or an idle HTTP/2
 /// connection: hyper closes gracefully (GOAWAY on HTTP/2, `connection:
 /// close` on a response in flight).
-async fn serve_conn<C: ClientConn>(
+async fn serve_conn<C: HyperConn>(
     mut conn: Pin<&mut C>,
     shutdown: &mut watch::Receiver<bool>,
     activity: &Activity,

@@ -210,7 +210,9 @@ mod tests {
             .to_vec();
         assert_eq!(
             got,
-            ["1xx", "1xx", "2xx", "2xx", "3xx", "4xx", "4xx", "5xx", "5xx", "5xx"]
+            [
+                "1xx", "1xx", "2xx", "2xx", "3xx", "4xx", "4xx", "5xx", "5xx", "5xx"
+            ]
         );
     }
 

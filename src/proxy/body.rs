@@ -14,7 +14,7 @@ use crate::state::InFlight;
 use crate::upstream::NativeBody;
 
 #[derive(Debug)]
-enum Inner {
+enum Relayed {
     /// With the idle timer of `timeouts.upstream_body` and the counter of
     /// `kind="body_timeout"` errors for when it fires.
     Upstream(UpstreamIncoming, IdleTimer, prometheus::IntCounter),
@@ -62,7 +62,7 @@ impl Body for UpstreamIncoming {
 /// least-outstanding balancing sees streaming responses as busy.
 #[derive(Debug)]
 pub struct ProxyBody {
-    inner: Inner,
+    inner: Relayed,
     in_flight: Option<InFlight>,
     /// The client connection's request count, released with `in_flight`.
     request: Option<InFlightRequest>,
@@ -76,7 +76,7 @@ impl ProxyBody {
         timeouts: prometheus::IntCounter,
     ) -> Self {
         Self {
-            inner: Inner::Upstream(body, IdleTimer::new(idle), timeouts),
+            inner: Relayed::Upstream(body, IdleTimer::new(idle), timeouts),
             in_flight: Some(in_flight),
             request: None,
         }
@@ -84,7 +84,7 @@ impl ProxyBody {
 
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         Self {
-            inner: Inner::Full(Some(bytes.into())),
+            inner: Relayed::Full(Some(bytes.into())),
             in_flight: None,
             request: None,
         }
@@ -92,7 +92,7 @@ impl ProxyBody {
 
     pub fn empty() -> Self {
         Self {
-            inner: Inner::Full(None),
+            inner: Relayed::Full(None),
             in_flight: None,
             request: None,
         }
@@ -116,7 +116,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
-            Inner::Upstream(b, timer, timeouts) => match Pin::new(b).poll_frame(cx) {
+            Relayed::Upstream(b, timer, timeouts) => match Pin::new(b).poll_frame(cx) {
                 Poll::Ready(Some(Ok(f))) => {
                     timer.progress();
                     Poll::Ready(Some(Ok(f)))
@@ -132,7 +132,7 @@ impl Body for ProxyBody {
                 }
                 Poll::Pending => Poll::Pending,
             },
-            Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            Relayed::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         };
         if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = polled {
             this.in_flight = None;
@@ -143,16 +143,16 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Upstream(b, ..) => b.is_end_stream(),
-            Inner::Full(b) => b.is_none(),
+            Relayed::Upstream(b, ..) => b.is_end_stream(),
+            Relayed::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Upstream(b, ..) => b.size_hint(),
-            Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            Inner::Full(None) => SizeHint::with_exact(0),
+            Relayed::Upstream(b, ..) => b.size_hint(),
+            Relayed::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Relayed::Full(None) => SizeHint::with_exact(0),
         }
     }
 }
