@@ -309,3 +309,81 @@ async fn after_a_write_the_writers_reads_go_to_the_writes_group_for_the_window()
         4.0
     );
 }
+
+#[tokio::test]
+async fn routes_are_added_removed_renamed_and_reordered_live_and_a_bad_one_is_refused_whole() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let groups = format!(
+        "{HEAD}groups:\n  a:\n    targets: [{{address: {}}}]\n  b:\n    targets: [{{address: {}}}]\n",
+        a.addr, b.addr
+    );
+    let api = "  - name: api\n    match: {hosts: [api.test]}\n    split: {a: 1}\n";
+    let web = "  - name: web\n    match: {hosts: [www.test]}\n    split: {b: 1}\n";
+    let w = Watched::start(&format!("{groups}routes:\n{api}{web}")).await;
+    let addr = w.running.proxy_addr;
+    let pinned = get_host(addr, "api.test", "/", None).await;
+    let pin = pinned.set_cookie("switchyard_api").unwrap_or_default();
+    assert_eq!(get_host(addr, "www.test", "/", None).await.upstream(), "b");
+
+    // web removed, api renamed to api2 and moved after a new route img.
+    let img =
+        "  - name: img\n    match: {hosts: [api.test], path_prefix: /img}\n    split: {b: 1}\n";
+    let api2 = api.replace("name: api", "name: api2");
+    write_by_rename(&w.path, &format!("{groups}routes:\n{img}{api2}"));
+    assert!(wait_generation(w.running.admin_addr, 2, std::time::Duration::from_secs(10)).await);
+    assert_eq!(
+        get_host(addr, "www.test", "/", None).await.status,
+        404,
+        "web is gone"
+    );
+    assert_eq!(
+        get_host(addr, "api.test", "/img/x.png", None)
+            .await
+            .upstream(),
+        "b"
+    );
+    // The renamed route reads its own cookie: the old pin starts afresh.
+    let again = get_host(
+        addr,
+        "api.test",
+        "/",
+        Some(&format!("switchyard_api={pin}")),
+    )
+    .await;
+    assert_eq!(again.upstream(), "a");
+    assert!(again.set_cookie("switchyard_api2").is_some());
+    let status = status_at(w.running.admin_addr).await;
+    let names: Vec<_> = status["routes"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|r| r["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["img", "api2"]);
+
+    // A reload with one bad route is refused whole: the routes in force stay.
+    write_by_rename(
+        &w.path,
+        &format!("{groups}routes:\n{img}{api2}  - name: bad\n    split: {{nope: 1}}\n"),
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        let status = status_at(w.running.admin_addr).await;
+        if status["config"]["reload"]["last_result"] == "invalid" {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bad reload was never tried"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    assert_eq!(status["config"]["generation"].as_u64(), Some(2));
+    let error = status["config"]["reload"]["last_error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("routes[2].split.nope"), "{error}");
+    assert_eq!(
+        get_host(addr, "api.test", "/img/y", None).await.upstream(),
+        "b"
+    );
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::assign::bucket::{BUCKETS, BucketTable};
 use crate::assign::cookie::key_id;
 use crate::config::duration::format_duration;
-use crate::config::{BucketBy, Config, GroupSpec};
+use crate::config::{BucketBy, Config, ConfigForm, GroupSpec, RouteSpec};
 
 /// A slice of bucket space that changes group between two configs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,29 +29,37 @@ impl Move {
     }
 }
 
-fn table(c: &Config) -> BucketTable {
+fn table(r: &RouteSpec) -> BucketTable {
     BucketTable::new(
-        c.groups
+        r.split
             .iter()
-            .enumerate()
-            .filter(|(_, g)| !g.drain)
-            .map(|(i, g)| (i, g.weight.get())),
+            .filter(|s| !s.drain)
+            .map(|s| (s.group, s.weight.get())),
     )
 }
 
-/// Which share of bucket space changes group, largest first. A client whose
-/// bucket moved keeps its pinned group until its cookie expires (or at once,
-/// when its group drains or disappears); new clients follow the new split now.
+/// Which share of bucket space changes group, largest first, in the
+/// groups-only form's one route. A client whose bucket moved keeps its
+/// pinned group until its cookie expires (or at once, when its group drains
+/// or disappears); new clients follow the new split now.
 pub fn bucket_moves(old: &Config, new: &Config) -> Vec<Move> {
-    let (t_old, t_new) = (table(old), table(new));
+    match (old.routes.first(), new.routes.first()) {
+        (Some(o), Some(n)) => route_moves((old, o), (new, n)),
+        _ => Vec::new(),
+    }
+}
+
+/// [`bucket_moves`] between one route as it was and as it is.
+fn route_moves(old: (&Config, &RouteSpec), new: (&Config, &RouteSpec)) -> Vec<Move> {
+    let (t_old, t_new) = (table(old.1), table(new.1));
     let name = |c: &Config, i: Option<usize>| {
         i.and_then(|i| c.groups.get(i))
             .map_or_else(|| "nobody".to_owned(), |g| g.name.to_string())
     };
     let mut moves: Vec<Move> = Vec::new();
     for b in 0..BUCKETS {
-        let from = name(old, t_old.group_of(b));
-        let to = name(new, t_new.group_of(b));
+        let from = name(old.0, t_old.group_of(b));
+        let to = name(new.0, t_new.group_of(b));
         if from == to {
             continue;
         }
@@ -59,10 +67,11 @@ pub fn bucket_moves(old: &Config, new: &Config) -> Vec<Move> {
             Some(m) => m.buckets += 1,
             None => {
                 let at_next_request = new
-                    .groups
+                    .1
+                    .split
                     .iter()
-                    .find(|g| g.name.as_str() == from)
-                    .is_none_or(|g| g.drain);
+                    .find(|s| new.0.groups[s.group].name.as_str() == from)
+                    .is_none_or(|s| s.drain);
                 moves.push(Move {
                     from,
                     to,
@@ -76,9 +85,108 @@ pub fn bucket_moves(old: &Config, new: &Config) -> Vec<Move> {
     moves
 }
 
+/// What changes route by route (the `routes:` form): routes added and
+/// removed, a new order, a new match, pin or writes group, and the share of
+/// each route's clients that moves.
+fn route_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.form != new.form {
+        out.push(
+            "form: groups only <-> routes (each route pins with its own cookie: every pinned client is assigned anew)"
+                .to_owned(),
+        );
+        return out;
+    }
+    let find = |c: &'_ Config, name: &crate::config::GroupName| {
+        c.routes.iter().position(|r| &r.name == name)
+    };
+    for r in &old.routes {
+        if find(new, &r.name).is_none() {
+            out.push(format!(
+                "route {} removed (its clients are assigned anew by whatever route now takes their requests)",
+                r.name
+            ));
+        }
+    }
+    let order = |a: &Config, b: &Config| -> Vec<String> {
+        a.routes
+            .iter()
+            .filter(|r| find(b, &r.name).is_some())
+            .map(|r| r.name.to_string())
+            .collect()
+    };
+    let (before, after) = (order(old, new), order(new, old));
+    if before != after {
+        out.push(format!(
+            "routes reordered: {} (the order breaks ties within a host tier)",
+            after.join(", ")
+        ));
+    }
+    for r in &new.routes {
+        let Some(i) = find(old, &r.name) else {
+            out.push(format!("route {} added: {}", r.name, r.matches));
+            continue;
+        };
+        let o = &old.routes[i];
+        if o.matches != r.matches {
+            out.push(format!(
+                "route {} now takes: {} (was: {})",
+                r.name, r.matches, o.matches
+            ));
+        }
+        let (a, b) = (&o.sticky, &r.sticky);
+        if a.cookie_name != b.cookie_name
+            || a.path != b.path
+            || a.domain != b.domain
+            || a.carrier != b.carrier
+        {
+            out.push(format!("route {}: its pin changes name, scope or kind (its pinned clients are assigned anew)", r.name));
+        }
+        if a.ttl != b.ttl {
+            let d = |t: u32| dur(Duration::from_secs(u64::from(t)));
+            out.push(format!(
+                "route {} ttl {} -> {} (cookies already issued keep their expiry)",
+                r.name,
+                d(a.ttl.secs()),
+                d(b.ttl.secs())
+            ));
+        }
+        if o.writes != r.writes {
+            let w = |c: &Config, s: &RouteSpec| {
+                s.writes.map_or_else(
+                    || "none".to_owned(),
+                    |w| {
+                        format!(
+                            "{} (read your writes {})",
+                            c.groups[w.group].name,
+                            dur(w.read_your_writes)
+                        )
+                    },
+                )
+            };
+            out.push(format!(
+                "route {} writes {} -> {}",
+                r.name,
+                w(old, o),
+                w(new, r)
+            ));
+        }
+        let ttl = b.ttl.secs();
+        for line in describe_moves_within(&route_moves((old, o), (new, r)), ttl) {
+            out.push(format!("route {}: {line}", r.name));
+        }
+    }
+    out
+}
+
 /// One line per move, for people: `12.50% of clients: blue -> green (...)`.
 pub fn describe_moves(moves: &[Move], new: &Config) -> Vec<String> {
-    let ttl = format_duration(Duration::from_secs(u64::from(new.sticky.ttl.secs())));
+    describe_moves_within(moves, new.sticky.ttl.secs())
+}
+
+/// [`describe_moves`] for pins that live `ttl_secs`.
+fn describe_moves_within(moves: &[Move], ttl_secs: u32) -> Vec<String> {
+    let ttl = format_duration(Duration::from_secs(u64::from(ttl_secs)));
     moves
         .iter()
         .map(|m| {
@@ -132,7 +240,11 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 /// --against` both print this.
 pub fn describe(old: &Config, new: &Config) -> Vec<String> {
     let mut lines = changes(old, new);
-    lines.extend(describe_moves(&bucket_moves(old, new), new));
+    if old.form == ConfigForm::GroupsOnly && new.form == ConfigForm::GroupsOnly {
+        lines.extend(describe_moves(&bucket_moves(old, new), new));
+    } else {
+        lines.extend(route_changes(old, new));
+    }
     lines
 }
 
@@ -282,89 +394,28 @@ fn group_changes(old: &Config, new: &Config, out: &mut Vec<String>) {
     for g in &new.groups {
         let share = new.share(g);
         let Some(i) = find(old, g) else {
-            out.push(format!(
-                "group {} added (weight {}, share {}, {} target{})",
-                g.name,
-                g.weight.get(),
-                pct(share),
+            let targets = format!(
+                "{} target{}",
                 g.targets.len(),
                 if g.targets.len() == 1 { "" } else { "s" }
-            ));
+            );
+            out.push(if new.form == ConfigForm::GroupsOnly {
+                format!(
+                    "group {} added (weight {}, share {}, {targets})",
+                    g.name,
+                    g.weight.get(),
+                    pct(share)
+                )
+            } else {
+                format!("group {} added ({targets})", g.name)
+            });
             continue;
         };
         let o = &old.groups[i];
-        let old_share = old.share(o);
-        let share_moved = (old_share - share).abs() > 5e-7;
-        let shares = format!("share {} -> {}", pct(old_share), pct(share));
-        if o.weight != g.weight {
-            let mut s = format!("{} weight {} -> {}", g.name, o.weight.get(), g.weight.get());
-            // A drain change below carries the share itself.
-            if share_moved && o.drain == g.drain {
-                let _ = write!(s, " ({shares})");
-            }
-            out.push(s);
-        } else if share_moved && o.drain == g.drain {
-            out.push(format!("{} {shares}", g.name));
+        if new.form == ConfigForm::GroupsOnly && old.form == ConfigForm::GroupsOnly {
+            weight_changes(old, o, new, g, out);
         }
-        if o.drain != g.drain {
-            out.push(if g.drain {
-                format!(
-                    "{} now draining ({shares}; its pinned clients move at their next request)",
-                    g.name
-                )
-            } else {
-                format!("{} no longer draining ({shares})", g.name)
-            });
-        }
-        match (&o.health_check, &g.health_check) {
-            (None, Some(h)) => out.push(format!(
-                "{} health check added (GET {} every {})",
-                g.name,
-                h.path,
-                dur(h.interval)
-            )),
-            (Some(_), None) => out.push(format!("{} health check removed", g.name)),
-            (Some(a), Some(b)) if a != b => out.push(format!(
-                "{} health check changed (GET {} every {})",
-                g.name,
-                b.path,
-                dur(b.interval)
-            )),
-            _ => {}
-        }
-        if o.tls != g.tls || o.protocol != g.protocol {
-            out.push(format!(
-                "{} upstream connection changed to {} (new connections; pooled ones are closed when idle)",
-                g.name,
-                upstream_kind(g)
-            ));
-        }
-        for t in &g.targets {
-            match o.targets.iter().find(|x| x.address == t.address) {
-                None => out.push(format!(
-                    "target {} added to {} (weight {})",
-                    t.address,
-                    g.name,
-                    t.weight.get()
-                )),
-                Some(x) if x.weight != t.weight => out.push(format!(
-                    "target {} in {} weight {} -> {}",
-                    t.address,
-                    g.name,
-                    x.weight.get(),
-                    t.weight.get()
-                )),
-                Some(_) => {}
-            }
-        }
-        for x in &o.targets {
-            if !g.targets.iter().any(|t| t.address == x.address) {
-                out.push(format!(
-                    "target {} removed from {} (its pinned clients move to a sibling)",
-                    x.address, g.name
-                ));
-            }
-        }
+        health_and_target_changes(o, g, out);
     }
     for o in &old.groups {
         if find(new, o).is_none() {
@@ -381,12 +432,95 @@ fn group_changes(old: &Config, new: &Config, out: &mut Vec<String>) {
             .map(|g| g.name.to_string())
             .collect()
     };
-    if order(old) != order(new) {
+    let groups_only = old.form == ConfigForm::GroupsOnly && new.form == ConfigForm::GroupsOnly;
+    if groups_only && order(old) != order(new) {
         out.push(format!(
             "group order {} -> {} (bucket slices follow file order)",
             order(old).join(", "),
             order(new).join(", ")
         ));
+    }
+}
+
+/// A group's weight, share and drain flag, in the groups-only form (under
+/// `routes:` they are each route's, in [`route_changes`]).
+fn weight_changes(old: &Config, o: &GroupSpec, new: &Config, g: &GroupSpec, out: &mut Vec<String>) {
+    let share = new.share(g);
+    let old_share = old.share(o);
+    let share_moved = (old_share - share).abs() > 5e-7;
+    let shares = format!("share {} -> {}", pct(old_share), pct(share));
+    if o.weight != g.weight {
+        let mut s = format!("{} weight {} -> {}", g.name, o.weight.get(), g.weight.get());
+        // A drain change below carries the share itself.
+        if share_moved && o.drain == g.drain {
+            let _ = write!(s, " ({shares})");
+        }
+        out.push(s);
+    } else if share_moved && o.drain == g.drain {
+        out.push(format!("{} {shares}", g.name));
+    }
+    if o.drain != g.drain {
+        out.push(if g.drain {
+            format!(
+                "{} now draining ({shares}; its pinned clients move at their next request)",
+                g.name
+            )
+        } else {
+            format!("{} no longer draining ({shares})", g.name)
+        });
+    }
+}
+
+/// A group's health check, upstream connection and targets.
+fn health_and_target_changes(o: &GroupSpec, g: &GroupSpec, out: &mut Vec<String>) {
+    match (&o.health_check, &g.health_check) {
+        (None, Some(h)) => out.push(format!(
+            "{} health check added (GET {} every {})",
+            g.name,
+            h.path,
+            dur(h.interval)
+        )),
+        (Some(_), None) => out.push(format!("{} health check removed", g.name)),
+        (Some(a), Some(b)) if a != b => out.push(format!(
+            "{} health check changed (GET {} every {})",
+            g.name,
+            b.path,
+            dur(b.interval)
+        )),
+        _ => {}
+    }
+    if o.tls != g.tls || o.protocol != g.protocol {
+        out.push(format!(
+                "{} upstream connection changed to {} (new connections; pooled ones are closed when idle)",
+                g.name,
+                upstream_kind(g)
+            ));
+    }
+    for t in &g.targets {
+        match o.targets.iter().find(|x| x.address == t.address) {
+            None => out.push(format!(
+                "target {} added to {} (weight {})",
+                t.address,
+                g.name,
+                t.weight.get()
+            )),
+            Some(x) if x.weight != t.weight => out.push(format!(
+                "target {} in {} weight {} -> {}",
+                t.address,
+                g.name,
+                x.weight.get(),
+                t.weight.get()
+            )),
+            Some(_) => {}
+        }
+    }
+    for x in &o.targets {
+        if !g.targets.iter().any(|t| t.address == x.address) {
+            out.push(format!(
+                "target {} removed from {} (its pinned clients move to a sibling)",
+                x.address, g.name
+            ));
+        }
     }
 }
 
@@ -471,6 +605,53 @@ mod tests {
             "sticky: {{ttl: 1h, keys: [env:K1]}}\ngroups:\n  blue:\n    weight: {}\n    targets: [{{address: 10.0.0.1:80}}]\n  green:\n    weight: {green}\n{extra_green}    targets: [{{address: 10.0.0.9:80}}]\n",
             100 - green
         ))
+    }
+
+    /// Groups a, b, c and the routes given.
+    fn routed(routes: &str) -> Config {
+        cfg(&format!(
+            "sticky: {{ttl: 1h, keys: [env:K1]}}\ngroups:\n  a:\n    targets: [{{address: 10.0.0.1:80}}]\n  b:\n    targets: [{{address: 10.0.0.2:80}}]\n  c:\n    targets: [{{address: 10.0.0.3:80}}]\nroutes:\n{routes}"
+        ))
+    }
+
+    #[test]
+    fn under_routes_the_diff_speaks_route_by_route() {
+        let api = "  - name: api\n    match: {hosts: [api.test]}\n    split: {a: 90, b: 10}\n";
+        let web = "  - name: web\n    match: {hosts: [www.test]}\n    split: {c: 1}\n";
+        let old = routed(&format!("{api}{web}"));
+        // The canary on api moves to 25%; web stays put; a route is added,
+        // the two old ones swap places.
+        let api2 = api.replace("a: 90, b: 10", "a: 75, b: 25");
+        let new = routed(&format!(
+            "{web}{api2}  - name: img\n    match: {{path_prefix: /img}}\n    split: {{c: 1}}\n"
+        ));
+        let d = describe(&old, &new);
+        assert_eq!(
+            d,
+            [
+                "routes reordered: web, api (the order breaks ties within a host tier)",
+                "route api: 15.00% of bucket space moves a -> b (new clients now; pinned clients move when their cookie expires, within 1h)",
+                "route img added: path_prefix /img",
+            ],
+            "{d:#?}"
+        );
+        // Draining on one route moves its clients at their next request; a
+        // removed route says where its clients go.
+        let drained = routed(&format!(
+            "{}    drain: [b]\n",
+            api.trim_end_matches('\n').to_owned() + "\n"
+        ));
+        let d = describe(&old, &drained);
+        assert!(d.iter().any(|l| l == "route web removed (its clients are assigned anew by whatever route now takes their requests)"), "{d:#?}");
+        assert!(
+            d.iter().any(
+                |l| l.starts_with("route api: 10.00% of bucket space moves b -> a")
+                    && l.contains("at their next request")
+            ),
+            "{d:#?}"
+        );
+        // No weight line for groups, which hold none under routes.
+        assert!(d.iter().all(|l| !l.contains("weight")), "{d:#?}");
     }
 
     #[test]
