@@ -17,8 +17,9 @@ use tokio::sync::watch;
 
 use crate::config::{Config, ServerCert, TlsListener};
 
-/// The config the demo runs when none is given: the repository's proxy.yaml.
-pub const EMBEDDED_CONFIG: &str = include_str!("../proxy.yaml");
+/// The config the demo runs when none is given: two routes (`/api/` and
+/// the rest), each with its own 90/10 canary (src/demo.yaml).
+pub const EMBEDDED_CONFIG: &str = include_str!("demo.yaml");
 
 /// Where the demo serves HTTPS when the config has no `tls` section.
 pub const DEMO_HTTPS: SocketAddr =
@@ -123,4 +124,27 @@ fn describe(who: &DemoUpstream, req: &Request<Incoming>) -> Response<Full<Bytes>
         r.headers_mut().insert("x-upstream", v);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigForm, StaticKeys, ValidateOptions, load_str};
+
+    #[test]
+    fn the_embedded_config_runs_two_routes_with_an_upstream_per_target() {
+        let opts = ValidateOptions {
+            ephemeral_key_if_missing: true,
+        };
+        let cfg = load_str(EMBEDDED_CONFIG, "demo.yaml", &StaticKeys(Vec::new()), opts)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.form, ConfigForm::Routes);
+        let routes: Vec<_> = cfg.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(routes, ["api", "web"]);
+        let names: Vec<_> = upstreams(&cfg).into_iter().map(|u| u.name).collect();
+        assert_eq!(
+            names,
+            ["blue-1", "blue-2", "green-1", "api-blue-1", "api-green-1"]
+        );
+    }
 }

@@ -68,7 +68,7 @@ enum Command {
     },
     /// Run the proxy with built-in blue/green upstreams on the config's addresses.
     Demo {
-        /// Config to run instead of the embedded copy of the repository's proxy.yaml.
+        /// Config to run instead of the embedded one (src/demo.yaml: two routes, /api/ and the rest).
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -492,7 +492,7 @@ fn load_demo(path: Option<&Path>) -> Result<(Config, String)> {
         None => (
             config::load_str(
                 demo::EMBEDDED_CONFIG,
-                "embedded proxy.yaml",
+                "embedded demo.yaml",
                 &SystemKeys,
                 opts,
             )?,
@@ -535,7 +535,7 @@ async fn run_demo(
             }
         }
     }
-    let cookie = config.sticky.cookie_name.as_str().to_owned();
+    let shown = config.clone();
     let stop = app::shutdown_signal();
     let running = app::start_with_workers(
         config,
@@ -545,7 +545,7 @@ async fn run_demo(
     )
     .await
     .context("cannot start the proxy")?;
-    print_demo_help(&running, &cookie, ca_file.as_deref());
+    print_demo_help(&running, &shown, ca_file.as_deref());
     stop.await;
     tracing::info!("shutting down");
     running.shutdown().await;
@@ -556,21 +556,37 @@ async fn run_demo(
     Ok(())
 }
 
-fn print_demo_help(running: &app::Running, cookie: &str, ca: Option<&Path>) {
+fn print_demo_help(running: &app::Running, config: &Config, ca: Option<&Path>) {
     let p = running.proxy_addr;
     let a = running.admin_addr;
+    let cookies: Vec<String> = config
+        .routes
+        .iter()
+        .map(|r| format!("{} ({})", r.sticky.cookie_name.as_str(), r.name))
+        .collect();
     let mut help = format!(
-        "\nswitchyard demo is running. Try, in another terminal:\n\n\
-         # 1. a new client: the response carries Set-Cookie: {cookie}=... and names its upstream\n\
+        "\nswitchyard demo is running ({} route{}; pins: {}). Try, in another terminal:\n\n\
+         # 1. a new client: the response carries Set-Cookie and names its upstream\n\
          curl -si -c /tmp/switchyard.jar http://{p}/ | grep -Ei '^(set-cookie|x-upstream)'\n\n\
          # 2. the same client again: no new cookie, same upstream, 20 times over\n\
-         for i in $(seq 20); do curl -s -b /tmp/switchyard.jar -o /dev/null -w '%header{{x-upstream}}\\n' http://{p}/; done | sort | uniq -c\n\n\
-         # 3. the metrics: assignments by group and reason\n\
-         curl -s http://{a}/metrics | grep -E '^switchyard_(assignments|requests)_total'\n\n"
+         for i in $(seq 20); do curl -s -b /tmp/switchyard.jar -o /dev/null -w '%header{{x-upstream}}\\n' http://{p}/; done | sort | uniq -c\n\n",
+        config.routes.len(),
+        if config.routes.len() == 1 { "" } else { "s" },
+        cookies.join(", ")
     );
+    if config.routes.iter().any(|r| r.name.as_str() == "api") {
+        help.push_str(&format!(
+            "# 3. the api route: its own split and its own pin, beside the first\n\
+             curl -si -b /tmp/switchyard.jar -c /tmp/switchyard.jar http://{p}/api/orders | grep -Ei '^(set-cookie|x-upstream)'\n\n"
+        ));
+    }
+    help.push_str(&format!(
+        "# 4. the metrics: assignments by group and reason\n\
+         curl -s http://{a}/metrics | grep -E '^switchyard_(assignments|requests)_total'\n\n"
+    ));
     if let (Some(t), Some(ca)) = (running.tls_addr, ca) {
         help.push_str(&format!(
-            "# 4. HTTPS with HTTP/2 on {t}, with the certificate made for this run\n\
+            "# 5. HTTPS with HTTP/2 on {t}, with the certificate made for this run\n\
              curl -si --http2 --cacert {ca} https://localhost:{port}/ | grep -Ei '^(HTTP|set-cookie|x-upstream)'\n\n",
             ca = ca.display(),
             port = t.port()
