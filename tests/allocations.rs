@@ -90,7 +90,8 @@ fn the_decision_path_allocates_nothing() {
         };
         let mut d = decide(&snap.routes[0].routing, &view, now + 10, &mut || [7; 16])
             .unwrap_or_else(|| panic!("decision"));
-        let routed = switchyard::balance::route(&snap, &mut d, 0, &mut |n| n / 2);
+        let routed =
+            switchyard::balance::route(&snap, &snap.routes[0].routing, &mut d, 0, &mut |n| n / 2);
         assert!(routed.is_some());
     });
     assert_eq!(n, 0, "sticky decision and routing");
@@ -98,7 +99,10 @@ fn the_decision_path_allocates_nothing() {
         let view = RequestView::default();
         let mut d = decide(&snap.routes[0].routing, &view, now, &mut || [9; 16])
             .unwrap_or_else(|| panic!("decision"));
-        assert!(switchyard::balance::route(&snap, &mut d, 0, &mut |n| n / 2).is_some());
+        assert!(
+            switchyard::balance::route(&snap, &snap.routes[0].routing, &mut d, 0, &mut |n| n / 2)
+                .is_some()
+        );
     });
     assert_eq!(n, 0, "new client's decision and routing");
 }

@@ -387,3 +387,41 @@ async fn routes_are_added_removed_renamed_and_reordered_live_and_a_bad_one_is_re
         "b"
     );
 }
+
+#[tokio::test]
+async fn a_failing_group_fails_over_within_its_route_never_to_another_apps_group() {
+    let (a1, a2, web) = (
+        Upstream::start("a1").await,
+        Upstream::start("a2").await,
+        Upstream::start("web").await,
+    );
+    let yaml = format!(
+        "{HEAD}health: {{outlier: {{consecutive_failures: 1}}}}\n\
+         groups:\n  a1:\n    targets: [{{address: {}}}]\n  a2:\n    targets: [{{address: {}}}]\n  web:\n    targets: [{{address: {}}}]\n\
+         routes:\n  - name: api\n    match: {{hosts: [api.test]}}\n    split: {{a1: 1, a2: 0}}\n  - name: solo\n    match: {{hosts: [solo.test]}}\n    split: {{a1: 1}}\n  - name: www\n    split: {{web: 1}}\n",
+        a1.addr, a2.addr, web.addr
+    );
+    let proxy = start_proxy(&yaml).await;
+    let addr = proxy.proxy_addr;
+    let pinned = get_host(addr, "api.test", "/", None).await;
+    assert_eq!(pinned.upstream(), "a1");
+    let pin = pinned.set_cookie("switchyard_api").unwrap_or_default();
+    a1.kill();
+    // The failure ejects a1's one target.
+    assert_eq!(get_host(addr, "solo.test", "/", None).await.status, 502);
+    // The api route's clients are served by its other group, a2 ...
+    let moved = get_host(
+        addr,
+        "api.test",
+        "/",
+        Some(&format!("switchyard_api={pin}")),
+    )
+    .await;
+    assert_eq!(moved.upstream(), "a2");
+    // ... and a route with no other group answers 503: another app's group
+    // (web) is never a stand-in.
+    let web_hits = web.hits();
+    let solo = get_host(addr, "solo.test", "/", None).await;
+    assert_eq!(solo.status, 503);
+    assert_eq!(web.hits(), web_hits);
+}

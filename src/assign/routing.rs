@@ -22,6 +22,8 @@ struct RoutedGroup {
     name: GroupName,
     /// The route splits to it (weight 0 and drained included).
     in_route: bool,
+    /// Its weight in the route's split (0 when not in the route).
+    weight: u32,
     drain: bool,
     /// The targets' ids ([`target_id`]), in the config's order.
     target_ids: Vec<u32>,
@@ -50,6 +52,7 @@ impl Routing {
                 RoutedGroup {
                     name: g.name.clone(),
                     in_route: split.is_some(),
+                    weight: split.map_or(0, |s| s.weight.get()),
                     drain: split.is_some_and(|s| s.drain),
                     target_ids: g
                         .targets
@@ -83,6 +86,16 @@ impl Routing {
     /// The name of group `g`.
     pub fn group_name(&self, g: usize) -> &str {
         self.groups.get(g).map_or("", |g| g.name.as_str())
+    }
+
+    /// The groups this route splits to, each with its weight and whether it
+    /// drains: where a failing group's clients may be served instead.
+    pub fn split_groups(&self) -> impl Iterator<Item = (usize, u32, bool)> + '_ {
+        self.groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.in_route)
+            .map(|(i, g)| (i, g.weight, g.drain))
     }
 
     pub(super) fn draining(&self, g: usize) -> bool {

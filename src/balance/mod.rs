@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use crate::assign::{Decision, Reason};
+use crate::assign::{Decision, Reason, Routing};
 use crate::state::{Group, Snapshot};
 
 /// A uniform number in `0..n`.
@@ -104,7 +104,13 @@ pub fn has_usable(group: &Group, now: u64) -> bool {
 /// Settles `decision` on a usable target, moving it as DESIGN.md §4 says when
 /// its target or group is down, and returns that target's index in
 /// `snap.groups[decision.group]`. `None`: nothing usable may serve it (503).
-pub fn route(snap: &Snapshot, decision: &mut Decision, now: u64, draw: Draw<'_>) -> Option<usize> {
+pub fn route(
+    snap: &Snapshot,
+    routing: &Routing,
+    decision: &mut Decision,
+    now: u64,
+    draw: Draw<'_>,
+) -> Option<usize> {
     let slow_start = snap.config.health.slow_start;
     let group = &snap.groups[decision.group];
     if let Some(t) = decision.target {
@@ -123,7 +129,7 @@ pub fn route(snap: &Snapshot, decision: &mut Decision, now: u64, draw: Draw<'_>)
     if decision.reason == Reason::Override || !snap.config.health.failover {
         return None;
     }
-    let other = failover_group(snap, decision.group, now)?;
+    let other = failover_group(snap, routing, decision.group, now)?;
     let t = pick(&snap.groups[other], now, slow_start, &[], draw)?;
     match decision.reason {
         // A client being assigned now goes where it can be served, and is pinned there.
@@ -140,16 +146,17 @@ pub fn route(snap: &Snapshot, decision: &mut Decision, now: u64, draw: Draw<'_>)
     Some(t)
 }
 
-/// The group that stands in for `failed`: one with a usable target, taking new
-/// clients if possible, then the heaviest, then the first in file order. The
-/// same for every client, so failed-over clients land together.
-fn failover_group(snap: &Snapshot, failed: usize, now: u64) -> Option<usize> {
-    snap.groups
-        .iter()
-        .enumerate()
-        .filter(|(i, g)| *i != failed && has_usable(g, now))
-        .max_by_key(|(i, g)| (!g.drain, g.weight, std::cmp::Reverse(*i)))
-        .map(|(i, _)| i)
+/// The group that stands in for `failed`: one of the same route's groups
+/// (never another route's: that would be another app) with a usable target,
+/// taking new clients if possible, then the heaviest in the route, then the
+/// first in file order. The same for every client, so failed-over clients
+/// land together.
+fn failover_group(snap: &Snapshot, routing: &Routing, failed: usize, now: u64) -> Option<usize> {
+    routing
+        .split_groups()
+        .filter(|&(i, _, _)| i != failed && has_usable(&snap.groups[i], now))
+        .max_by_key(|&(i, weight, drain)| (!drain, weight, std::cmp::Reverse(i)))
+        .map(|(i, _, _)| i)
 }
 
 /// [`pick`] with the thread-local random generator.

@@ -44,7 +44,8 @@ fn take_down(snap: &Snapshot, group: usize, target: usize) {
 fn routed(snap: &Snapshot, cookie: &str) -> (Decision, usize) {
     let mut d = decide_at(snap, Some(cookie), NOW);
     let now = crate::clock::now_ms();
-    let t = super::route(snap, &mut d, now, &mut |n| n / 2).unwrap_or_else(|| panic!("no route"));
+    let t = super::route(snap, &snap.routes[0].routing, &mut d, now, &mut |n| n / 2)
+        .unwrap_or_else(|| panic!("no route"));
     (d, t)
 }
 
@@ -89,14 +90,14 @@ fn new_clients_skip_a_dead_group_and_nothing_healthy_means_no_route() {
     let mut d = decide_at(&snap, None, NOW);
     assert_eq!(snap.groups[d.group].name.as_str(), "green");
     let now = crate::clock::now_ms();
-    assert!(super::route(&snap, &mut d, now, &mut |n| n / 2).is_some());
+    assert!(super::route(&snap, &snap.routes[0].routing, &mut d, now, &mut |n| n / 2).is_some());
     assert_eq!(snap.groups[d.group].name.as_str(), "blue");
     assert!(d.issue_cookie, "a new client is pinned where it is served");
     assert_eq!(d.reason, Reason::New);
     take_down(&snap, 0, 0);
     take_down(&snap, 0, 1);
     let mut d = decide_at(&snap, None, NOW);
-    assert!(super::route(&snap, &mut d, now, &mut |n| n / 2).is_none());
+    assert!(super::route(&snap, &snap.routes[0].routing, &mut d, now, &mut |n| n / 2).is_none());
 }
 
 #[test]

@@ -340,7 +340,7 @@ impl ConnContext {
             self.shared.metrics.rejected_by[r].inc();
         }
         let mut draw = |n: u64| rand::random_range(0..n);
-        let pinned = crate::balance::route(snap, decision, now_ms, &mut draw);
+        let pinned = crate::balance::route(snap, &route.routing, decision, now_ms, &mut draw);
         let served = match writes_group(route, decision, admitted.write, now) {
             Some((g, reason)) => {
                 let slow_start = snap.config.health.slow_start;
