@@ -33,7 +33,9 @@ async fn metrics_count_requests_and_assignments_by_group_and_reason() {
     for (group, up) in [("blue", &b), ("green", &g)] {
         let (new, sticky) = by_group.get(group).copied().unwrap_or_default();
         let m = |reason: &str| {
-            format!(r#"switchyard_assignments_total{{group="{group}",reason="{reason}"}}"#)
+            format!(
+                r#"switchyard_assignments_total{{group="{group}",reason="{reason}",route="default"}}"#
+            )
         };
         assert_eq!(metric(&proxy, &m("new")).await as u32, new, "{group} new");
         assert_eq!(
@@ -56,7 +58,9 @@ async fn metrics_count_requests_and_assignments_by_group_and_reason() {
         );
         let hist = metric(
             &proxy,
-            &format!(r#"switchyard_request_duration_seconds_count{{group="{group}"}}"#),
+            &format!(
+                r#"switchyard_request_duration_seconds_count{{group="{group}",route="default"}}"#
+            ),
         )
         .await;
         assert_eq!(hist as usize, up.hits());
@@ -64,7 +68,7 @@ async fn metrics_count_requests_and_assignments_by_group_and_reason() {
     assert_eq!(
         metric(
             &proxy,
-            r#"switchyard_assignments_total{group="green",reason="override"}"#
+            r#"switchyard_assignments_total{group="green",reason="override",route="default"}"#
         )
         .await,
         1.0
@@ -78,11 +82,19 @@ async fn metrics_count_requests_and_assignments_by_group_and_reason() {
         1.0
     );
     assert_eq!(
-        metric(&proxy, r#"switchyard_group_weight{group="green"}"#).await,
+        metric(
+            &proxy,
+            r#"switchyard_group_weight{group="green",route="default"}"#
+        )
+        .await,
         50.0
     );
     assert_eq!(
-        metric(&proxy, r#"switchyard_group_share_ratio{group="green"}"#).await,
+        metric(
+            &proxy,
+            r#"switchyard_group_share_ratio{group="green",route="default"}"#
+        )
+        .await,
         0.5
     );
     assert_eq!(metric(&proxy, "switchyard_config_generation").await, 1.0);

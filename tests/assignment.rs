@@ -53,12 +53,12 @@ async fn ten_thousand_new_clients_follow_90_10() {
     // Every one of them is counted as a new assignment, by group.
     let new_blue = metric(
         &proxy,
-        r#"switchyard_assignments_total{group="blue",reason="new"}"#,
+        r#"switchyard_assignments_total{group="blue",reason="new",route="default"}"#,
     )
     .await;
     let new_green = metric(
         &proxy,
-        r#"switchyard_assignments_total{group="green",reason="new"}"#,
+        r#"switchyard_assignments_total{group="green",reason="new",route="default"}"#,
     )
     .await;
     assert_eq!(new_blue as usize, counts["blue"]);
@@ -126,7 +126,9 @@ async fn a_client_with_its_cookie_stays_put_for_200_requests() {
     for g in ["blue", "green"] {
         total += metric(
             &proxy,
-            &format!(r#"switchyard_assignments_total{{group="{g}",reason="sticky"}}"#),
+            &format!(
+                r#"switchyard_assignments_total{{group="{g}",reason="sticky",route="default"}}"#
+            ),
         )
         .await;
     }
@@ -219,7 +221,7 @@ async fn every_tampered_cookie_is_a_fresh_assignment_never_an_error() {
         for g in ["blue", "green"] {
             t += metric(
                 &proxy,
-                &format!(r#"switchyard_assignments_total{{group="{g}",reason="invalid"}}"#),
+                &format!(r#"switchyard_assignments_total{{group="{g}",reason="invalid",route="default"}}"#),
             )
             .await;
         }

@@ -251,17 +251,18 @@ async fn chromium_keeps_its_version_for_20_loads_and_moves_when_its_group_drains
     let admin = demo.admin_addr;
     let new = metric_at(
         admin,
-        r#"switchyard_assignments_total{group="blue",reason="new"}"#,
+        r#"switchyard_assignments_total{group="blue",reason="new",route="default"}"#,
     )
     .await
         + metric_at(
             admin,
-            r#"switchyard_assignments_total{group="green",reason="new"}"#,
+            r#"switchyard_assignments_total{group="green",reason="new",route="default"}"#,
         )
         .await;
     assert_eq!(new, 1.0, "the browser was assigned more than once");
-    let sticky_metric =
-        format!(r#"switchyard_assignments_total{{group="{group}",reason="sticky"}}"#);
+    let sticky_metric = format!(
+        r#"switchyard_assignments_total{{group="{group}",reason="sticky",route="default"}}"#
+    );
     assert!(metric_at(admin, &sticky_metric).await >= 19.0);
 
     // The operator drains the browser's group by editing the file.

@@ -168,7 +168,7 @@ async fn a_drained_group_re_pins_its_sessions_at_their_next_request() {
     assert_eq!(
         metric(
             &w.running,
-            "switchyard_assignments_total{group=\"blue\",reason=\"reassigned\"}"
+            "switchyard_assignments_total{group=\"blue\",reason=\"reassigned\",route=\"app\"}"
         )
         .await,
         clients.iter().filter(|(_, g)| g == "green").count() as f64

@@ -76,7 +76,11 @@ async fn shift_is_served(
     );
     assert_still_pinned(proxy, &pinned).await;
     assert_eq!(
-        metric_at(admin, "switchyard_group_weight{group=\"green\"}").await,
+        metric_at(
+            admin,
+            "switchyard_group_weight{group=\"green\",route=\"default\"}"
+        )
+        .await,
         100.0
     );
     assert_eq!(

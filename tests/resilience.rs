@@ -250,7 +250,7 @@ async fn a_dead_group_fails_over_with_cookies_kept_and_comes_back() {
     assert_eq!(
         metric_at(
             a,
-            "switchyard_assignments_total{group=\"blue\",reason=\"failover\"}"
+            "switchyard_assignments_total{group=\"blue\",reason=\"failover\",route=\"default\"}"
         )
         .await,
         green.len() as f64

@@ -295,7 +295,7 @@ async fn after_a_write_the_writers_reads_go_to_the_writes_group_for_the_window()
     assert_eq!(
         metric(
             &proxy,
-            "switchyard_assignments_total{group=\"primary\",reason=\"write\"}"
+            "switchyard_assignments_total{group=\"primary\",reason=\"write\",route=\"db\"}"
         )
         .await,
         2.0
@@ -303,7 +303,7 @@ async fn after_a_write_the_writers_reads_go_to_the_writes_group_for_the_window()
     assert_eq!(
         metric(
             &proxy,
-            "switchyard_assignments_total{group=\"primary\",reason=\"read_your_writes\"}"
+            "switchyard_assignments_total{group=\"primary\",reason=\"read_your_writes\",route=\"db\"}"
         )
         .await,
         4.0
@@ -324,6 +324,22 @@ async fn routes_are_added_removed_renamed_and_reordered_live_and_a_bad_one_is_re
     let pinned = get_host(addr, "api.test", "/", None).await;
     let pin = pinned.set_cookie("switchyard_api").unwrap_or_default();
     assert_eq!(get_host(addr, "www.test", "/", None).await.upstream(), "b");
+    assert_eq!(
+        metric(
+            &w.running,
+            "switchyard_route_requests_total{class=\"2xx\",group=\"b\",route=\"web\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &w.running,
+            "switchyard_group_weight{group=\"b\",route=\"web\"}"
+        )
+        .await,
+        1.0
+    );
 
     // web removed, api renamed to api2 and moved after a new route img.
     let img =
@@ -358,6 +374,16 @@ async fn routes_are_added_removed_renamed_and_reordered_live_and_a_bad_one_is_re
         .map(|r| r.iter().filter_map(|r| r["name"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(names, ["img", "api2"]);
+    // The series of the routes that went are gone; the new ones are there.
+    let scrape = scrape(&w.running).await;
+    assert!(
+        !scrape.contains("route=\"web\"") && !scrape.contains("route=\"api\""),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("switchyard_group_weight{group=\"b\",route=\"img\"} 1"),
+        "{scrape}"
+    );
 
     // A reload with one bad route is refused whole: the routes in force stay.
     write_by_rename(

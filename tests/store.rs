@@ -172,12 +172,12 @@ async fn redis_records_have_the_ttl_and_expired_ones_are_reassigned() {
     );
     let expired = metric(
         &proxy,
-        "switchyard_assignments_total{group=\"blue\",reason=\"expired\"}",
+        "switchyard_assignments_total{group=\"blue\",reason=\"expired\",route=\"default\"}",
     )
     .await
         + metric(
             &proxy,
-            "switchyard_assignments_total{group=\"green\",reason=\"expired\"}",
+            "switchyard_assignments_total{group=\"green\",reason=\"expired\",route=\"default\"}",
         )
         .await;
     assert_eq!(expired, 1.0);
@@ -352,12 +352,12 @@ async fn redis_down_fails_no_request_and_recovery_needs_no_restart() {
     );
     let fallback = metric(
         &proxy,
-        "switchyard_assignments_total{group=\"blue\",reason=\"store_unavailable\"}",
+        "switchyard_assignments_total{group=\"blue\",reason=\"store_unavailable\",route=\"default\"}",
     )
     .await
         + metric(
             &proxy,
-            "switchyard_assignments_total{group=\"green\",reason=\"store_unavailable\"}",
+            "switchyard_assignments_total{group=\"green\",reason=\"store_unavailable\",route=\"default\"}",
         )
         .await;
     assert!(fallback >= 20.0, "fallback counted: {fallback}");
@@ -588,12 +588,12 @@ async fn an_expired_memory_record_is_reassigned() {
     assert!(later.set_cookie("switchyard").is_some(), "a new session");
     let expired = metric(
         &proxy,
-        "switchyard_assignments_total{group=\"blue\",reason=\"expired\"}",
+        "switchyard_assignments_total{group=\"blue\",reason=\"expired\",route=\"default\"}",
     )
     .await
         + metric(
             &proxy,
-            "switchyard_assignments_total{group=\"green\",reason=\"expired\"}",
+            "switchyard_assignments_total{group=\"green\",reason=\"expired\",route=\"default\"}",
         )
         .await;
     assert_eq!(expired, 1.0);

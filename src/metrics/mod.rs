@@ -97,6 +97,8 @@ impl DownstreamErrorKind {
 pub struct Metrics {
     pub requests: IntCounterVec,
     pub duration: HistogramVec,
+    /// Answers by route, serving group and status class.
+    pub route_requests: IntCounterVec,
     pub assignments: IntCounterVec,
     pub cookie_rejected: IntCounterVec,
     pub upstream_errors: IntCounterVec,
@@ -265,19 +267,24 @@ impl Metrics {
                 HistogramVec::new(
                     HistogramOpts::new(
                         "switchyard_request_duration_seconds",
-                        "Time from request received to response headers sent, by group.",
+                        "Time from request received to response headers sent, by route and the group that served it.",
                     )
                     .buckets(vec![
                         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                         5.0, 10.0, 30.0,
                     ]),
-                    &["group"],
+                    &["route", "group"],
                 ),
             )?,
             assignments: c(
                 "switchyard_assignments_total",
-                "Routing decisions, by group and reason (new, sticky, override, reassigned, retargeted, expired, invalid, failover, store_unavailable).",
-                &["group", "reason"],
+                "Routing decisions, by route, group and reason (new, sticky, override, reassigned, retargeted, expired, invalid, failover, store_unavailable, write, read_your_writes).",
+                &["route", "group", "reason"],
+            )?,
+            route_requests: c(
+                "switchyard_route_requests_total",
+                "Requests answered on a route, by the group that served them and status class (the proxy's own 5xx included).",
+                &["route", "group", "class"],
             )?,
             upstream_errors: c(
                 "switchyard_upstream_errors_total",
@@ -307,23 +314,23 @@ impl Metrics {
             )?,
             group_weight: g(
                 "switchyard_group_weight",
-                "Configured weight of each group.",
-                &["group"],
+                "Configured weight of each group in each route's split (the groups-only form: route `default`).",
+                &["route", "group"],
             )?,
             group_share: reg(
                 r,
                 prometheus::GaugeVec::new(
                     Opts::new(
                         "switchyard_group_share_ratio",
-                        "Share of new clients each group receives (0 to 1).",
+                        "Share of a route's new clients each group receives (0 to 1).",
                     ),
-                    &["group"],
+                    &["route", "group"],
                 ),
             )?,
             group_draining: g(
                 "switchyard_group_draining",
-                "1 when the group is draining (its clients are moved on their next request).",
-                &["group"],
+                "1 when the group drains in the route (its clients there move on their next request).",
+                &["route", "group"],
             )?,
             target_weight: g(
                 "switchyard_target_weight",
@@ -403,13 +410,6 @@ impl Metrics {
 
     /// Drops every series labelled with a group that the config no longer has.
     pub fn forget_group(&self, group: &str) {
-        let _ = self.group_weight.remove_label_values(&[group]);
-        let _ = self.group_share.remove_label_values(&[group]);
-        let _ = self.group_draining.remove_label_values(&[group]);
-        let _ = self.duration.remove_label_values(&[group]);
-        for r in Reason::ALL {
-            let _ = self.assignments.remove_label_values(&[group, r.label()]);
-        }
         for r in Retry::ALL {
             let _ = self.retries.remove_label_values(&[group, r.label()]);
         }
@@ -451,11 +451,37 @@ impl Metrics {
         }
     }
 
+    /// Handles for `group` as `route` uses it, resolved once per snapshot.
+    pub fn route_group_handles(&self, route: &str, group: &str) -> RouteGroupMetrics {
+        RouteGroupMetrics {
+            assignments: Counters::of(&self.assignments, &[route, group]),
+            duration: self.duration.with_label_values(&[route, group]),
+            requests: Counters::of(&self.route_requests, &[route, group]),
+        }
+    }
+
+    /// Drops every series of `group` as `route` used it: the route, or the
+    /// group in it, is gone from the config.
+    pub fn forget_route_group(&self, route: &str, group: &str) {
+        let _ = self.group_weight.remove_label_values(&[route, group]);
+        let _ = self.group_share.remove_label_values(&[route, group]);
+        let _ = self.group_draining.remove_label_values(&[route, group]);
+        let _ = self.duration.remove_label_values(&[route, group]);
+        for r in Reason::ALL {
+            let _ = self
+                .assignments
+                .remove_label_values(&[route, group, r.label()]);
+        }
+        for c in StatusClass::ALL {
+            let _ = self
+                .route_requests
+                .remove_label_values(&[route, group, c.label()]);
+        }
+    }
+
     /// Handles for one group, resolved once per snapshot.
     pub fn group_handles(&self, group: &str) -> GroupMetrics {
         GroupMetrics {
-            duration: self.duration.with_label_values(&[group]),
-            assignments: Counters::of(&self.assignments, &[group]),
             retries: Counters::of(&self.retries, &[group]),
             upgraded: self.upgraded.with_label_values(&[group]),
             upgrades: self.upgrades.with_label_values(&[group]),
@@ -490,11 +516,17 @@ impl Metrics {
     }
 }
 
+/// Cached handles of one group as one route uses it.
+#[derive(Debug, Clone)]
+pub struct RouteGroupMetrics {
+    pub assignments: Counters<Reason>,
+    pub duration: Histogram,
+    pub requests: Counters<StatusClass>,
+}
+
 /// Cached per-group handles.
 #[derive(Debug, Clone)]
 pub struct GroupMetrics {
-    pub duration: Histogram,
-    pub assignments: Counters<Reason>,
     pub retries: Counters<Retry>,
     pub upgraded: IntGauge,
     pub upgrades: IntCounter,

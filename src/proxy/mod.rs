@@ -39,7 +39,7 @@ use hyper::upgrade::OnUpgrade;
 use crate::assign::{Decision, Pin, Reason, RequestView, read_cookie};
 use crate::body::RequestBody;
 use crate::config::{BucketBy, PinCarrier};
-use crate::metrics::{ClientTimeout, DownstreamErrorKind};
+use crate::metrics::{ClientTimeout, DownstreamErrorKind, StatusClass};
 use crate::route::RequestFacts;
 use crate::state::{Group, Route, Shared, Snapshot};
 use crate::store::Record;
@@ -234,10 +234,10 @@ impl ConnContext {
                 ),
                 Err(e) => error_response(e),
             };
-            group
-                .metrics
-                .duration
-                .observe(start.elapsed().as_secs_f64());
+            if let Some(m) = &route.metrics[served.group] {
+                m.duration.observe(start.elapsed().as_secs_f64());
+                m.requests[StatusClass::of(response.status().as_u16())].inc();
+            }
             response
         }
     }
@@ -357,7 +357,9 @@ impl ConnContext {
         if admitted.upgrade.is_some() && snap.groups[group].h2 {
             return Err(ProxyError::UpgradeToH2Upstream);
         }
-        snap.groups[group].metrics.assignments[reason].inc();
+        if let Some(m) = &route.metrics[group] {
+            m.assignments[reason].inc();
+        }
         Ok(Served {
             group,
             target,

@@ -21,7 +21,7 @@ use http::uri::Authority;
 use crate::assign::cookie::CookieCodec;
 use crate::assign::{Routing, target_id};
 use crate::config::{Config, GroupName, PinCarrier, RouteSpec, Sticky};
-use crate::metrics::{GroupMetrics, Metrics, TargetMetrics};
+use crate::metrics::{GroupMetrics, Metrics, RouteGroupMetrics, TargetMetrics};
 use crate::route::RouteTable;
 use crate::upstream::{H1Pool, PoolSettings, UpstreamClient, upstream_client};
 
@@ -273,7 +273,7 @@ impl Snapshot {
         let routes = config
             .routes
             .iter()
-            .map(|r| Route::new(&config, r))
+            .map(|r| Route::new(&config, r, metrics))
             .collect();
         let mut cookie_names = Vec::new();
         let mut pin_headers = Vec::new();
@@ -304,6 +304,17 @@ impl Snapshot {
         }
     }
 
+    /// Every (route, group) pair a route splits or writes to, by name.
+    fn route_groups(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.routes.iter().flat_map(|r| {
+            r.metrics
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.is_some())
+                .map(|(g, _)| (r.name.as_str(), self.groups[g].name.as_str()))
+        })
+    }
+
     pub fn group_by_name(&self, name: &[u8]) -> Option<usize> {
         self.groups
             .iter()
@@ -330,6 +341,11 @@ impl Snapshot {
                     }
                 }
             }
+            for (route, group) in prev.route_groups() {
+                if !self.route_groups().any(|(r, g)| r == route && g == group) {
+                    metrics.forget_route_group(route, group);
+                }
+            }
             if prev.content_hash != self.content_hash {
                 let _ = metrics
                     .config_hash_info
@@ -347,17 +363,26 @@ impl Snapshot {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         metrics.config_loaded_timestamp.set(loaded);
+        for r in &self.config.routes {
+            let route = r.name.as_str();
+            for sg in &r.split {
+                let labels = [route, self.groups[sg.group].name.as_str()];
+                metrics
+                    .group_weight
+                    .with_label_values(&labels)
+                    .set(i64::from(sg.weight.get()));
+                metrics
+                    .group_share
+                    .with_label_values(&labels)
+                    .set(r.share_of(sg.group));
+                metrics
+                    .group_draining
+                    .with_label_values(&labels)
+                    .set(i64::from(sg.drain));
+            }
+        }
         for g in &self.groups {
             let name = g.name.as_str();
-            metrics
-                .group_weight
-                .with_label_values(&[name])
-                .set(i64::from(g.weight));
-            metrics.group_share.with_label_values(&[name]).set(g.share);
-            metrics
-                .group_draining
-                .with_label_values(&[name])
-                .set(i64::from(g.drain));
             for t in &g.targets {
                 metrics
                     .target_weight
@@ -382,11 +407,26 @@ pub struct Route {
     /// `writes:`: the group that takes writes, and the read-your-writes
     /// window in whole seconds (rounded up; 0: none).
     pub writes: Option<(usize, u32)>,
+    /// Per group index: its handles as this route uses it (`None` for a
+    /// group the route neither splits to nor writes to).
+    pub metrics: Vec<Option<RouteGroupMetrics>>,
 }
 
 impl Route {
-    fn new(config: &Config, spec: &RouteSpec) -> Self {
+    fn new(config: &Config, spec: &RouteSpec, metrics: &Metrics) -> Self {
+        let serves = |g: usize| {
+            spec.split.iter().any(|s| s.group == g) || spec.writes.is_some_and(|w| w.group == g)
+        };
+        let handles = config
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                serves(i).then(|| metrics.route_group_handles(spec.name.as_str(), g.name.as_str()))
+            })
+            .collect();
         Self {
+            metrics: handles,
             name: spec.name.clone(),
             routing: Routing::new(config, spec),
             codec: CookieCodec::for_route(&spec.sticky, spec.bound.then(|| spec.name.as_str())),
