@@ -451,3 +451,61 @@ async fn a_failing_group_fails_over_within_its_route_never_to_another_apps_group
     assert_eq!(solo.status, 503);
     assert_eq!(web.hits(), web_hits);
 }
+
+#[tokio::test]
+async fn a_session_store_serves_every_route_each_with_its_own_session_cookie() {
+    let (a, b, c) = (
+        Upstream::start("a").await,
+        Upstream::start("b").await,
+        Upstream::start("c").await,
+    );
+    let yaml = format!(
+        "{HEAD}  store: {{type: memory}}\ngroups:\n  a:\n    targets: [{{address: {}}}]\n  b:\n    targets: [{{address: {}}}]\n  c:\n    targets: [{{address: {}}}]\n\
+         routes:\n  - name: api\n    match: {{hosts: [api.test]}}\n    split: {{a: 1, b: 1}}\n  - name: web\n    match: {{hosts: [www.test]}}\n    split: {{c: 1}}\n",
+        a.addr, b.addr, c.addr
+    );
+    let proxy = start_proxy(&yaml).await;
+    let addr = proxy.proxy_addr;
+    let first = get_host(addr, "api.test", "/", None).await;
+    let session = first
+        .set_cookie("switchyard_api")
+        .unwrap_or_else(|| panic!("no session"));
+    let record = get(
+        &h1_client(),
+        &format!("http://{}/sessions/{session}", proxy.admin_addr),
+        None,
+    )
+    .await;
+    let rec: serde_json::Value = ok(serde_json::from_slice(&record.body), "session json");
+    assert_eq!(rec["group"], first.upstream(), "{rec}");
+    for _ in 0..5 {
+        let again = get_host(
+            addr,
+            "api.test",
+            "/",
+            Some(&format!("switchyard_api={session}")),
+        )
+        .await;
+        assert_eq!(again.upstream(), first.upstream());
+        assert_eq!(again.set_cookie("switchyard_api"), None);
+    }
+    let web = get_host(addr, "www.test", "/", None).await;
+    assert_eq!(web.upstream(), "c");
+    let web_session = web
+        .set_cookie("switchyard_web")
+        .unwrap_or_else(|| panic!("no web session"));
+    assert_ne!(web_session, session);
+    // The api route's session is nothing to the web route.
+    let crossed = get_host(
+        addr,
+        "www.test",
+        "/",
+        Some(&format!("switchyard_web={session}")),
+    )
+    .await;
+    assert!(
+        crossed
+            .set_cookie("switchyard_web")
+            .is_some_and(|v| v != session)
+    );
+}

@@ -156,9 +156,12 @@ fn session_id(snap: &Snapshot, raw: &str) -> Option<SessionId> {
     if let Some(id) = parse_id(raw) {
         return Some(id);
     }
-    // A session store runs in the groups-only form only: its one route.
-    let pin = snap.routes.first()?.codec.verify(raw).ok()?;
-    pin.group().is_empty().then_some(pin.client_id)
+    // A session cookie of any route (each route signs its own).
+    snap.routes
+        .iter()
+        .find_map(|r| r.codec.verify(raw).ok())
+        .filter(|pin| pin.group().is_empty())
+        .map(|pin| pin.client_id)
 }
 
 fn describe(snap: &Snapshot, id: &SessionId, r: &Record) -> serde_json::Value {

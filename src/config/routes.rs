@@ -53,15 +53,6 @@ pub(super) fn routes(
     if list.value.is_empty() {
         errs.at("routes", list, "at least one route is required (or leave `routes:` out for one catch-all route over `groups:`)");
     }
-    if let Some(store) = &raw.sticky.value.store
-        && store.value.kind.value != "cookie"
-    {
-        errs.at(
-            "sticky.store",
-            store,
-            "a session store with `routes:` is not supported yet: pins live in each route's cookie",
-        );
-    }
     let mut out: Vec<RouteSpec> = Vec::new();
     for (i, r) in list.value.iter().enumerate() {
         let at = format!("routes[{i}]");
