@@ -677,6 +677,7 @@ async fn live_scrape_passes_promtool_and_the_dashboard_names_only_exported_metri
     // What the issue asks the dashboard to show.
     for needed in [
         "switchyard_requests_total",
+        "switchyard_route_requests_total",
         "switchyard_request_duration_seconds",
         "switchyard_group_share_ratio",
         "switchyard_assignments_total",
@@ -936,7 +937,8 @@ async fn real_prometheus_scrapes_both_groups_and_runs_every_rule_and_dashboard_q
             .replace("$__rate_interval", "1m")
             .replace("$__interval", "1m")
             .replace("$job", "switchyard")
-            .replace("$instance", ".*");
+            .replace("$instance", ".*")
+            .replace("$route", ".*");
         let answer = query(&prom, &q).await;
         assert_eq!(
             answer["status"], "success",
