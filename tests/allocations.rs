@@ -115,7 +115,7 @@ fn a_clean_request_is_checked_without_allocating() {
     h.insert("cookie", HeaderValue::from_static("theme=dark"));
     let n = allocations(|| {
         headers::strip_hop_by_hop(&mut h);
-        headers::strip_sticky_cookie(&mut h, &["switchyard"]);
+        headers::strip_sticky_cookie(&mut h, |n| n == b"switchyard");
         assert_eq!(headers::sticky_cookies(&h, "switchyard").count(), 0);
     });
     assert_eq!(n, 0);

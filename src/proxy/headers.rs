@@ -141,17 +141,17 @@ pub fn sticky_cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterato
         })
 }
 
-/// Leaves one `Cookie` header without the sticky cookies (any of `names`:
-/// every route's, so no pin reaches an upstream), joined with `; ` as
-/// HTTP/1.1 requires, or none if nothing remains. Untouched in the common
-/// case of one header without a sticky cookie.
-pub fn strip_sticky_cookie<S: AsRef<str>>(headers: &mut HeaderMap, names: &[S]) {
+/// Leaves one `Cookie` header without the sticky cookies (those whose name
+/// `is_pin` says is a route's pin, so no pin reaches an upstream), joined
+/// with `; ` as HTTP/1.1 requires, or none if nothing remains. Untouched in
+/// the common case of one header without a sticky cookie.
+pub fn strip_sticky_cookie(headers: &mut HeaderMap, is_pin: impl Fn(&[u8]) -> bool) {
     let values = headers.get_all(header::COOKIE);
     let mut iter = values.iter();
     let Some(first) = iter.next() else { return };
     let single = iter.next().is_none();
     if single {
-        match sticky_cookie_in(first.as_bytes(), names) {
+        match sticky_cookie_in(first.as_bytes(), &is_pin) {
             None => return,
             // The usual returning client: the sticky cookie is all there is.
             Some(_) if !first.as_bytes().contains(&b';') => {
@@ -165,7 +165,7 @@ pub fn strip_sticky_cookie<S: AsRef<str>>(headers: &mut HeaderMap, names: &[S]) 
     for v in values.iter() {
         for pair in v.as_bytes().split(|&b| b == b';') {
             let pair = pair.trim_ascii();
-            if pair.is_empty() || sticky_cookie_in(pair, names).is_some() {
+            if pair.is_empty() || sticky_cookie_in(pair, &is_pin).is_some() {
                 continue;
             }
             if !joined.is_empty() {
@@ -182,13 +182,13 @@ pub fn strip_sticky_cookie<S: AsRef<str>>(headers: &mut HeaderMap, names: &[S]) 
     }
 }
 
-fn sticky_cookie_in<S: AsRef<str>>(header: &[u8], names: &[S]) -> Option<usize> {
+/// The position of the first pair in `header` whose name is a pin's.
+fn sticky_cookie_in(header: &[u8], is_pin: &impl Fn(&[u8]) -> bool) -> Option<usize> {
     header.split(|&b| b == b';').position(|pair| {
         let pair = pair.trim_ascii();
-        names.iter().any(|name| {
-            pair.strip_prefix(name.as_ref().as_bytes())
-                .is_some_and(|rest| rest.trim_ascii_start().first() == Some(&b'='))
-        })
+        pair.iter()
+            .position(|&b| b == b'=')
+            .is_some_and(|eq| is_pin(pair[..eq].trim_ascii_end()))
     })
 }
 
@@ -401,14 +401,14 @@ mod tests {
     #[test]
     fn strips_only_the_sticky_cookie_and_joins() {
         let mut h = map(&[("cookie", "a=1; sy=v1.x.y"), ("cookie", "b=2")]);
-        strip_sticky_cookie(&mut h, &["sy"]);
+        strip_sticky_cookie(&mut h, |n| n == b"sy");
         assert_eq!(h.get_all("cookie").iter().count(), 1);
         assert_eq!(h["cookie"], "a=1; b=2");
         let mut h = map(&[("cookie", "sy=v1")]);
-        strip_sticky_cookie(&mut h, &["sy"]);
+        strip_sticky_cookie(&mut h, |n| n == b"sy");
         assert!(h.get("cookie").is_none());
         let mut h = map(&[("cookie", "sya=1")]);
-        strip_sticky_cookie(&mut h, &["sy"]);
+        strip_sticky_cookie(&mut h, |n| n == b"sy");
         assert_eq!(h["cookie"], "sya=1");
     }
 
@@ -429,7 +429,7 @@ mod tests {
     #[test]
     fn a_lone_sticky_cookie_goes_with_its_header_and_keep_alive_names_nothing_extra() {
         let mut h = map(&[("cookie", "sy=v1.abc.def"), ("host", "x")]);
-        strip_sticky_cookie(&mut h, &["sy"]);
+        strip_sticky_cookie(&mut h, |n| n == b"sy");
         assert!(!h.contains_key("cookie"));
         let mut h = map(&[
             ("connection", "keep-alive, Upgrade, close"),

@@ -439,10 +439,8 @@ impl ConnContext {
         let proto = if self.tls { "https" } else { "http" };
         let h = req.headers_mut();
         headers::strip_hop_by_hop(h);
-        headers::strip_sticky_cookie(h, &snap.cookie_names);
-        for name in &snap.pin_headers {
-            h.remove(name);
-        }
+        headers::strip_sticky_cookie(h, |name| snap.cookie_names.contains(name));
+        snap.pin_headers.strip(h);
         headers::set_forwarded(h, &self.peer_value, trusted, &admitted.host, proto);
         if !h.contains_key(header::HOST)
             && let Ok(v) = HeaderValue::from_str(admitted.host.as_str())

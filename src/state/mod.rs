@@ -193,11 +193,11 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
     /// Which route a request takes.
     pub route_table: RouteTable,
-    /// Every route's pin cookie name, once: none reaches an upstream.
-    pub cookie_names: Vec<String>,
-    /// Every route's pin header (`sticky.type: header`), once: none reaches
-    /// an upstream either.
-    pub pin_headers: Vec<http::HeaderName>,
+    /// Every route's pin cookie name: none reaches an upstream.
+    pub cookie_names: PinNames,
+    /// Every route's pin header (`sticky.type: header`): none reaches an
+    /// upstream either.
+    pub pin_headers: PinHeaders,
     pub unrouted: TargetMetrics,
     /// The HTTPS listener's TLS config (certificates by SNI), when it has one.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -279,14 +279,12 @@ impl Snapshot {
         let mut pin_headers = Vec::new();
         for r in &config.routes {
             match &r.sticky.carrier {
-                PinCarrier::Cookie => cookie_names.push(r.sticky.cookie_name.as_str().to_owned()),
+                PinCarrier::Cookie => cookie_names.push(r.sticky.cookie_name.as_str()),
                 PinCarrier::Header(h) => pin_headers.push(h.clone()),
             }
         }
-        cookie_names.sort();
-        cookie_names.dedup();
-        pin_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-        pin_headers.dedup();
+        let cookie_names = PinNames::new(cookie_names);
+        let pin_headers = PinHeaders::new(pin_headers);
         Self {
             generation,
             groups,
@@ -389,6 +387,89 @@ impl Snapshot {
                     .with_label_values(&[name, t.address.as_str()])
                     .set(i64::from(t.weight));
             }
+        }
+    }
+}
+
+/// The routes' pin cookie names, asked about each cookie of a request: a
+/// list while it is short, a hash set once it is not (a thousand routes
+/// must not cost a thousand comparisons per cookie).
+#[derive(Debug, Default)]
+pub struct PinNames {
+    few: Vec<Box<[u8]>>,
+    many: std::collections::HashSet<Box<[u8]>>,
+}
+
+impl PinNames {
+    /// Past this many names, a lookup is one hash instead of a scan.
+    const FEW: usize = 8;
+
+    fn new(names: Vec<&str>) -> Self {
+        let mut few: Vec<Box<[u8]>> = names.into_iter().map(|n| n.as_bytes().into()).collect();
+        few.sort();
+        few.dedup();
+        if few.len() <= Self::FEW {
+            return Self {
+                few,
+                many: Default::default(),
+            };
+        }
+        Self {
+            few: Vec::new(),
+            many: few.into_iter().collect(),
+        }
+    }
+
+    /// Whether `name` is a route's pin cookie.
+    pub fn contains(&self, name: &[u8]) -> bool {
+        if self.many.is_empty() {
+            self.few.iter().any(|n| **n == *name)
+        } else {
+            self.many.contains(name)
+        }
+    }
+}
+
+/// The routes' pin headers, taken off a request: each removed by name while
+/// they are few, the request's own headers looked up in a set once they are
+/// not.
+#[derive(Debug, Default)]
+pub struct PinHeaders {
+    few: Vec<http::HeaderName>,
+    many: std::collections::HashSet<http::HeaderName>,
+}
+
+impl PinHeaders {
+    fn new(mut names: Vec<http::HeaderName>) -> Self {
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names.dedup();
+        if names.len() <= PinNames::FEW {
+            return Self {
+                few: names,
+                many: Default::default(),
+            };
+        }
+        Self {
+            few: Vec::new(),
+            many: names.into_iter().collect(),
+        }
+    }
+
+    /// Removes every pin header from `headers`.
+    pub fn strip(&self, headers: &mut http::HeaderMap) {
+        if self.many.is_empty() {
+            for name in &self.few {
+                headers.remove(name);
+            }
+            return;
+        }
+        let found: Vec<http::HeaderName> = headers
+            .keys()
+            .filter(|k| self.many.contains(*k))
+            .cloned()
+            .collect();
+        for name in found {
+            headers.remove(name);
         }
     }
 }
@@ -542,5 +623,35 @@ impl Shared {
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_names_and_headers_are_found_whether_few_or_many() {
+        for n in [1usize, 8, 9, 1000] {
+            let names: Vec<String> = (0..n).map(|i| format!("switchyard_r{i}")).collect();
+            let pins = PinNames::new(names.iter().map(String::as_str).collect());
+            assert!(pins.contains(format!("switchyard_r{}", n - 1).as_bytes()), "{n}");
+            assert!(!pins.contains(b"switchyard_r"), "{n}");
+            assert!(!pins.contains(b"other"), "{n}");
+
+            let headers: Vec<http::HeaderName> = (0..n)
+                .filter_map(|i| http::HeaderName::from_bytes(format!("x-pin-{i}").as_bytes()).ok())
+                .collect();
+            let strip = PinHeaders::new(headers);
+            let mut h = http::HeaderMap::new();
+            h.insert("x-pin-0", http::HeaderValue::from_static("a"));
+            if let Ok(last) = http::HeaderName::from_bytes(format!("x-pin-{}", n - 1).as_bytes()) {
+                h.insert(last, http::HeaderValue::from_static("b"));
+            }
+            h.insert("x-keep", http::HeaderValue::from_static("c"));
+            strip.strip(&mut h);
+            assert_eq!(h.len(), 1, "{n}: {h:?}");
+            assert!(h.contains_key("x-keep"));
+        }
     }
 }
