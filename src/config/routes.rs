@@ -466,11 +466,13 @@ fn path_pattern(kind: &str, v: &str) -> Result<PathPattern, String> {
         PathPattern::Exact(v.to_owned())
     } else {
         let trimmed = v.trim_end_matches('/');
-        PathPattern::Prefix(if trimmed.is_empty() {
-            "/".to_owned()
+        if trimmed.is_empty() {
+            // `/` takes every path: the same as no path condition (and
+            // ranked as one, so no two spellings of it compete).
+            PathPattern::Any
         } else {
-            trimmed.to_owned()
-        })
+            PathPattern::Prefix(trimmed.to_owned())
+        }
     })
 }
 
@@ -484,6 +486,18 @@ fn cross_check(
     r: &RouteSpec,
     before: &[RouteSpec],
 ) {
+    if let Some(takers) = shadowed_by(r, before) {
+        errs.at(
+            format!("{at}.match"),
+            raw,
+            format!(
+                "unreachable: route{} {} before it take{} all its requests (the same conditions for each of its hosts)",
+                if takers.len() == 1 { "" } else { "s" },
+                takers.join(", "),
+                if takers.len() == 1 { "s" } else { "" },
+            ),
+        );
+    }
     let r_raw = &raw.value;
     for b in before {
         if b.name == r.name {
@@ -491,12 +505,6 @@ fn cross_check(
                 format!("{at}.name"),
                 &r_raw.name,
                 format!("a route named `{}` comes before", r.name),
-            );
-        } else if b.matches == r.matches {
-            errs.at(
-                format!("{at}.match"),
-                raw,
-                format!("unreachable: route `{}` before it has the same match and takes all its requests", b.name),
             );
         } else if b.sticky.cookie_name == r.sticky.cookie_name && cookies_meet(b, r) {
             let cookie = r_raw
@@ -519,6 +527,50 @@ fn cross_check(
             }
         }
     }
+}
+
+/// The earlier routes that take every request `r` would: with the same
+/// conditions but the hosts, they name each of `r`'s hosts (or, like `r`,
+/// none). Under the order of evaluation, equal conditions rank by the order
+/// written, so `r` could never be taken; any other difference in path,
+/// headers or methods leaves `r` some request of its own.
+fn shadowed_by(r: &RouteSpec, before: &[RouteSpec]) -> Option<Vec<String>> {
+    let sorted = |m: &RouteMatch| {
+        let mut headers: Vec<(String, Vec<u8>)> = m
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect();
+        headers.sort();
+        let mut present: Vec<&str> = m.headers_present.iter().map(HeaderName::as_str).collect();
+        present.sort_unstable();
+        let mut methods: Vec<&str> = m.methods.iter().map(Method::as_str).collect();
+        methods.sort_unstable();
+        (headers, present.join(" "), methods.join(" "))
+    };
+    let same = |b: &RouteSpec| {
+        b.matches.path == r.matches.path && sorted(&b.matches) == sorted(&r.matches)
+    };
+    let takers: Vec<&RouteSpec> = before.iter().filter(|b| same(b)).collect();
+    let covering = |host: Option<&HostPattern>| {
+        takers.iter().find(|b| match host {
+            None => b.matches.hosts.is_empty(),
+            Some(h) => b.matches.hosts.contains(h),
+        })
+    };
+    let mut names: Vec<String> = Vec::new();
+    let hosts: Vec<Option<&HostPattern>> = if r.matches.hosts.is_empty() {
+        vec![None]
+    } else {
+        r.matches.hosts.iter().map(Some).collect()
+    };
+    for h in hosts {
+        let name = format!("`{}`", covering(h)?.name);
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Some(names)
 }
 
 /// Whether a browser could send route `a`'s cookie and route `b`'s on one

@@ -257,6 +257,18 @@ fn bad_routes_are_named_with_their_path() {
         ),
         ("  - name: Bad\n    split: {a: 1}\n", "routes[0].name"),
         (
+            "  - name: a\n    match: {hosts: [x.test]}\n    split: {a: 1}\n  - name: b\n    match: {hosts: [y.test]}\n    split: {a: 1}\n  - name: c\n    match: {hosts: [y.test, x.test]}\n    split: {b: 1}\n",
+            "routes[2].match",
+        ),
+        (
+            "  - name: a\n    match: {hosts: [x.test], path_prefix: /}\n    split: {a: 1}\n  - name: b\n    match: {hosts: [x.test]}\n    split: {b: 1}\n",
+            "routes[1].match",
+        ),
+        (
+            "  - name: a\n    match: {headers: {x-a: \"1\", x-b: \"2\"}, methods: [GET, POST]}\n    split: {a: 1}\n  - name: b\n    match: {headers: {x-b: \"2\", x-a: \"1\"}, methods: [post, get]}\n    split: {b: 1}\n",
+            "routes[1].match",
+        ),
+        (
             "  - name: a\n    split: {a: 1}\n    sticky: {store: {type: memory}}\n",
             "routes[0].sticky.store",
         ),
@@ -303,6 +315,9 @@ fn cookies_default_to_one_a_route_and_its_path() {
         ]
     );
     assert!(cfg.routes.iter().all(|r| r.bound));
+    // A route that keeps a host of its own is reachable.
+    load("  - name: a\n    match: {hosts: [x.test]}\n    split: {a: 1}\n  - name: b\n    match: {hosts: [x.test, y.test]}\n    split: {b: 1}\n")
+        .unwrap_or_else(|e| panic!("{e}"));
     // Two routes may share a cookie name where no request carries both.
     load("  - name: a\n    match: {hosts: [a.test]}\n    split: {a: 1}\n    sticky: {cookie: pin}\n  - name: b\n    match: {hosts: [b.test]}\n    split: {b: 1}\n    sticky: {cookie: pin}\n")
         .unwrap_or_else(|e| panic!("{e}"));

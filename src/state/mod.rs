@@ -635,7 +635,10 @@ mod tests {
         for n in [1usize, 8, 9, 1000] {
             let names: Vec<String> = (0..n).map(|i| format!("switchyard_r{i}")).collect();
             let pins = PinNames::new(names.iter().map(String::as_str).collect());
-            assert!(pins.contains(format!("switchyard_r{}", n - 1).as_bytes()), "{n}");
+            assert!(
+                pins.contains(format!("switchyard_r{}", n - 1).as_bytes()),
+                "{n}"
+            );
             assert!(!pins.contains(b"switchyard_r"), "{n}");
             assert!(!pins.contains(b"other"), "{n}");
 
