@@ -506,7 +506,33 @@ fn cross_check(
                 &r_raw.name,
                 format!("a route named `{}` comes before", r.name),
             );
-        } else if b.sticky.cookie_name == r.sticky.cookie_name && cookies_meet(b, r) {
+        } else if let (PinCarrier::Header(x), PinCarrier::Header(y)) =
+            (&b.sticky.carrier, &r.sticky.carrier)
+            && x == y
+            && hosts_overlap(b, r)
+        {
+            let line = r_raw
+                .sticky
+                .as_ref()
+                .and_then(|s| s.value.header.as_ref())
+                .map(|h| h.referenced);
+            let msg = format!(
+                "pin header `{x}` is route `{}`'s too, on overlapping hosts: a client of both would send one route's pin to the other; give this route another `sticky.header`",
+                b.name
+            );
+            match line {
+                Some(line) => errs.0.push(super::error::ConfigError::new(
+                    format!("{at}.sticky.header"),
+                    super::fields::line(&line),
+                    msg,
+                )),
+                None => errs.at(format!("{at}.sticky.header"), &r_raw.name, msg),
+            }
+        } else if b.sticky.carrier == PinCarrier::Cookie
+            && r.sticky.carrier == PinCarrier::Cookie
+            && b.sticky.cookie_name == r.sticky.cookie_name
+            && cookies_meet(b, r)
+        {
             let cookie = r_raw
                 .sticky
                 .as_ref()
@@ -577,14 +603,7 @@ fn shadowed_by(r: &RouteSpec, before: &[RouteSpec]) -> Option<Vec<String>> {
 /// request: their hosts overlap (or either cookie has a `Domain`) and one
 /// cookie path covers the other's.
 fn cookies_meet(a: &RouteSpec, b: &RouteSpec) -> bool {
-    let hosts = a.sticky.domain.is_some()
-        || b.sticky.domain.is_some()
-        || a.matches.hosts.is_empty()
-        || b.matches.hosts.is_empty()
-        || a.matches
-            .hosts
-            .iter()
-            .any(|x| b.matches.hosts.iter().any(|y| hosts_meet(x, y)));
+    let hosts = a.sticky.domain.is_some() || b.sticky.domain.is_some() || hosts_overlap(a, b);
     let covers = |outer: &str, inner: &str| {
         outer == "/"
             || inner == outer
@@ -592,6 +611,16 @@ fn cookies_meet(a: &RouteSpec, b: &RouteSpec) -> bool {
                 && (outer.ends_with('/') || inner.as_bytes().get(outer.len()) == Some(&b'/'))
     };
     hosts && (covers(&a.sticky.path, &b.sticky.path) || covers(&b.sticky.path, &a.sticky.path))
+}
+
+/// Whether one request could be taken by either route's hosts.
+fn hosts_overlap(a: &RouteSpec, b: &RouteSpec) -> bool {
+    a.matches.hosts.is_empty()
+        || b.matches.hosts.is_empty()
+        || a.matches
+            .hosts
+            .iter()
+            .any(|x| b.matches.hosts.iter().any(|y| hosts_meet(x, y)))
 }
 
 fn hosts_meet(a: &HostPattern, b: &HostPattern) -> bool {

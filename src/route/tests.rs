@@ -257,6 +257,10 @@ fn bad_routes_are_named_with_their_path() {
         ),
         ("  - name: Bad\n    split: {a: 1}\n", "routes[0].name"),
         (
+            "  - name: a\n    match: {path_prefix: /a}\n    split: {a: 1}\n    sticky: {type: header, header: x-pin}\n  - name: b\n    match: {path_prefix: /b}\n    split: {b: 1}\n    sticky: {type: header, header: X-Pin}\n",
+            "routes[1].sticky.header",
+        ),
+        (
             "  - name: a\n    match: {hosts: [x.test]}\n    split: {a: 1}\n  - name: b\n    match: {hosts: [y.test]}\n    split: {a: 1}\n  - name: c\n    match: {hosts: [y.test, x.test]}\n    split: {b: 1}\n",
             "routes[2].match",
         ),
@@ -315,6 +319,9 @@ fn cookies_default_to_one_a_route_and_its_path() {
         ]
     );
     assert!(cfg.routes.iter().all(|r| r.bound));
+    // Header pins of one name on hosts that never meet are fine.
+    load("  - name: a\n    match: {hosts: [a.test]}\n    split: {a: 1}\n    sticky: {type: header, header: x-pin}\n  - name: b\n    match: {hosts: [b.test]}\n    split: {b: 1}\n    sticky: {type: header, header: x-pin}\n")
+        .unwrap_or_else(|e| panic!("{e}"));
     // A route that keeps a host of its own is reachable.
     load("  - name: a\n    match: {hosts: [x.test]}\n    split: {a: 1}\n  - name: b\n    match: {hosts: [x.test, y.test]}\n    split: {b: 1}\n")
         .unwrap_or_else(|e| panic!("{e}"));
