@@ -27,8 +27,9 @@
 //!  metrics   health   body                    label handles; health state machine; body adapters
 //!  assign    route                            pure decision over a Routing view; which route
 //!  config                                     raw -> validated Config
-//!  clock  h1  tls  batch  tunnels             ground (h1: the HTTP/1 wire, one copy for
-//!                                             the native server and the native pool)
+//!  clock  h1  tls  batch  tunnels            ground (h1: the HTTP/1 wire, one copy for
+//!  proxy_protocol                             the native server and the native pool;
+//!                                             proxy_protocol: the PROXY v1/v2 header)
 //! ```
 //!
 //! Glossary: a **group** is a named set of upstream **targets** running one version
@@ -53,6 +54,7 @@ pub mod health;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod route;
 pub mod state;
