@@ -520,14 +520,7 @@ fn cross_check(
                 "pin header `{x}` is route `{}`'s too, on overlapping hosts: a client of both would send one route's pin to the other; give this route another `sticky.header`",
                 b.name
             );
-            match line {
-                Some(line) => errs.0.push(super::error::ConfigError::new(
-                    format!("{at}.sticky.header"),
-                    super::fields::line(&line),
-                    msg,
-                )),
-                None => errs.at(format!("{at}.sticky.header"), &r_raw.name, msg),
-            }
+            at_own_or_route(errs, format!("{at}.sticky.header"), line, r_raw, msg);
         } else if b.sticky.carrier == PinCarrier::Cookie
             && r.sticky.carrier == PinCarrier::Cookie
             && b.sticky.cookie_name == r.sticky.cookie_name
@@ -543,14 +536,7 @@ fn cross_check(
                 r.sticky.cookie_name.as_str(),
                 b.name
             );
-            match cookie {
-                Some(line) => errs.0.push(super::error::ConfigError::new(
-                    format!("{at}.sticky.cookie"),
-                    super::fields::line(&line),
-                    msg,
-                )),
-                None => errs.at(format!("{at}.sticky.cookie"), &r_raw.name, msg),
-            }
+            at_own_or_route(errs, format!("{at}.sticky.cookie"), cookie, r_raw, msg);
         }
     }
 }
@@ -611,6 +597,25 @@ fn cookies_meet(a: &RouteSpec, b: &RouteSpec) -> bool {
                 && (outer.ends_with('/') || inner.as_bytes().get(outer.len()) == Some(&b'/'))
     };
     hosts && (covers(&a.sticky.path, &b.sticky.path) || covers(&b.sticky.path, &a.sticky.path))
+}
+
+/// An error at the line of the route's own key when it wrote one (`line`),
+/// else at the route's name (the value came from a default).
+fn at_own_or_route(
+    errs: &mut Errors,
+    path: String,
+    line: Option<serde_saphyr::Location>,
+    r: &RawRoute,
+    msg: String,
+) {
+    match line {
+        Some(line) => errs.0.push(super::error::ConfigError::new(
+            path,
+            super::fields::line(&line),
+            msg,
+        )),
+        None => errs.at(path, &r.name, msg),
+    }
 }
 
 /// Whether one request could be taken by either route's hosts.

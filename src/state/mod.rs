@@ -391,85 +391,103 @@ impl Snapshot {
     }
 }
 
-/// The routes' pin cookie names, asked about each cookie of a request: a
-/// list while it is short, a hash set once it is not (a thousand routes
-/// must not cost a thousand comparisons per cookie).
-#[derive(Debug, Default)]
-pub struct PinNames {
-    few: Vec<Box<[u8]>>,
-    many: std::collections::HashSet<Box<[u8]>>,
+/// A set of names asked about on every request: a list while it is short,
+/// a hash set once it is not (a thousand routes must not cost a thousand
+/// comparisons per cookie or header).
+#[derive(Debug)]
+enum NameSet<T> {
+    Few(Vec<T>),
+    Many(std::collections::HashSet<T>),
 }
 
-impl PinNames {
+impl<T: Ord + std::hash::Hash> NameSet<T> {
     /// Past this many names, a lookup is one hash instead of a scan.
     const FEW: usize = 8;
 
+    fn new(mut names: Vec<T>) -> Self {
+        names.sort();
+        names.dedup();
+        if names.len() <= Self::FEW {
+            NameSet::Few(names)
+        } else {
+            NameSet::Many(names.into_iter().collect())
+        }
+    }
+
+    fn contains<Q>(&self, name: &Q) -> bool
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        match self {
+            NameSet::Few(list) => list.iter().any(|n| n.borrow() == name),
+            NameSet::Many(set) => set.contains(name),
+        }
+    }
+}
+
+/// The routes' pin cookie names, asked about each cookie of a request.
+#[derive(Debug)]
+pub struct PinNames(NameSet<Box<[u8]>>);
+
+impl PinNames {
     fn new(names: Vec<&str>) -> Self {
-        let mut few: Vec<Box<[u8]>> = names.into_iter().map(|n| n.as_bytes().into()).collect();
-        few.sort();
-        few.dedup();
-        if few.len() <= Self::FEW {
-            return Self {
-                few,
-                many: Default::default(),
-            };
-        }
-        Self {
-            few: Vec::new(),
-            many: few.into_iter().collect(),
-        }
+        Self(NameSet::new(
+            names.into_iter().map(|n| n.as_bytes().into()).collect(),
+        ))
     }
 
     /// Whether `name` is a route's pin cookie.
     pub fn contains(&self, name: &[u8]) -> bool {
-        if self.many.is_empty() {
-            self.few.iter().any(|n| **n == *name)
-        } else {
-            self.many.contains(name)
-        }
+        self.0.contains(name)
     }
 }
 
 /// The routes' pin headers, taken off a request: each removed by name while
-/// they are few, the request's own headers looked up in a set once they are
-/// not.
-#[derive(Debug, Default)]
-pub struct PinHeaders {
-    few: Vec<http::HeaderName>,
-    many: std::collections::HashSet<http::HeaderName>,
+/// they are few, the request's own headers looked up in the set once they
+/// are not.
+#[derive(Debug)]
+pub struct PinHeaders(NameSet<HeaderKey>);
+
+/// A header name ordered by its text, so the set can sort and dedup it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct HeaderKey(http::HeaderName);
+
+impl PartialOrd for HeaderKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for HeaderKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.as_str().cmp(other.0.as_str())
+    }
 }
 
 impl PinHeaders {
-    fn new(mut names: Vec<http::HeaderName>) -> Self {
-        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-        names.dedup();
-        if names.len() <= PinNames::FEW {
-            return Self {
-                few: names,
-                many: Default::default(),
-            };
-        }
-        Self {
-            few: Vec::new(),
-            many: names.into_iter().collect(),
-        }
+    fn new(names: Vec<http::HeaderName>) -> Self {
+        Self(NameSet::new(names.into_iter().map(HeaderKey).collect()))
     }
 
     /// Removes every pin header from `headers`.
     pub fn strip(&self, headers: &mut http::HeaderMap) {
-        if self.many.is_empty() {
-            for name in &self.few {
-                headers.remove(name);
+        match &self.0 {
+            NameSet::Few(list) => {
+                for k in list {
+                    headers.remove(&k.0);
+                }
             }
-            return;
-        }
-        let found: Vec<http::HeaderName> = headers
-            .keys()
-            .filter(|k| self.many.contains(*k))
-            .cloned()
-            .collect();
-        for name in found {
-            headers.remove(name);
+            NameSet::Many(set) => {
+                let found: Vec<http::HeaderName> = headers
+                    .keys()
+                    .filter(|k| set.contains(&HeaderKey((*k).clone())))
+                    .cloned()
+                    .collect();
+                for name in found {
+                    headers.remove(name);
+                }
+            }
         }
     }
 }
