@@ -46,6 +46,7 @@ pub fn add_self_signed_https(config: &mut Config, addr: SocketAddr) -> Result<St
             material,
         }],
         redirect_http: false,
+        proxy_protocol: None,
     });
     Ok(cert_pem)
 }

@@ -10,6 +10,7 @@
 //! `Snapshot` by `state`.
 
 pub mod duration;
+mod edge;
 mod error;
 mod fields;
 mod keys;

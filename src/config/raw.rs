@@ -42,6 +42,60 @@ pub struct RawConfig {
     pub shutdown: RawShutdown,
     #[serde(default)]
     pub run: RawRun,
+    /// PROXY protocol on the plain listener (`listen`).
+    #[serde(default)]
+    pub proxy_protocol: Option<Spanned<RawProxyProtocol>>,
+    #[serde(default)]
+    pub access_log: Option<Spanned<RawAccessLog>>,
+    #[serde(default)]
+    pub request_id: Option<Spanned<RawRequestId>>,
+    #[serde(default)]
+    pub trace_context: Option<Spanned<RawTraceContext>>,
+}
+
+/// `proxy_protocol:` of one listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxyProtocol {
+    /// The peers (balancers) allowed to send the header: addresses or CIDRs.
+    pub from: Spanned<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    #[serde(default)]
+    pub to: Option<Spanned<String>>,
+    #[serde(default)]
+    pub format: Option<Spanned<String>>,
+    #[serde(default)]
+    pub fields: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub query: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub sample: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub errors_only: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub queue: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequestId {
+    #[serde(default)]
+    pub enabled: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub header: Option<Spanned<String>>,
+    #[serde(default)]
+    pub echo: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTraceContext {
+    #[serde(default)]
+    pub start: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +121,8 @@ pub struct RawTls {
     pub certificates: Spanned<Vec<Spanned<RawCert>>>,
     #[serde(default)]
     pub redirect_http: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub proxy_protocol: Option<Spanned<RawProxyProtocol>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -226,6 +282,11 @@ pub struct RawGroup {
     pub server_name: Option<Spanned<String>>,
     #[serde(default)]
     pub protocol: Option<Spanned<String>>,
+    /// mTLS towards the upstreams: the certificate chain the proxy presents.
+    #[serde(default)]
+    pub client_cert: Option<Spanned<String>>,
+    #[serde(default)]
+    pub client_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

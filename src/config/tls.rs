@@ -58,6 +58,10 @@ pub(super) fn listener(
             ),
         }
     }
+    let proxy_protocol = t
+        .proxy_protocol
+        .as_ref()
+        .map(|p| super::edge::proxy_protocol(errs, "tls.proxy_protocol", p));
     if errs.0.len() != before {
         return None;
     }
@@ -65,6 +69,7 @@ pub(super) fn listener(
         listen: listen?,
         certs,
         redirect_http: t.redirect_http.as_ref().is_some_and(|r| r.value),
+        proxy_protocol,
     })
 }
 
@@ -163,7 +168,12 @@ pub(super) fn upstream(
     };
     let on = g.tls.as_ref().is_some_and(|t| t.value);
     if !on {
-        for (field, v) in [("ca_file", &g.ca_file), ("server_name", &g.server_name)] {
+        for (field, v) in [
+            ("ca_file", &g.ca_file),
+            ("server_name", &g.server_name),
+            ("client_cert", &g.client_cert),
+            ("client_key", &g.client_key),
+        ] {
             if let Some(v) = v {
                 errs.at(
                     format!("{path}.{field}"),
@@ -198,6 +208,44 @@ pub(super) fn upstream(
         ca_file: g.ca_file.as_ref().map(|f| f.value.trim().to_owned()),
         ca,
         server_name,
+        client_cert: client_cert(errs, path, g, files),
     };
     (Some(tls), protocol)
+}
+
+/// A group's `client_cert` and `client_key`: both or neither.
+fn client_cert(
+    errs: &mut Errors,
+    path: &str,
+    g: &RawGroup,
+    files: &dyn KeySource,
+) -> Option<ServerCert> {
+    let (cert, key) = match (&g.client_cert, &g.client_key) {
+        (None, None) => return None,
+        (Some(c), Some(k)) => (c, k),
+        (Some(c), None) => {
+            errs.at(format!("{path}.client_cert"), c, "needs `client_key` beside it");
+            return None;
+        }
+        (None, Some(k)) => {
+            errs.at(format!("{path}.client_key"), k, "needs `client_cert` beside it");
+            return None;
+        }
+    };
+    let cert_pem = read(errs, &format!("{path}.client_cert"), cert, files);
+    let key_pem = read(errs, &format!("{path}.client_key"), key, files);
+    let material = crate::tls::load_cert(&cert_pem?, &key_pem?)
+        .map_err(|m| {
+            errs.at(
+                format!("{path}.client_cert"),
+                cert,
+                format!("{}: {m}", cert.value),
+            )
+        })
+        .ok()?;
+    Some(ServerCert {
+        cert_file: cert.value.trim().to_owned(),
+        key_file: key.value.trim().to_owned(),
+        material,
+    })
 }

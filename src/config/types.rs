@@ -9,6 +9,10 @@ use http::HeaderName;
 use http::uri::Authority;
 use ipnet::IpNet;
 
+pub use super::edge::{
+    AccessLogSettings, LogField, LogFormat, LogSink, ProxyProtocol, RequestIdSettings, TraceContext,
+};
+
 /// Longest sticky TTL accepted: 7 days, the AWS ALB maximum.
 pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Largest weight of a group or a target.
@@ -39,6 +43,12 @@ pub struct Config {
     pub limits: Limits,
     pub shutdown: ShutdownSettings,
     pub run: RunSettings,
+    /// PROXY protocol on the plain listener.
+    pub proxy_protocol: Option<ProxyProtocol>,
+    pub access_log: Option<AccessLogSettings>,
+    /// `None`: request ids are off.
+    pub request_id: Option<RequestIdSettings>,
+    pub trace_context: TraceContext,
 }
 
 /// How the process runs; read once at start-up.
@@ -178,6 +188,7 @@ pub struct TlsListener {
     pub certs: Vec<ServerCert>,
     /// Answer the plain listener with a redirect to HTTPS.
     pub redirect_http: bool,
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// One certificate chain and key of the HTTPS listener, as loaded.
@@ -196,6 +207,8 @@ pub struct UpstreamTls {
     pub ca: Option<crate::tls::CaBundle>,
     /// SNI and the name the certificate must carry; default the target's host.
     pub server_name: Option<String>,
+    /// The certificate the proxy presents to upstreams that ask (mTLS).
+    pub client_cert: Option<ServerCert>,
 }
 
 /// The HTTP version spoken to a group's upstreams.

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::uri::Authority;
-use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
 use super::error::ConfigError;
@@ -45,16 +44,24 @@ pub fn validate(
             .map_err(|m| errs.at("override_header", h, m))
             .ok()
     });
-    let trusted_proxies = raw
-        .trusted_proxies
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| {
-            parse_cidr(&s.value)
-                .map_err(|m| errs.at(format!("trusted_proxies[{i}]"), s, m))
-                .ok()
-        })
-        .collect();
+    let trusted_proxies = super::edge::cidrs(&mut errs, "trusted_proxies", &raw.trusted_proxies);
+    let proxy_protocol = raw
+        .proxy_protocol
+        .as_ref()
+        .map(|p| super::edge::proxy_protocol(&mut errs, "proxy_protocol", p));
+    if let (Some(p), None) = (&raw.proxy_protocol, &raw.listen) {
+        errs.at(
+            "proxy_protocol",
+            p,
+            "applies to the plain `listen`, which is not set (the HTTPS listener's is `tls.proxy_protocol`)",
+        );
+    }
+    let access_log = raw
+        .access_log
+        .as_ref()
+        .map(|a| super::edge::access_log(&mut errs, a));
+    let request_id = super::edge::request_id(&mut errs, raw.request_id.as_ref());
+    let trace_context = super::edge::trace_context(raw.trace_context.as_ref());
     let timeouts = timeouts(&mut errs, &raw.timeouts);
     let reload = reload_settings(&mut errs, &raw.reload);
     let health = health_settings(&mut errs, &raw.health);
@@ -99,18 +106,13 @@ pub fn validate(
             limits,
             shutdown,
             run,
+            proxy_protocol,
+            access_log,
+            request_id,
+            trace_context,
         }),
         _ => Err(errs.0),
     }
-}
-
-fn parse_cidr(s: &str) -> Result<IpNet, String> {
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Ok(net);
-    }
-    s.parse::<std::net::IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| format!("`{s}` is not an IP address or CIDR range"))
 }
 
 fn timeouts(errs: &mut Errors, raw: &RawTimeouts) -> Timeouts {

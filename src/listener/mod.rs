@@ -41,7 +41,8 @@ use tokio_rustls::TlsAcceptor;
 mod conn_io;
 mod lot;
 mod native;
-use crate::metrics::{ClientTimeout, Handshake};
+mod proxied;
+use crate::metrics::{ClientTimeout, Handshake, Label, Listener, ProxyHeaderRefusal};
 use crate::proxy::Activity;
 pub use conn_io::PARK_AFTER;
 use conn_io::{ClientIo, ConnTimeouts, ParkSlot, Parked, ParkedFor};
@@ -214,9 +215,11 @@ pub async fn accept_loop(
     }
 }
 
-/// One accepted socket: over the limit it is closed at once (counted); else it
+/// One accepted socket: over the limit it is closed at once (counted); on a
+/// listener that takes the PROXY protocol, its header is read first; then it
 /// is served, after a TLS handshake on the HTTPS listener.
 fn accepted_one(task: &ConnTask, lot: &Arc<lot::Lot>, stream: TcpStream, peer: SocketAddr) {
+    let accepted = tokio::time::Instant::now();
     let serving = &task.serving;
     let shared = &serving.shared;
     let metrics = &shared.metrics;
@@ -230,17 +233,67 @@ fn accepted_one(task: &ConnTask, lot: &Arc<lot::Lot>, stream: TcpStream, peer: S
         return;
     }
     let _ = stream.set_nodelay(true);
+    let proxy_protocol = if serving.tls {
+        snap.config.tls.as_ref().and_then(|t| t.proxy_protocol.as_ref())
+    } else {
+        snap.config.proxy_protocol.as_ref()
+    };
+    let Some(pp) = proxy_protocol else {
+        metrics.connections.inc();
+        metrics.open_connections.inc();
+        let open = OpenConn(metrics.open_connections.clone());
+        serve_accepted(task, lot, stream, peer, open, accepted);
+        return;
+    };
+    let listener = if serving.tls {
+        Listener::Https
+    } else {
+        Listener::Http
+    };
+    let refused = &metrics.proxy_protocol_refused[listener];
+    if !pp.trusts(peer.ip()) {
+        refused[ProxyHeaderRefusal::UntrustedPeer].inc();
+        tracing::debug!(%peer, "closing a connection from outside proxy_protocol.from");
+        return;
+    }
     metrics.connections.inc();
     metrics.open_connections.inc();
     let open = OpenConn(metrics.open_connections.clone());
-    if !serving.tls {
-        native::spawn(task.clone(), Arc::clone(lot), stream, peer, open);
+    let deadline = accepted + snap.config.timeouts.client_header;
+    let (task, lot) = (task.clone(), Arc::clone(lot));
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let read = tokio::time::timeout_at(deadline, proxied::read_header(&mut stream, peer));
+        let why = match read.await {
+            Ok(Ok(client)) => return serve_accepted(&task, &lot, stream, client, open, accepted),
+            Ok(Err(why)) => why,
+            Err(_) => ProxyHeaderRefusal::Timeout,
+        };
+        task.serving.shared.metrics.proxy_protocol_refused[listener][why].inc();
+        tracing::debug!(%peer, reason = why.label(), "closing a connection: no acceptable PROXY protocol header");
+    });
+}
+
+/// Serves an accepted connection whose client is `peer`: natively in
+/// cleartext, or after a TLS handshake.
+fn serve_accepted(
+    task: &ConnTask,
+    lot: &Arc<lot::Lot>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    open: OpenConn,
+    accepted: tokio::time::Instant,
+) {
+    if !task.serving.tls {
+        native::spawn(task.clone(), Arc::clone(lot), stream, peer, open, accepted);
         return;
     }
+    let snap = task.serving.shared.snapshot();
     let Some(config) = snap.tls.clone() else {
         return;
     };
     let timeout = snap.config.timeouts.tls_handshake;
+    drop(snap);
     let task = task.clone();
     tokio::spawn(async move {
         let counts = &task.serving.shared.metrics.tls_handshakes;

@@ -157,8 +157,8 @@ pub(super) fn spawn(
     io: TcpStream,
     peer: SocketAddr,
     open: OpenConn,
+    accepted: Instant,
 ) {
-    let accepted = Instant::now();
     let shared = Arc::clone(&task.serving.shared);
     let snap = shared.snapshot();
     let timeouts = ConnTimeouts::of(&snap.config.timeouts);

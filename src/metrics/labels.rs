@@ -135,6 +135,36 @@ label_enum!(
 );
 
 label_enum!(
+    /// A client listener.
+    Listener {
+        Http => "http",
+        Https => "https",
+    }
+);
+
+label_enum!(
+    /// Why a connection on a PROXY protocol listener was closed unserved.
+    ProxyHeaderRefusal {
+        /// Its peer is not among the listener's `proxy_protocol.from`.
+        UntrustedPeer => "untrusted_peer",
+        /// Its first bytes are not a valid PROXY v1 or v2 header.
+        Malformed => "malformed",
+        /// It closed before its header was complete.
+        Truncated => "truncated",
+        /// Its header did not arrive within `timeouts.client_header`.
+        Timeout => "timeout",
+    }
+);
+
+label_enum!(
+    /// Why an access log line was lost.
+    LogDrop {
+        QueueFull => "queue_full",
+        WriteError => "write_error",
+    }
+);
+
+label_enum!(
     /// An active health check probe's result.
     Probe {
         Pass => "pass",

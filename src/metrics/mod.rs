@@ -12,8 +12,8 @@ use prometheus::{
 
 use crate::assign::{Reason, Rejection};
 pub use labels::{
-    ByLabel, CacheLookup, ClientTimeout, Counters, Handshake, Label, Probe, Retry, StatusClass,
-    StoreFailure, StoreOp,
+    ByLabel, CacheLookup, ClientTimeout, Counters, Handshake, Label, Listener, LogDrop, Probe,
+    ProxyHeaderRefusal, Retry, StatusClass, StoreFailure, StoreOp,
 };
 
 mod labels;
@@ -111,6 +111,11 @@ pub struct Metrics {
     pub connections_refused: IntCounter,
     /// TLS handshakes by result: `ok`, `failed`, `timeout`.
     pub tls_handshakes: Counters<Handshake>,
+    /// Connections closed before their first request for want of an
+    /// acceptable PROXY protocol header, by listener and why.
+    pub proxy_protocol_refused: ByLabel<Listener, Counters<ProxyHeaderRefusal>>,
+    /// Access log lines not written, by why (`queue_full`, `write_error`).
+    pub access_log_dropped: Counters<LogDrop>,
     pub upgraded: IntGaugeVec,
     pub upgrades: IntCounterVec,
     /// Client connections closed by a client-side timeout: `header`, `body`,
@@ -184,6 +189,16 @@ impl Metrics {
             "TLS handshakes on the HTTPS listener, by result (ok, failed, timeout).",
             &["result"],
         )?;
+        let proxy_refused = c(
+            "switchyard_proxy_protocol_refused_total",
+            "Connections closed unserved on a listener that takes the PROXY protocol, by listener (http, https) and reason (untrusted_peer, malformed, truncated, timeout).",
+            &["listener", "reason"],
+        )?;
+        let log_dropped = c(
+            "switchyard_access_log_dropped_total",
+            "Access log lines lost, by reason (queue_full: the writer fell behind; write_error: the destination refused them).",
+            &["reason"],
+        )?;
         let client_timeouts = c(
             "switchyard_client_timeouts_total",
             "Client connections closed by a timeout, by phase (header, body, keepalive, write).",
@@ -239,6 +254,8 @@ impl Metrics {
             )?,
             store_families: (session_cache, store_duration, store_errors),
             tls_handshakes: Counters::of(&handshakes, &[]),
+            proxy_protocol_refused: ByLabel::from_fn(|l| Counters::of(&proxy_refused, &[l])),
+            access_log_dropped: Counters::of(&log_dropped, &[]),
             client_timeouts: Counters::of(&client_timeouts, &[]),
             connections_refused: reg(
                 r,

@@ -305,6 +305,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<String> {
             was(&mut out, name, dur(x), dur(y), "");
         }
     }
+    edge_changes(old, new, &mut out);
     if old.run.workers != new.run.workers {
         let w = |r: &crate::config::RunSettings| {
             r.workers
@@ -313,6 +314,45 @@ pub fn changes(old: &Config, new: &Config) -> Vec<String> {
         was(&mut out, "run.workers", w(&old.run), w(&new.run), restart);
     }
     out
+}
+
+/// PROXY protocol, access log, request ids, trace context.
+fn edge_changes(old: &Config, new: &Config, out: &mut Vec<String>) {
+    let pp = |p: Option<&crate::config::ProxyProtocol>| match p {
+        None => "off".to_owned(),
+        Some(p) => {
+            let v: Vec<String> = p.from.iter().map(ToString::to_string).collect();
+            format!("from [{}]", v.join(", "))
+        }
+    };
+    let tls_pp = |c: &Config| pp(c.tls.as_ref().and_then(|t| t.proxy_protocol.as_ref()));
+    if old.proxy_protocol != new.proxy_protocol {
+        let note = "applies to connections accepted from now on";
+        let (a, b) = (old.proxy_protocol.as_ref(), new.proxy_protocol.as_ref());
+        was(out, "proxy_protocol", pp(a), pp(b), note);
+    }
+    if tls_pp(old) != tls_pp(new) {
+        let note = "applies to connections accepted from now on";
+        was(out, "tls.proxy_protocol", tls_pp(old), tls_pp(new), note);
+    }
+    if old.access_log != new.access_log {
+        let a = |c: &Config| match &c.access_log {
+            None => "off".to_owned(),
+            Some(a) => format!("{:?} to {}", a.format, a.sink).to_lowercase(),
+        };
+        was(out, "access_log", a(old), a(new), "");
+    }
+    if old.request_id != new.request_id {
+        let r = |c: &Config| match &c.request_id {
+            None => "off".to_owned(),
+            Some(r) => r.header.to_string(),
+        };
+        was(out, "request_id", r(old), r(new), "");
+    }
+    if old.trace_context != new.trace_context {
+        let t = |c: &Config| format!("{:?}", c.trace_context);
+        was(out, "trace_context", t(old), t(new), "");
+    }
 }
 
 fn sticky_changes(old: &Config, new: &Config, out: &mut Vec<String>) {
