@@ -130,6 +130,10 @@ pub async fn start_with_workers(
         )),
         crate::checks::spawn_supervisor(Arc::clone(&shared), rx.clone()),
     ]);
+    tasks.push(tokio::spawn(reopen_log_on_sigusr1(
+        Arc::clone(&shared),
+        rx.clone(),
+    )));
     if shared.store.as_ref().is_some_and(SessionStore::is_redis) {
         tasks.push(tokio::spawn(probe_store(Arc::clone(&shared), rx.clone())));
     }
@@ -195,7 +199,40 @@ impl Running {
             tunnels.cut_all();
             let _ = tokio::time::timeout(Duration::from_secs(1), tunnels.all_closed()).await;
         }
+        // Requests are done: their lines are queued; see them written.
+        self.shared.access_log.flush(Duration::from_secs(2));
         tracing::info!("shutdown complete");
+    }
+}
+
+/// SIGUSR1 reopens the access log file (after logrotate moved it).
+async fn reopen_log_on_sigusr1(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut usr1 = match signal(SignalKind::user_defined1()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGUSR1; the access log will not be reopened on it");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                got = usr1.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    tracing::info!("SIGUSR1: reopening the access log");
+                    shared.access_log.reopen();
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (shared, shutdown.wait_for(|stop| *stop).await);
     }
 }
 

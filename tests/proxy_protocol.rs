@@ -94,7 +94,12 @@ async fn the_address_a_header_carries_is_the_clients_everywhere() {
         (v2_tcp4(1, [198, 51, 100, 4], 1234, &[]), "198.51.100.4"),
         // A TLV the proxy does not use (PP2_TYPE_AUTHORITY) is skipped.
         (
-            v2_tcp4(1, [198, 51, 100, 5], 1234, &[0x02, 0, 4, b'a', b'.', b't', b't']),
+            v2_tcp4(
+                1,
+                [198, 51, 100, 5],
+                1234,
+                &[0x02, 0, 4, b'a', b'.', b't', b't'],
+            ),
             "198.51.100.5",
         ),
         (
@@ -109,7 +114,12 @@ async fn the_address_a_header_carries_is_the_clients_everywhere() {
         bytes.extend_from_slice(GET);
         let resp = exchange(addr, &bytes).await;
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-        assert_eq!(forwarded_for(&blue), want, "{:?}", String::from_utf8_lossy(&header));
+        assert_eq!(
+            forwarded_for(&blue),
+            want,
+            "{:?}",
+            String::from_utf8_lossy(&header)
+        );
     }
 
     // The header and the request, a few bytes per write: nothing is lost
@@ -122,11 +132,19 @@ async fn the_address_a_header_carries_is_the_clients_everywhere() {
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     let (first, _) = read_response_bytes(&mut s).await;
-    assert!(first.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&first));
+    assert!(
+        first.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&first)
+    );
     ok(s.write_all(GET).await, "second request");
     let (rest, _) = read_until_close(&mut s, Duration::from_secs(5)).await;
     assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
-    assert_eq!(forwarded_for(&blue), "192.0.2.44", "a later request keeps the address");
+    assert_eq!(
+        forwarded_for(&blue),
+        "192.0.2.44",
+        "a later request keeps the address"
+    );
     assert_eq!(blue.hits(), 8);
     proxy.shutdown().await;
 }
@@ -156,7 +174,11 @@ async fn client_ip_bucketing_follows_the_proxied_address() {
         bytes.extend_from_slice(GET);
         all.insert(upstream_of(&exchange(proxy.proxy_addr, &bytes).await));
     }
-    assert_eq!(all.len(), 2, "forty proxied addresses reach both groups: {all:?}");
+    assert_eq!(
+        all.len(),
+        2,
+        "forty proxied addresses reach both groups: {all:?}"
+    );
     proxy.shutdown().await;
 }
 
@@ -189,9 +211,18 @@ async fn a_connection_without_an_acceptable_header_is_closed_unserved_and_counte
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("no header", GET.to_vec()),
         ("v1 over 107 bytes", long),
-        ("v1 with two spaces", b"PROXY TCP4  203.0.113.7 10.0.0.1 1 2\r\n".to_vec()),
-        ("v1 family mismatch", b"PROXY TCP4 2001:db8::1 10.0.0.1 1 2\r\n".to_vec()),
-        ("v1 port 65536", b"PROXY TCP4 1.2.3.4 10.0.0.1 65536 2\r\n".to_vec()),
+        (
+            "v1 with two spaces",
+            b"PROXY TCP4  203.0.113.7 10.0.0.1 1 2\r\n".to_vec(),
+        ),
+        (
+            "v1 family mismatch",
+            b"PROXY TCP4 2001:db8::1 10.0.0.1 1 2\r\n".to_vec(),
+        ),
+        (
+            "v1 port 65536",
+            b"PROXY TCP4 1.2.3.4 10.0.0.1 65536 2\r\n".to_vec(),
+        ),
         ("v2 bad signature", bad_sig),
         ("v2 bad length", bad_len),
         ("v2 unknown family", bad_family),
@@ -217,7 +248,11 @@ async fn a_connection_without_an_acceptable_header_is_closed_unserved_and_counte
         }
         malformed += 1.0;
         assert_eq!(resp, "", "{what}: closed without an answer");
-        assert_eq!(refused(&proxy, "http", "malformed").await, malformed, "{what}");
+        assert_eq!(
+            refused(&proxy, "http", "malformed").await,
+            malformed,
+            "{what}"
+        );
     }
 
     // Truncated: a beginning, then the balancer goes away.
@@ -238,7 +273,11 @@ async fn a_connection_without_an_acceptable_header_is_closed_unserved_and_counte
     assert_eq!(refused(&proxy, "http", "timeout").await, 1.0);
     assert_eq!(blue.hits(), 0, "nothing reached the upstream");
     assert_eq!(
-        metric(&proxy, "switchyard_requests_total{class=\"2xx\",group=\"blue\",target=\"blue\"}").await,
+        metric(
+            &proxy,
+            "switchyard_requests_total{class=\"2xx\",group=\"blue\",target=\"blue\"}"
+        )
+        .await,
         0.0
     );
     proxy.shutdown().await;
@@ -273,13 +312,21 @@ async fn the_https_listener_reads_the_header_before_the_handshake() {
         key.display()
     );
     let proxy = start_proxy(&config_yaml(&[("blue", 1, &[&blue])], &tls)).await;
-    let addr = proxy.tls_addr.unwrap_or_else(|| panic!("no HTTPS listener"));
+    let addr = proxy
+        .tls_addr
+        .unwrap_or_else(|| panic!("no HTTPS listener"));
 
     let mut tcp = ok(TcpStream::connect(addr).await, "connect");
-    ok(tcp.write_all(&v2_tcp4(1, [192, 0, 2, 99], 5, &[])).await, "header");
+    ok(
+        tcp.write_all(&v2_tcp4(1, [192, 0, 2, 99], 5, &[])).await,
+        "header",
+    );
     let connector = tokio_rustls::TlsConnector::from(ca.client_config(&[b"http/1.1"]));
     let name = ok(rustls_pki_types::ServerName::try_from("app.test"), "name");
-    let mut tls = ok(connector.connect(name, tcp).await, "handshake after the header");
+    let mut tls = ok(
+        connector.connect(name, tcp).await,
+        "handshake after the header",
+    );
     ok(tls.write_all(GET).await, "request");
     let (resp, _) = read_until_close(&mut tls, Duration::from_secs(5)).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
@@ -347,7 +394,10 @@ async fn haproxy_in_front_sends_v1_and_v2() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(resp.starts_with("HTTP/1.1 200"), "through HAProxy at {front}: {resp}");
+        assert!(
+            resp.starts_with("HTTP/1.1 200"),
+            "through HAProxy at {front}: {resp}"
+        );
         // The client connected to HAProxy from 127.0.0.1; HAProxy connected
         // to the proxy from 127.0.0.1 too, so say it with a source of our own:
         // bind the client to another loopback address.

@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -105,9 +105,17 @@ pub enum BodyVerdict {
 const WAITING: u8 = 0x80;
 
 /// Shared between the body (which sets it) and the request path (which reads
-/// it). Requests without a body get `none()`, which allocates nothing.
+/// it): why the body was cut, and how many bytes of it came. Requests without
+/// a body get `none()`, which allocates nothing.
 #[derive(Debug, Clone, Default)]
-pub struct Verdict(Option<Arc<AtomicU8>>);
+pub struct Verdict(Option<Arc<BodyState>>);
+
+#[derive(Debug, Default)]
+struct BodyState {
+    verdict: AtomicU8,
+    /// Body bytes received from the client so far.
+    received: AtomicU64,
+}
 
 impl Verdict {
     pub fn new() -> Self {
@@ -121,14 +129,17 @@ impl Verdict {
     /// Records why the body was cut; the first reason stands.
     pub fn set(&self, v: BodyVerdict) {
         if let Some(a) = &self.0 {
-            let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
-                (now & !WAITING == 0).then_some(v as u8)
-            });
+            let _ = a
+                .verdict
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                    (now & !WAITING == 0).then_some(v as u8)
+                });
         }
     }
 
     fn waiting(&self, yes: bool) {
         if let Some(a) = &self.0 {
+            let a = &a.verdict;
             // Read first: most polls change nothing, and a read is cheaper
             // than a read-modify-write.
             if (a.load(Ordering::Relaxed) & WAITING != 0) == yes {
@@ -146,7 +157,7 @@ impl Verdict {
         let Some(a) = &self.0 else {
             return BodyVerdict::Fine;
         };
-        match a.load(Ordering::Relaxed) & !WAITING {
+        match a.verdict.load(Ordering::Relaxed) & !WAITING {
             1 => BodyVerdict::TimedOut,
             2 => BodyVerdict::TooLarge,
             3 => BodyVerdict::Broken,
@@ -159,7 +170,20 @@ impl Verdict {
     pub fn waiting_on_client(&self) -> bool {
         self.0
             .as_ref()
-            .is_some_and(|a| a.load(Ordering::Relaxed) & WAITING != 0)
+            .is_some_and(|a| a.verdict.load(Ordering::Relaxed) & WAITING != 0)
+    }
+
+    /// Body bytes the client has sent so far (for the access log).
+    pub fn received(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |a| a.received.load(Ordering::Relaxed))
+    }
+
+    fn note_received(&self, total: u64) {
+        if let Some(a) = &self.0 {
+            a.received.store(total, Ordering::Relaxed);
+        }
     }
 }
 
@@ -220,6 +244,7 @@ impl http_body::Body for ClientBody {
                 this.timer.progress();
                 if let Some(d) = frame.data_ref() {
                     this.seen += d.len() as u64;
+                    this.verdict.note_received(this.seen);
                     if this.limit > 0 && this.seen > this.limit {
                         this.verdict.set(BodyVerdict::TooLarge);
                         return Poll::Ready(Some(Err(BodyCut::TooLarge(this.limit).into())));

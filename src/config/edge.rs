@@ -144,11 +144,17 @@ pub struct TraceContext {
     /// Start a trace (a fresh `traceparent`) for a request that carries none
     /// or an invalid one.
     pub start: bool,
+    /// The sampled flag of a trace the proxy starts: whether it asks the
+    /// applications behind it to record the trace.
+    pub sampled: bool,
 }
 
 impl Default for TraceContext {
     fn default() -> Self {
-        Self { start: true }
+        Self {
+            start: true,
+            sampled: false,
+        }
     }
 }
 
@@ -256,9 +262,11 @@ fn log_fields(errs: &mut Errors, list: &Spanned<Vec<Spanned<String>>>) -> Vec<Lo
     for (i, f) in list.value.iter().enumerate() {
         let name = f.value.trim();
         match LogField::ALL.iter().find(|k| k.name() == name) {
-            Some(k) if out.contains(k) => {
-                errs.at(format!("access_log.fields[{i}]"), f, format!("`{name}` is listed twice"))
-            }
+            Some(k) if out.contains(k) => errs.at(
+                format!("access_log.fields[{i}]"),
+                f,
+                format!("`{name}` is listed twice"),
+            ),
             Some(k) => out.push(*k),
             None => {
                 let known: Vec<&str> = LogField::ALL.iter().map(|k| k.name()).collect();
@@ -318,14 +326,20 @@ fn is_reserved(name: &HeaderName) -> bool {
         SET_COOKIE,
     ]
     .contains(name)
-        || ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "traceparent", "tracestate"]
-            .contains(&name.as_str())
+        || [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "traceparent",
+            "tracestate",
+        ]
+        .contains(&name.as_str())
 }
 
 pub(super) fn trace_context(raw: Option<&Spanned<RawTraceContext>>) -> TraceContext {
+    let t = raw.map(|t| &t.value);
     TraceContext {
-        start: raw
-            .and_then(|t| t.value.start.as_ref())
-            .is_none_or(|s| s.value),
+        start: t.and_then(|t| t.start.as_ref()).is_none_or(|s| s.value),
+        sampled: t.and_then(|t| t.sampled.as_ref()).is_some_and(|s| s.value),
     }
 }

@@ -96,6 +96,8 @@ pub struct RawRequestId {
 pub struct RawTraceContext {
     #[serde(default)]
     pub start: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub sampled: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

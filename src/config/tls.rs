@@ -224,11 +224,19 @@ fn client_cert(
         (None, None) => return None,
         (Some(c), Some(k)) => (c, k),
         (Some(c), None) => {
-            errs.at(format!("{path}.client_cert"), c, "needs `client_key` beside it");
+            errs.at(
+                format!("{path}.client_cert"),
+                c,
+                "needs `client_key` beside it",
+            );
             return None;
         }
         (None, Some(k)) => {
-            errs.at(format!("{path}.client_key"), k, "needs `client_cert` beside it");
+            errs.at(
+                format!("{path}.client_key"),
+                k,
+                "needs `client_cert` beside it",
+            );
             return None;
         }
     };

@@ -91,6 +91,10 @@ impl Config {
             if let Some(ca) = g.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
                 files.push(ca.clone());
             }
+            if let Some(c) = g.tls.as_ref().and_then(|t| t.client_cert.as_ref()) {
+                files.push(c.cert_file.clone());
+                files.push(c.key_file.clone());
+            }
         }
         files.sort();
         files.dedup();

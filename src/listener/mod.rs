@@ -49,7 +49,7 @@ use conn_io::{ClientIo, ConnTimeouts, ParkSlot, Parked, ParkedFor};
 
 use crate::config::Limits;
 
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, TlsInfo};
 use crate::state::Shared;
 
 /// HTTP/2 limits, set explicitly rather than left to library defaults.
@@ -234,7 +234,10 @@ fn accepted_one(task: &ConnTask, lot: &Arc<lot::Lot>, stream: TcpStream, peer: S
     }
     let _ = stream.set_nodelay(true);
     let proxy_protocol = if serving.tls {
-        snap.config.tls.as_ref().and_then(|t| t.proxy_protocol.as_ref())
+        snap.config
+            .tls
+            .as_ref()
+            .and_then(|t| t.proxy_protocol.as_ref())
     } else {
         snap.config.proxy_protocol.as_ref()
     };
@@ -300,8 +303,10 @@ fn serve_accepted(
         match tokio::time::timeout(timeout, TlsAcceptor::from(config).accept(stream)).await {
             Ok(Ok(tls)) => {
                 counts[Handshake::Ok].inc();
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                serve_io(task, tls, h2, peer, open);
+                let session = tls.get_ref().1;
+                let h2 = session.alpn_protocol() == Some(b"h2");
+                let info = TlsInfo::of(session);
+                serve_io(task, tls, h2, peer, open, Some(info));
             }
             Ok(Err(e)) => {
                 counts[Handshake::Failed].inc();
@@ -364,18 +369,21 @@ struct ClientConnState<S> {
     slot: Option<ParkSlot<S>>,
 }
 
-/// Serves one client connection on any byte stream. `h2`: ALPN chose HTTP/2.
-fn serve_io<S: ClientStream>(task: ConnTask, io: S, h2: bool, peer: SocketAddr, open: OpenConn) {
+/// Serves one client connection on any byte stream. `h2`: ALPN chose HTTP/2;
+/// `tls`: the TLS session it runs in, if any.
+fn serve_io<S: ClientStream>(
+    task: ConnTask,
+    io: S,
+    h2: bool,
+    peer: SocketAddr,
+    open: OpenConn,
+    tls: Option<TlsInfo>,
+) {
     let shared = Arc::clone(&task.serving.shared);
     let snap = shared.snapshot();
     let timeouts = ConnTimeouts::of(&snap.config.timeouts);
     let activity = Arc::new(Activity::default());
-    let service = Proxy::new(
-        Arc::clone(&shared),
-        peer,
-        task.serving.tls,
-        Arc::clone(&activity),
-    );
+    let service = Proxy::new(Arc::clone(&shared), peer, tls, Arc::clone(&activity));
     let slot: Option<ParkSlot<S>> = (!h2).then(ParkSlot::default);
     let io = ClientIo::new(
         io,

@@ -134,7 +134,7 @@ impl ClientConn {
         timeouts: ConnTimeouts,
         max_headers: usize,
     ) -> Self {
-        let proxy = Proxy::new(Arc::clone(&shared), peer, false, Arc::default());
+        let proxy = Proxy::new(Arc::clone(&shared), peer, None, Arc::default());
         Self {
             io,
             rbuf: BytesMut::new(),
@@ -251,7 +251,7 @@ async fn active(mut s: ActiveConn) {
                     read,
                     inner: s.conn.io,
                 };
-                super::serve_io(s.task, io, false, s.peer, s.open);
+                super::serve_io(s.task, io, false, s.peer, s.open, None);
             }
             Next::Park(deadline) => {
                 let rest = Resting {

@@ -9,6 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::activity::InFlightRequest;
+use super::logged::Pending;
 use crate::body::{BodyCut, BoxError, IdleTimer};
 use crate::state::InFlight;
 use crate::upstream::NativeBody;
@@ -66,6 +67,8 @@ pub struct ProxyBody {
     in_flight: Option<InFlight>,
     /// The client connection's request count, released with `in_flight`.
     request: Option<InFlightRequest>,
+    /// The request's access log line, written when this body is dropped.
+    log: Option<Box<Pending>>,
 }
 
 impl ProxyBody {
@@ -79,6 +82,7 @@ impl ProxyBody {
             inner: Relayed::Upstream(body, IdleTimer::new(idle), timeouts),
             in_flight: Some(in_flight),
             request: None,
+            log: None,
         }
     }
 
@@ -87,6 +91,7 @@ impl ProxyBody {
             inner: Relayed::Full(Some(bytes.into())),
             in_flight: None,
             request: None,
+            log: None,
         }
     }
 
@@ -95,6 +100,7 @@ impl ProxyBody {
             inner: Relayed::Full(None),
             in_flight: None,
             request: None,
+            log: None,
         }
     }
 }
@@ -103,6 +109,20 @@ impl ProxyBody {
     /// Ties the client connection's in-flight count to this body.
     pub fn hold(&mut self, request: InFlightRequest) {
         self.request = Some(request);
+    }
+
+    /// Ties the request's log line to this body: counted as it is sent,
+    /// written when it is dropped (done, failed or abandoned).
+    pub fn log(&mut self, line: Box<Pending>) {
+        self.log = Some(line);
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if let Some(line) = self.log.take() {
+            line.write();
+        }
     }
 }
 
@@ -134,6 +154,11 @@ impl Body for ProxyBody {
             },
             Relayed::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         };
+        if let (Some(line), Poll::Ready(Some(Ok(frame)))) = (&mut this.log, &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            line.sent(data.len());
+        }
         if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = polled {
             this.in_flight = None;
             this.request = None;

@@ -84,6 +84,30 @@ impl ProxyError {
         }
     }
 
+    /// The reason written in the access log's `error` field.
+    pub fn label(self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::UnsupportedTransferCoding => "unsupported_transfer_coding",
+            ProxyError::NoTarget => "no_target",
+            ProxyError::NoRoute => "no_route",
+            ProxyError::UriTooLong => "uri_too_long",
+            ProxyError::HeadersTooLarge => "headers_too_large",
+            ProxyError::BodyTooLarge => "body_too_large",
+            ProxyError::UpstreamConnect => "upstream_connect",
+            ProxyError::ConnectTimeout => "connect_timeout",
+            ProxyError::ResponseTimeout => "upstream_timeout",
+            ProxyError::UpstreamProtocol => "upstream_protocol",
+            ProxyError::UpstreamTls => "upstream_tls",
+            ProxyError::ConnectNotAllowed => "connect_not_allowed",
+            ProxyError::UpgradeNotSupported => "upgrade_not_supported",
+            ProxyError::UpgradeToH2Upstream => "upgrade_to_h2_upstream",
+            ProxyError::RedirectToHttps => "redirect_https",
+            ProxyError::ClientBodyTimeout => "client_body_timeout",
+            ProxyError::UntransferableCoding => "untransferable_coding",
+        }
+    }
+
     pub fn fault(self) -> Fault {
         match self {
             ProxyError::BadRequest(_)

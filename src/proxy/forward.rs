@@ -20,7 +20,8 @@ use http::{Method, Request, Response, Uri, header};
 use hyper_util::client::legacy::connect::capture_connection;
 
 use super::body::UpstreamIncoming;
-use super::{ConnContext, Fault, ProxyBody, ProxyError, error};
+use super::logged::Outcome;
+use super::{ConnContext, Fault, ProxyBody, ProxyError, Served, error};
 use crate::body::{Replay, RequestBody, UpstreamBody, idle};
 use crate::config::Config;
 use crate::metrics::{Retry, UpstreamErrorKind};
@@ -134,26 +135,31 @@ impl Exchange {
 }
 
 impl ConnContext {
-    /// Sends the request to `first`, retrying on siblings as the module says.
+    /// Sends the request to the target `served` names, retrying on siblings
+    /// as the module says; `outcome` learns the target that answered, the
+    /// retries, and the client body's byte count.
     ///
     /// The request is unpacked before the returned future exists, so that
     /// its state holds the parts once (see [`crate::upstream::H1Pool::send`]).
     pub(super) fn forward(
         &self,
         snap: &Snapshot,
-        g: usize,
-        first: usize,
+        served: &Served,
         req: Request<RequestBody>,
         now_ms: u64,
         upgrade: bool,
+        outcome: &mut Outcome,
     ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send {
+        let (g, first) = (served.group, served.target);
         let group = &snap.groups[g];
         let mut ex = Exchange::new(&snap.config, group, req);
+        outcome.body = ex.verdict.clone();
         let mut t = first;
         self.shared.retry_budget.note_request(now_ms);
         async move {
             for attempt in 1..=ex.max_attempts {
                 ex.tried[attempt - 1] = t;
+                (outcome.target, outcome.retries) = (Some(t), (attempt - 1) as u8);
                 let target = &group.targets[t];
                 // Upgrades need hyper-util's client, which keeps the connection
                 // for the tunnel; everything else goes native when the group can.

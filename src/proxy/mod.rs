@@ -19,6 +19,8 @@ mod body;
 mod error;
 mod forward;
 pub mod headers;
+mod ids;
+mod logged;
 mod reply;
 mod session;
 pub mod upgrade;
@@ -50,12 +52,34 @@ pub use reply::error_response;
 use session::Session;
 use upgrade::Upgrade;
 
+/// A TLS connection's protocol version and SNI, for the access log.
+#[derive(Debug)]
+pub struct TlsInfo {
+    pub version: &'static str,
+    pub sni: Option<Box<str>>,
+}
+
+impl TlsInfo {
+    pub fn of(conn: &rustls::ServerConnection) -> Self {
+        Self {
+            version: match conn.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                _ => "TLS",
+            },
+            sni: conn.server_name().map(Box::from),
+        }
+    }
+}
+
 /// What every request on one client connection shares.
 #[derive(Debug)]
 struct ConnContext {
     shared: Arc<Shared>,
+    /// The client's address (after the PROXY protocol, if the listener takes it).
     peer: SocketAddr,
     tls: bool,
+    tls_info: Option<Arc<TlsInfo>>,
     /// Requests in flight on this connection, for its idle timeout.
     activity: Arc<Activity>,
     /// The peer's address as an X-Forwarded-For value, formatted once.
@@ -67,11 +91,18 @@ struct ConnContext {
 pub struct Proxy(Arc<ConnContext>);
 
 impl Proxy {
-    pub fn new(shared: Arc<Shared>, peer: SocketAddr, tls: bool, activity: Arc<Activity>) -> Self {
+    /// A connection's service; `tls`: what its TLS session is, if it has one.
+    pub fn new(
+        shared: Arc<Shared>,
+        peer: SocketAddr,
+        tls: Option<TlsInfo>,
+        activity: Arc<Activity>,
+    ) -> Self {
         Self(Arc::new(ConnContext {
             shared,
             peer,
-            tls,
+            tls: tls.is_some(),
+            tls_info: tls.map(Arc::new),
             activity,
             peer_value: headers::peer_value(peer.ip()),
         }))
@@ -136,6 +167,8 @@ struct Admitted {
 struct Served {
     group: usize,
     target: usize,
+    /// Why the request went to `group`.
+    reason: Reason,
     /// The target of the decision's own group, named in the pin (a write
     /// may be served elsewhere); `None`: that group has none to name.
     pinned: Option<usize>,
@@ -177,9 +210,10 @@ fn writes_group(
 }
 
 impl ConnContext {
-    /// Serves one request, phase by phase (see the module's table). Not an
-    /// `async fn`, which would keep `req` twice in its state (as given and as
-    /// bound); the block captures it once.
+    /// Serves one request: its ids settled, its phases run, its ids echoed
+    /// and its log line begun (written when the response body is done). Not
+    /// an `async fn`, which would keep `req` twice in its state (as given and
+    /// as bound); the block captures it once.
     #[expect(clippy::manual_async_fn, reason = "see above: the future's size")]
     fn handle(
         self: Arc<Self>,
@@ -189,57 +223,101 @@ impl ConnContext {
             SERVED.with(|n| n.set(n.get().wrapping_add(1)));
             let start = Instant::now();
             let snap = self.shared.snapshot();
-            let client_version = req.version();
-            let admitted = match self.admit(&snap, &mut req) {
-                Ok(a) => a,
-                Err(ProxyError::RedirectToHttps) => return self.redirect(&snap, &req),
-                Err(e) => return self.refuse(&snap, e),
-            };
-            let now = crate::clock::unix_now();
-            let route = &snap.routes[admitted.route];
-            let Some((mut decision, session)) = self.decide(&snap, route, req.headers(), now).await
-            else {
-                return self.refuse(&snap, ProxyError::NoTarget);
-            };
-            let now_ms = crate::clock::now_ms();
-            let served = match self.target(&snap, route, &mut decision, now, now_ms, &admitted) {
-                Ok(s) => s,
-                Err(e) => return self.refuse(&snap, e),
-            };
-            let group = &snap.groups[served.group];
-            let pin = self.pin(&snap, route, &decision, session, served.pinned, now);
-            let client_upgrade = self.rewrite(&snap, &mut req, &admitted, group);
-            let upgrading = client_upgrade.is_some();
-            let forwarded =
-                self.forward(&snap, served.group, served.target, req, now_ms, upgrading);
-            let forwarded = match (&self.shared.store, pin.record) {
-                (Some(store), Some(record)) => {
-                    // The record is written while the request is on its way; a
-                    // failed write is counted by the store and costs the client
-                    // nothing (its session id buckets it to the same group).
-                    let id = decision.client_id;
-                    tokio::join!(forwarded, Box::pin(store.put(&id, record, now))).0
-                }
-                _ => forwarded.await,
-            };
-            let upgrade = admitted.upgrade.as_ref().zip(client_upgrade);
-            let response = match forwarded {
-                Ok(resp) => self.respond(
-                    &snap,
-                    served.group,
-                    resp,
-                    client_version,
-                    upgrade,
-                    pin.handed,
-                ),
-                Err(e) => error_response(e),
-            };
-            if let Some(m) = &route.metrics[served.group] {
-                m.duration.observe(start.elapsed().as_secs_f64());
-                m.requests[StatusClass::of(response.status().as_u16())].inc();
+            let log = self.log_start(&snap, &req, start);
+            let ids = self.settle_ids(&snap, req.headers_mut());
+            let mut outcome = logged::Outcome::default();
+            let mut response = self.phases(&snap, req, start, &mut outcome).await;
+            if let (Some(settings), Some(id)) = (&snap.config.request_id, &ids.request_id)
+                && settings.echo
+            {
+                response
+                    .headers_mut()
+                    .insert(settings.header.clone(), id.clone());
+            }
+            if let Some(mut log) = log {
+                log.answered(response.status().as_u16(), ids, outcome);
+                response.body_mut().log(log);
             }
             response
         }
+    }
+
+    /// The request id and trace context (`ids` module).
+    fn settle_ids(&self, snap: &Snapshot, h: &mut HeaderMap) -> ids::Ids {
+        let cfg = &snap.config;
+        ids::settle(cfg.request_id.as_ref(), cfg.trace_context, h, || {
+            let ip = self.peer.ip().to_canonical();
+            cfg.trusted_proxies.iter().any(|n| n.contains(&ip))
+        })
+    }
+
+    /// The phases, in the module's order; `outcome` gathers what they
+    /// decide, for the log line.
+    async fn phases(
+        &self,
+        snap: &Snapshot,
+        mut req: Request<RequestBody>,
+        start: Instant,
+        outcome: &mut logged::Outcome,
+    ) -> Response<ProxyBody> {
+        let client_version = req.version();
+        let admitted = match self.admit(snap, &mut req) {
+            Ok(a) => a,
+            Err(ProxyError::RedirectToHttps) => return self.redirect(snap, &req, outcome),
+            Err(e) => return self.refuse(snap, e, outcome),
+        };
+        outcome.route = Some(admitted.route);
+        let now = crate::clock::unix_now();
+        let route = &snap.routes[admitted.route];
+        let Some((mut decision, session)) = self.decide(snap, route, req.headers(), now).await
+        else {
+            return self.refuse(snap, ProxyError::NoTarget, outcome);
+        };
+        outcome.rejection = decision.rejected;
+        let now_ms = crate::clock::now_ms();
+        let served = match self.target(snap, route, &mut decision, now, now_ms, &admitted) {
+            Ok(s) => s,
+            Err(e) => return self.refuse(snap, e, outcome),
+        };
+        (outcome.group, outcome.target) = (Some(served.group), Some(served.target));
+        outcome.reason = Some(served.reason);
+        let group = &snap.groups[served.group];
+        let pin = self.pin(snap, route, &decision, session, served.pinned, now);
+        let client_upgrade = self.rewrite(snap, &mut req, &admitted, group);
+        let upgrading = client_upgrade.is_some();
+        let sending = Instant::now();
+        let forwarded = self.forward(snap, &served, req, now_ms, upgrading, outcome);
+        let forwarded = match (&self.shared.store, pin.record) {
+            (Some(store), Some(record)) => {
+                // The record is written while the request is on its way; a
+                // failed write is counted by the store and costs the client
+                // nothing (its session id buckets it to the same group).
+                let id = decision.client_id;
+                tokio::join!(forwarded, Box::pin(store.put(&id, record, now))).0
+            }
+            _ => forwarded.await,
+        };
+        outcome.upstream = Some(sending.elapsed());
+        let upgrade = admitted.upgrade.as_ref().zip(client_upgrade);
+        let response = match forwarded {
+            Ok(resp) => self.respond(
+                snap,
+                served.group,
+                resp,
+                client_version,
+                upgrade,
+                pin.handed,
+            ),
+            Err(e) => {
+                outcome.error = Some(e);
+                error_response(e)
+            }
+        };
+        if let Some(m) = &route.metrics[served.group] {
+            m.duration.observe(start.elapsed().as_secs_f64());
+            m.requests[StatusClass::of(response.status().as_u16())].inc();
+        }
+        response
     }
 
     /// Admit: a request whose framing, limits and Host hold, whose upgrade
@@ -363,6 +441,7 @@ impl ConnContext {
         Ok(Served {
             group,
             target,
+            reason,
             pinned,
         })
     }
@@ -513,7 +592,13 @@ impl ConnContext {
     }
 
     /// The proxy's own answer to a request it does not forward, counted.
-    fn refuse(&self, snap: &Snapshot, e: ProxyError) -> Response<ProxyBody> {
+    fn refuse(
+        &self,
+        snap: &Snapshot,
+        e: ProxyError,
+        outcome: &mut logged::Outcome,
+    ) -> Response<ProxyBody> {
+        outcome.error = Some(e);
         self.count_downstream(e);
         snap.unrouted.count_status(e.status().as_u16());
         error_response(e)

@@ -7,6 +7,7 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderName, Request, Response};
 
+use super::logged::Outcome;
 use super::{ConnContext, ProxyBody, ProxyError};
 use crate::assign::Pin;
 use crate::config::PinCarrier;
@@ -21,10 +22,15 @@ thread_local! {
 impl ConnContext {
     /// Answers the plain listener with a permanent redirect to the same URL on
     /// the HTTPS listener (`tls.redirect_http`). 308 keeps method and body.
-    pub(super) fn redirect<B>(&self, snap: &Snapshot, req: &Request<B>) -> Response<ProxyBody> {
+    pub(super) fn redirect<B>(
+        &self,
+        snap: &Snapshot,
+        req: &Request<B>,
+        outcome: &mut Outcome,
+    ) -> Response<ProxyBody> {
         let Ok(host) = super::headers::request_host(req) else {
             // Admitted requests have a Host; this is only belt and braces.
-            return self.refuse(snap, ProxyError::BadRequest("missing Host"));
+            return self.refuse(snap, ProxyError::BadRequest("missing Host"), outcome);
         };
         let port = match self
             .shared
@@ -41,7 +47,7 @@ impl ConnContext {
             let _ = write!(location, ":{port}");
         }
         location.push_str(req.uri().path_and_query().map_or("/", PathAndQuery::as_str));
-        let mut resp = self.refuse(snap, ProxyError::RedirectToHttps);
+        let mut resp = self.refuse(snap, ProxyError::RedirectToHttps, outcome);
         if let Ok(v) = HeaderValue::from_str(&location) {
             resp.headers_mut().insert(header::LOCATION, v);
         }

@@ -257,6 +257,24 @@ impl Reloader {
         if let Some(errors) = restart_only(old, &cfg, name, text) {
             return Outcome::RestartRequired(errors);
         }
+        let sink = cfg.access_log.as_ref().map(|a| a.sink.clone());
+        if sink != old.access_log.as_ref().map(|a| a.sink.clone())
+            && let Some(Err(e)) = sink.as_ref().map(crate::access_log::check_writable)
+        {
+            let line = config::parse(text)
+                .ok()
+                .and_then(|raw| raw.access_log)
+                .and_then(|a| a.value.to)
+                .and_then(|t| config::line_of(&t));
+            return Outcome::Invalid(config::ConfigErrors {
+                source_name: name.to_owned(),
+                errors: vec![config::ConfigError::new(
+                    "access_log.to",
+                    line,
+                    e.to_string(),
+                )],
+            });
+        }
         let changes = diff::describe(old, &cfg);
         let generation = current.generation + 1;
         let snap = Snapshot::build(
@@ -269,6 +287,7 @@ impl Reloader {
         let metrics = &self.shared.metrics;
         snap.publish(metrics, Some(current));
         self.shared.current.store(Arc::new(snap));
+        self.shared.access_log.set_sink(sink);
         metrics.config_reloads.with_label_values(&["ok"]).inc();
         metrics.config_last_reload_success.set(1);
         Outcome::Applied {

@@ -570,6 +570,8 @@ pub struct Shared {
     /// Server-side session records; `None` in cookie mode. Built once at
     /// start-up: changing `sticky.store` needs a restart.
     pub store: Option<crate::store::SessionStore>,
+    /// The access log's queue and writer (idle while the log is off).
+    pub access_log: crate::access_log::AccessLog,
 }
 
 /// Why the shared state could not be built.
@@ -579,6 +581,8 @@ pub enum SharedError {
     Metrics(#[from] prometheus::Error),
     #[error("cannot set up the session store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    AccessLog(#[from] crate::access_log::AccessLogError),
 }
 
 /// The outcome of the latest reload attempts, as `/status` shows them.
@@ -612,6 +616,12 @@ impl Shared {
         if store.is_none() {
             metrics.unregister_store(&registry);
         }
+        let log = config.access_log.as_ref();
+        let access_log = crate::access_log::AccessLog::start(
+            log.map(|l| l.sink.clone()),
+            log.map_or(16_384, |l| l.queue),
+            metrics.access_log_dropped.clone(),
+        )?;
         let live = LiveState::default();
         let snap = Snapshot::build(config, 1, content_hash, &live, &metrics);
         snap.publish(&metrics, None);
@@ -627,6 +637,7 @@ impl Shared {
             tunnels: Arc::default(),
             https_port: std::sync::atomic::AtomicU16::new(0),
             store,
+            access_log,
         }))
     }
 

@@ -62,6 +62,11 @@ impl CertMaterial {
         &self.key
     }
 
+    /// The SHA-256 of the chain's and key's PEM: equal material, equal digest.
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+
     /// First 8 bytes of the SHA-256 of the chain's and key's PEM, hex: enough
     /// to tell two versions apart in a log line, and no secret.
     pub fn fingerprint(&self) -> String {
@@ -232,15 +237,37 @@ fn native_roots() -> Arc<RootCertStore> {
 }
 
 /// A client config for upstreams that trusts the given anchors (or the
-/// system's). ALPN is left to the connector, which knows the group's protocol.
-pub fn client_config(ca: Option<&CaBundle>) -> Arc<ClientConfig> {
+/// system's), presenting `client` to upstreams that ask for a certificate
+/// (mTLS). ALPN is left to the connector, which knows the group's protocol.
+pub fn client_config(ca: Option<&CaBundle>, client: Option<&CertMaterial>) -> Arc<ClientConfig> {
     let roots = ca.map_or_else(native_roots, |c| Arc::clone(&c.roots));
-    let cfg = versions(
+    let builder = versions(
         ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions(),
     )
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let cfg = match client {
+        Some(c) => builder.with_client_cert_resolver(Arc::new(ClientCert(Arc::clone(&c.key)))),
+        None => builder.with_no_client_auth(),
+    };
     Arc::new(cfg)
+}
+
+/// The one certificate the proxy presents to upstreams.
+#[derive(Debug)]
+struct ClientCert(Arc<CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for ClientCert {
+    fn resolve(
+        &self,
+        _root_hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// A client config that trusts nothing, for connectors that only ever make

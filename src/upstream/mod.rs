@@ -43,8 +43,12 @@ pub struct PoolSettings {
     pub server_name: Option<String>,
     /// What the TLS config was made from (CA digest, SNI name): configs are
     /// compared by where they came from, not by pointer.
-    tls_ident: Option<(Option<[u8; 32]>, Option<String>)>,
+    tls_ident: Option<TlsIdent>,
 }
+
+/// What a group's TLS client config is made from: the CA's digest, the SNI
+/// name, and the client certificate's digest.
+type TlsIdent = (Option<[u8; 32]>, Option<String>, Option<[u8; 32]>);
 
 impl PartialEq for PoolSettings {
     fn eq(&self, o: &Self) -> bool {
@@ -65,13 +69,18 @@ impl PoolSettings {
         let h2 = g.protocol == UpstreamProtocol::Http2;
         let (tls_config, tls_ident) = match &g.tls {
             None => (crate::tls::placeholder_client_config(), None),
-            Some(u) => (
-                crate::tls::client_config(u.ca.as_ref()),
-                Some((
+            Some(u) => {
+                let client = u.client_cert.as_ref().map(|c| &c.material);
+                let ident = (
                     u.ca.as_ref().map(crate::tls::CaBundle::digest),
                     u.server_name.clone(),
-                )),
-            ),
+                    client.map(crate::tls::CertMaterial::digest),
+                );
+                (
+                    crate::tls::client_config(u.ca.as_ref(), client),
+                    Some(ident),
+                )
+            }
         };
         Self {
             connect: t.connect,

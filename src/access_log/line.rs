@@ -1,0 +1,332 @@
+//! One access log line, written into a byte buffer: JSON (one object) or
+//! text (`key=value` pairs, logfmt style). Every value a client can shape
+//! (path, host, user agent, request id, ...) is escaped so that no byte of it
+//! can end the line, open a field or break the JSON: CR, LF and every other
+//! control byte come out as escapes, never as themselves.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::{LogField, LogFormat};
+
+/// A value of one field.
+#[derive(Debug, Clone, Copy)]
+pub enum Value<'a> {
+    /// Not known for this request (`null` in JSON, `-` in text).
+    Absent,
+    /// Bytes from the wire (or the config): escaped.
+    Text(&'a [u8]),
+    Int(u64),
+    /// Milliseconds with three decimals.
+    Millis(std::time::Duration),
+    /// RFC 3339 UTC with milliseconds.
+    Time(SystemTime),
+}
+
+/// Writes fields one after another into `out`.
+#[derive(Debug)]
+pub struct LineWriter<'a> {
+    out: &'a mut Vec<u8>,
+    format: LogFormat,
+    first: bool,
+}
+
+impl<'a> LineWriter<'a> {
+    pub fn new(out: &'a mut Vec<u8>, format: LogFormat) -> Self {
+        if format == LogFormat::Json {
+            out.push(b'{');
+        }
+        Self {
+            out,
+            format,
+            first: true,
+        }
+    }
+
+    pub fn field(&mut self, field: LogField, value: Value<'_>) {
+        let out = &mut *self.out;
+        if !self.first {
+            out.push(if self.format == LogFormat::Json {
+                b','
+            } else {
+                b' '
+            });
+        }
+        self.first = false;
+        match self.format {
+            LogFormat::Json => {
+                out.push(b'"');
+                out.extend_from_slice(field.name().as_bytes());
+                out.extend_from_slice(b"\":");
+                json_value(out, value);
+            }
+            LogFormat::Text => {
+                out.extend_from_slice(field.name().as_bytes());
+                out.push(b'=');
+                text_value(out, value);
+            }
+        }
+    }
+
+    /// Closes the line (with its newline).
+    pub fn end(self) {
+        if self.format == LogFormat::Json {
+            self.out.push(b'}');
+        }
+        self.out.push(b'\n');
+    }
+}
+
+fn json_value(out: &mut Vec<u8>, value: Value<'_>) {
+    match value {
+        Value::Absent => out.extend_from_slice(b"null"),
+        Value::Text(t) => {
+            out.push(b'"');
+            json_escape(out, t);
+            out.push(b'"');
+        }
+        Value::Int(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+        Value::Millis(d) => millis(out, d),
+        Value::Time(t) => {
+            out.push(b'"');
+            rfc3339(out, t);
+            out.push(b'"');
+        }
+    }
+}
+
+fn text_value(out: &mut Vec<u8>, value: Value<'_>) {
+    match value {
+        Value::Absent => out.push(b'-'),
+        Value::Text([]) => out.extend_from_slice(b"\"\""),
+        Value::Text(t)
+            if t.iter()
+                .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\') =>
+        {
+            out.extend_from_slice(t)
+        }
+        Value::Text(t) => {
+            out.push(b'"');
+            text_escape(out, t);
+            out.push(b'"');
+        }
+        Value::Int(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+        Value::Millis(d) => millis(out, d),
+        Value::Time(t) => rfc3339(out, t),
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// JSON string content: valid UTF-8 passes (but for `"`, `\` and control
+/// characters); a byte that is not UTF-8 is written as `\u00XX`, so the line
+/// stays valid JSON whatever the client sent.
+fn json_escape(out: &mut Vec<u8>, mut t: &[u8]) {
+    while !t.is_empty() {
+        let (valid, rest) = match std::str::from_utf8(t) {
+            Ok(s) => (s, &[][..]),
+            Err(e) => {
+                let (ok, bad) = t.split_at(e.valid_up_to());
+                (std::str::from_utf8(ok).unwrap_or_default(), bad)
+            }
+        };
+        for &b in valid.as_bytes() {
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                0..0x20 | 0x7f => unicode_escape(out, b),
+                _ => out.push(b),
+            }
+        }
+        if let Some((&bad, after)) = rest.split_first() {
+            unicode_escape(out, bad);
+            t = after;
+        } else {
+            t = rest;
+        }
+    }
+}
+
+fn unicode_escape(out: &mut Vec<u8>, b: u8) {
+    out.extend_from_slice(b"\\u00");
+    out.push(HEX[usize::from(b >> 4)]);
+    out.push(HEX[usize::from(b & 0xf)]);
+}
+
+/// Inside a quoted text value: printable ASCII as is (but `"` and `\`),
+/// everything else as `\n`, `\r`, `\t` or `\xHH`.
+fn text_escape(out: &mut Vec<u8>, t: &[u8]) {
+    for &b in t {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b' '..=b'~' => out.push(b),
+            _ => {
+                out.extend_from_slice(b"\\x");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+        }
+    }
+}
+
+fn millis(out: &mut Vec<u8>, d: std::time::Duration) {
+    let micros = d.as_micros();
+    let mut buf = itoa::Buffer::new();
+    out.extend_from_slice(buf.format(micros / 1000).as_bytes());
+    out.push(b'.');
+    let frac = (micros % 1000) as u16;
+    out.extend_from_slice(&[
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+}
+
+/// `2026-12-05T12:03:32.123Z`.
+pub fn rfc3339(out: &mut Vec<u8>, t: SystemTime) {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let day = secs % 86_400;
+    let two = |out: &mut Vec<u8>, n: u64| {
+        out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8])
+    };
+    out.extend_from_slice(itoa::Buffer::new().format(y).as_bytes());
+    out.push(b'-');
+    two(out, m);
+    out.push(b'-');
+    two(out, d);
+    out.push(b'T');
+    two(out, day / 3600);
+    out.push(b':');
+    two(out, day / 60 % 60);
+    out.push(b':');
+    two(out, day % 60);
+    out.push(b'.');
+    let ms = since.subsec_millis();
+    out.extend_from_slice(&[
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+        b'Z',
+    ]);
+}
+
+/// Year, month and day of a count of days since 1970-01-01 (the proleptic
+/// Gregorian calendar; Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u64, u64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097) as u64;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe as i64 + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn line(format: LogFormat, values: &[(LogField, Value<'_>)]) -> String {
+        let mut out = Vec::new();
+        let mut w = LineWriter::new(&mut out, format);
+        for (f, v) in values {
+            w.field(*f, *v);
+        }
+        w.end();
+        String::from_utf8(out).unwrap_or_else(|e| panic!("not UTF-8: {e}"))
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_with_milliseconds() {
+        let cases = [
+            (0, 0, "1970-01-01T00:00:00.000Z"),
+            (951_782_400, 7, "2000-02-29T00:00:00.007Z"),
+            (1_796_472_212, 123, "2026-12-05T12:03:32.123Z"),
+            (4_102_444_799, 999, "2099-12-31T23:59:59.999Z"),
+        ];
+        for (secs, ms, want) in cases {
+            let mut out = Vec::new();
+            rfc3339(
+                &mut out,
+                UNIX_EPOCH + Duration::from_millis(secs * 1000 + ms),
+            );
+            assert_eq!(String::from_utf8_lossy(&out), want);
+        }
+    }
+
+    #[test]
+    fn hostile_bytes_never_split_a_line_or_break_json() {
+        let evil: &[u8] =
+            b"/a\r\nX-Injected: 1\n\"},{\"status\":200\x00\x1b[31m\x7f\xff\xfe end \\";
+        let json = line(
+            LogFormat::Json,
+            &[
+                (LogField::Path, Value::Text(evil)),
+                (LogField::Status, Value::Int(404)),
+                (LogField::Route, Value::Absent),
+            ],
+        );
+        assert_eq!(json.matches('\n').count(), 1, "{json}");
+        assert!(json.ends_with("}\n"));
+        let parsed: serde_json::Value =
+            serde_json::from_str(json.trim_end()).unwrap_or_else(|e| panic!("{e}: {json}"));
+        assert_eq!(parsed["status"], 404);
+        assert!(parsed["route"].is_null());
+        let path = parsed["path"].as_str().unwrap_or_default();
+        assert!(path.starts_with("/a\r\nX-Injected: 1\n\"},{"), "{path:?}");
+        assert!(
+            path.contains('\u{ff}') && path.contains('\u{1b}'),
+            "{path:?}"
+        );
+
+        let text = line(
+            LogFormat::Text,
+            &[
+                (LogField::Path, Value::Text(evil)),
+                (LogField::Status, Value::Int(404)),
+                (LogField::UserAgent, Value::Text(b"curl/8.0")),
+                (LogField::Route, Value::Absent),
+                (LogField::Host, Value::Text(b"")),
+            ],
+        );
+        assert_eq!(text.matches('\n').count(), 1, "{text}");
+        assert!(!text.contains('\r'), "{text}");
+        assert!(
+            text.contains(
+                r#"path="/a\r\nX-Injected: 1\n\"},{\"status\":200\x00\x1b[31m\x7f\xff\xfe end \\""#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(" status=404 user_agent=curl/8.0 route=- host=\"\"\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn durations_are_milliseconds_with_three_decimals() {
+        let json = line(
+            LogFormat::Json,
+            &[
+                (
+                    LogField::Duration,
+                    Value::Millis(Duration::from_micros(1_234_567)),
+                ),
+                (LogField::Upstream, Value::Millis(Duration::from_micros(5))),
+            ],
+        );
+        assert_eq!(json, "{\"duration_ms\":1234.567,\"upstream_ms\":0.005}\n");
+    }
+}

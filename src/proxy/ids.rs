@@ -1,0 +1,243 @@
+//! Request ids and W3C trace context, settled once per request before it is
+//! admitted, so that every answer (the proxy's own refusals included) carries
+//! the same id in its log line and its echo.
+//!
+//! - Request id (`request_id.header`, default `X-Request-Id`): kept when a
+//!   peer in `trusted_proxies` sent one that is short and printable, else a
+//!   fresh one (128 random bits, hex) replaces whatever the client sent.
+//! - `traceparent`: forwarded untouched (with `tracestate`) when it is one
+//!   valid header; otherwise both are dropped and, with
+//!   `trace_context.start`, a fresh one begins a trace.
+
+use http::header::HeaderValue;
+use http::{HeaderMap, HeaderName};
+
+use crate::config::{RequestIdSettings, TraceContext};
+
+/// Longest request id kept from a trusted peer.
+const MAX_KEPT_ID: usize = 200;
+
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// A trace id as 32 lowercase hex digits.
+pub type TraceId = [u8; 32];
+
+/// What a request is known by.
+#[derive(Debug, Default)]
+pub(super) struct Ids {
+    pub request_id: Option<HeaderValue>,
+    pub trace_id: Option<TraceId>,
+}
+
+/// Settles the request's ids in its headers (as the upstream will see them).
+pub(super) fn settle(
+    request_id: Option<&RequestIdSettings>,
+    trace: TraceContext,
+    h: &mut HeaderMap,
+    trusted_peer: impl FnOnce() -> bool,
+) -> Ids {
+    Ids {
+        request_id: request_id.map(|s| settle_request_id(&s.header, h, trusted_peer)),
+        trace_id: settle_trace(trace, h),
+    }
+}
+
+fn settle_request_id(
+    name: &HeaderName,
+    h: &mut HeaderMap,
+    trusted_peer: impl FnOnce() -> bool,
+) -> HeaderValue {
+    let mut sent = h.get_all(name).iter();
+    if let (Some(v), None) = (sent.next(), sent.next())
+        && keepable(v.as_bytes())
+        && trusted_peer()
+    {
+        return v.clone();
+    }
+    let fresh = hex_value(&rand::random::<[u8; 16]>());
+    h.insert(name.clone(), fresh.clone());
+    fresh
+}
+
+fn keepable(id: &[u8]) -> bool {
+    (1..=MAX_KEPT_ID).contains(&id.len()) && id.iter().all(u8::is_ascii_graphic)
+}
+
+fn settle_trace(trace: TraceContext, h: &mut HeaderMap) -> Option<TraceId> {
+    let mut sent = h.get_all(&TRACEPARENT).iter();
+    let valid = match (sent.next(), sent.next()) {
+        (Some(v), None) => trace_id_of(v.as_bytes()),
+        _ => None,
+    };
+    if valid.is_some() {
+        return valid;
+    }
+    let had = h.contains_key(&TRACEPARENT);
+    if had {
+        h.remove(&TRACEPARENT);
+        h.remove(&TRACESTATE);
+    }
+    if !trace.start {
+        return None;
+    }
+    if !had {
+        // A tracestate without its traceparent means nothing (W3C 3.3.1).
+        h.remove(&TRACESTATE);
+    }
+    let (trace_id, parent) = loop {
+        let t: [u8; 16] = rand::random();
+        let p: [u8; 8] = rand::random();
+        if t != [0; 16] && p != [0; 8] {
+            break (t, p);
+        }
+    };
+    let mut value = Vec::with_capacity(55);
+    value.extend_from_slice(b"00-");
+    hex_into(&mut value, &trace_id);
+    value.push(b'-');
+    hex_into(&mut value, &parent);
+    value.extend_from_slice(if trace.sampled { b"-01" } else { b"-00" });
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&value[3..35]);
+    if let Ok(v) = HeaderValue::from_bytes(&value) {
+        h.insert(TRACEPARENT.clone(), v);
+    }
+    Some(id)
+}
+
+/// The trace id of a valid `traceparent` (W3C Trace Context level 1):
+/// `version-traceid-parentid-flags`, lowercase hex, no id all zeros, version
+/// `ff` forbidden; a later version may add fields after a `-`.
+pub fn trace_id_of(v: &[u8]) -> Option<TraceId> {
+    let lower_hex = |s: &[u8]| s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return None;
+    }
+    let (version, trace, parent, flags) = (&v[..2], &v[3..35], &v[36..52], &v[53..55]);
+    let fields_ok = [version, trace, parent, flags].iter().all(|f| lower_hex(f));
+    let zero = |s: &[u8]| s.iter().all(|&b| b == b'0');
+    let length_ok = match version {
+        b"00" => v.len() == 55,
+        _ => v.len() == 55 || v[55] == b'-',
+    };
+    if !fields_ok || version == b"ff" || zero(trace) || zero(parent) || !length_ok {
+        return None;
+    }
+    let mut id = [0u8; 32];
+    id.copy_from_slice(trace);
+    Some(id)
+}
+
+fn hex_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0xf)]);
+    }
+}
+
+fn hex_value(bytes: &[u8]) -> HeaderValue {
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    hex_into(&mut out, bytes);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn traceparents_are_checked_to_the_letter() {
+        assert_eq!(
+            trace_id_of(VALID.as_bytes()).map(|t| t.to_vec()),
+            Some(b"4bf92f3577b34da6a3ce929d0e0e4736".to_vec())
+        );
+        let future = format!("cc{}-what-comes-later", &VALID[2..]);
+        assert!(
+            trace_id_of(future.as_bytes()).is_some(),
+            "a later version may add fields"
+        );
+        let bad = [
+            "",
+            &VALID[..54],
+            &format!("{VALID}-x"),
+            &VALID.replace("4bf9", "4BF9"),
+            &VALID.replacen("00-", "ff-", 1),
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            &VALID.replace('-', "_"),
+            &VALID.replace("01", "0g"),
+            &format!("cc{}x", &VALID[2..]),
+        ];
+        for b in bad {
+            assert_eq!(trace_id_of(b.as_bytes()), None, "{b:?}");
+        }
+    }
+
+    #[test]
+    fn a_valid_trace_passes_untouched_and_a_bad_one_is_replaced() {
+        let on = TraceContext {
+            start: true,
+            sampled: false,
+        };
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", HeaderValue::from_static(VALID));
+        h.insert("tracestate", HeaderValue::from_static("congo=t61rcWkgMzE"));
+        let id = settle_trace(on, &mut h);
+        assert_eq!(h["traceparent"], VALID);
+        assert_eq!(h["tracestate"], "congo=t61rcWkgMzE");
+        assert_eq!(
+            id.map(|i| i.to_vec()),
+            Some(VALID.as_bytes()[3..35].to_vec())
+        );
+
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", HeaderValue::from_static("00-zz-yy-01"));
+        h.insert("tracestate", HeaderValue::from_static("congo=t61rcWkgMzE"));
+        let id = settle_trace(on, &mut h);
+        let fresh = h["traceparent"].as_bytes().to_vec();
+        assert_eq!(trace_id_of(&fresh), id, "{fresh:?}");
+        assert!(fresh.ends_with(b"-00"));
+        assert!(
+            !h.contains_key("tracestate"),
+            "a bad parent's state goes with it"
+        );
+
+        let mut h = HeaderMap::new();
+        h.append("traceparent", HeaderValue::from_static(VALID));
+        h.append("traceparent", HeaderValue::from_static(VALID));
+        let off = TraceContext {
+            start: false,
+            sampled: false,
+        };
+        assert_eq!(settle_trace(off, &mut h), None);
+        assert!(!h.contains_key("traceparent"), "two parents are no parent");
+    }
+
+    #[test]
+    fn request_ids_are_kept_only_from_trusted_peers() {
+        let name = HeaderName::from_static("x-request-id");
+        let mut h = HeaderMap::new();
+        h.insert(&name, HeaderValue::from_static("abc-123"));
+        assert_eq!(settle_request_id(&name, &mut h, || true), "abc-123");
+        let fresh = settle_request_id(&name, &mut h, || false);
+        assert_eq!(fresh.len(), 32);
+        assert_eq!(h[&name], fresh);
+        assert_ne!(
+            fresh,
+            settle_request_id(&name, &mut HeaderMap::new(), || true)
+        );
+        for hostile in ["a b", "x\u{7f}", &"a".repeat(201)] {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(hostile) {
+                h.insert(&name, v);
+            }
+            let got = settle_request_id(&name, &mut h, || true);
+            assert_eq!(got.len(), 32, "{hostile:?} is replaced");
+        }
+    }
+}
