@@ -623,3 +623,80 @@ async fn upstream_tls_answers_reach_the_client_with_one_framing() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_mtls_presents_the_groups_client_certificate_and_reloads_it() {
+    let up_ca = Ca::new("upstream CA");
+    let clients = Ca::new("client CA");
+    let stranger = Ca::new("some other client CA");
+    let up = pki::TlsUpstream::start_requiring_client(
+        "secure",
+        &up_ca.leaf(&["127.0.0.1"]),
+        &clients,
+    )
+    .await;
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    ok(std::fs::write(&ca_file, up_ca.pem()), "write CA");
+    let good = clients.leaf(&["switchyard.test"]);
+    let bad = stranger.leaf(&["switchyard.test"]);
+    let (cert, key) = good.write(dir.path(), "client");
+    let group = |name: &str, client: bool| {
+        let mut g = format!(
+            "  {name}:\n    tls: true\n    ca_file: {}\n    targets:\n      - address: {}\n",
+            ca_file.display(),
+            up.addr
+        );
+        if client {
+            g.push_str(&format!(
+                "    client_cert: {}\n    client_key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        g
+    };
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:TEST_KEY]\n\
+         routes:\n  - name: with\n    match: {{hosts: [with.test]}}\n    split: {{with: 1}}\n\
+         \x20 - name: without\n    match: {{hosts: [without.test]}}\n    split: {{without: 1}}\n\
+         groups:\n{}{}",
+        group("with", true),
+        group("without", false)
+    );
+    let config = dir.path().join("proxy.yaml");
+    ok(std::fs::write(&config, &yaml), "write config");
+    let proxy = start_watching(&config).await;
+    let ask = |host: &'static str| {
+        let url = format!("http://{}/", proxy.proxy_addr);
+        async move {
+            send(
+                &h1_client(),
+                ok(
+                    Request::get(url).header("host", host).body(Full::new(Bytes::new())),
+                    "request",
+                ),
+            )
+            .await
+        }
+    };
+    let with = ask("with.test").await;
+    assert_eq!(with.status, 200, "{:?}", with.body);
+    assert_eq!(&with.body[..], b"tls ok");
+    assert_eq!(ask("without.test").await.status, 502, "no client certificate, no answer");
+    let served = up.versions.lock().map(|v| v.len()).unwrap_or(0);
+    assert_eq!(served, 1);
+
+    // The certificate file is replaced by one the upstream does not trust:
+    // the reload takes it, and the upstream refuses the proxy from then on.
+    ok(std::fs::write(&cert, &bad.cert_pem), "write cert");
+    ok(std::fs::write(&key, &bad.key_pem), "write key");
+    assert!(wait_generation(proxy.admin_addr, 2, Duration::from_secs(15)).await);
+    assert_eq!(ask("with.test").await.status, 502, "a wrong certificate is refused");
+    ok(std::fs::write(&cert, &good.cert_pem), "write cert");
+    ok(std::fs::write(&key, &good.key_pem), "write key");
+    assert!(wait_generation(proxy.admin_addr, 3, Duration::from_secs(15)).await);
+    assert_eq!(ask("with.test").await.status, 200, "the right one again");
+    assert_eq!(up.versions.lock().map(|v| v.len()).unwrap_or(0), 2);
+    proxy.shutdown().await;
+}

@@ -195,18 +195,36 @@ pub struct TlsUpstream {
 
 impl TlsUpstream {
     pub async fn start(name: &str, leaf: &Leaf) -> Self {
+        Self::start_verifying(name, leaf, None).await
+    }
+
+    /// An upstream that requires a client certificate issued by `clients`
+    /// (mTLS) and refuses the handshake without one.
+    pub async fn start_requiring_client(name: &str, leaf: &Leaf, clients: &Ca) -> Self {
+        Self::start_verifying(name, leaf, Some(clients)).await
+    }
+
+    async fn start_verifying(name: &str, leaf: &Leaf, clients: Option<&Ca>) -> Self {
         let chain = vec![leaf.der()];
         let key = ok(
             PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()),
             "key",
         );
         switchyard::tls::install_default_provider();
-        let mut cfg = ok(
-            rustls::ServerConfig::builder()
-                .with_no_client_auth()
-                .with_single_cert(chain, key),
-            "server config",
-        );
+        let builder = rustls::ServerConfig::builder();
+        let builder = match clients {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                ok(roots.add(ca.issuer.der().clone()), "add client root");
+                let verifier = ok(
+                    rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).build(),
+                    "client verifier",
+                );
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut cfg = ok(builder.with_single_cert(chain, key), "server config");
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         let listener = ok(TcpListener::bind("127.0.0.1:0").await, "bind");
