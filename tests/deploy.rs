@@ -342,6 +342,9 @@ fn kubernetes_config_passes_check_and_the_placeholder_key_is_refused() {
     let out = switchyard(&["check", "--no-secrets", &config.to_string_lossy()]);
     assert_success(&out, "switchyard check on the ConfigMap's proxy.yaml");
     assert!(String::from_utf8_lossy(&out.stdout).contains("group green"));
+    // The pods log each request on stdout, for the cluster's log agent.
+    let cfg: Value = ok(serde_saphyr::from_str(&kube.proxy_yaml()), "proxy.yaml");
+    assert_eq!(text(&cfg, "access_log.to"), "stdout");
 
     // With the Secret's placeholder in the key file, the pod must not start.
     let secret = kube.one("Secret", "switchyard-cookie-key");
@@ -378,6 +381,8 @@ fn systemd_unit_is_accepted_by_systemd_analyze() {
         "LimitNOFILE=",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "LoadCredential=cookie-key:",
+        // The access log on stdout lands in the journal.
+        "StandardOutput=journal",
     ] {
         assert!(unit.contains(directive), "unit lacks {directive}");
     }

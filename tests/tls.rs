@@ -629,12 +629,9 @@ async fn upstream_mtls_presents_the_groups_client_certificate_and_reloads_it() {
     let up_ca = Ca::new("upstream CA");
     let clients = Ca::new("client CA");
     let stranger = Ca::new("some other client CA");
-    let up = pki::TlsUpstream::start_requiring_client(
-        "secure",
-        &up_ca.leaf(&["127.0.0.1"]),
-        &clients,
-    )
-    .await;
+    let up =
+        pki::TlsUpstream::start_requiring_client("secure", &up_ca.leaf(&["127.0.0.1"]), &clients)
+            .await;
     let dir = ok(tempfile::tempdir(), "tempdir");
     let ca_file = dir.path().join("ca.pem");
     ok(std::fs::write(&ca_file, up_ca.pem()), "write CA");
@@ -673,7 +670,9 @@ async fn upstream_mtls_presents_the_groups_client_certificate_and_reloads_it() {
             send(
                 &h1_client(),
                 ok(
-                    Request::get(url).header("host", host).body(Full::new(Bytes::new())),
+                    Request::get(url)
+                        .header("host", host)
+                        .body(Full::new(Bytes::new())),
                     "request",
                 ),
             )
@@ -683,7 +682,11 @@ async fn upstream_mtls_presents_the_groups_client_certificate_and_reloads_it() {
     let with = ask("with.test").await;
     assert_eq!(with.status, 200, "{:?}", with.body);
     assert_eq!(&with.body[..], b"tls ok");
-    assert_eq!(ask("without.test").await.status, 502, "no client certificate, no answer");
+    assert_eq!(
+        ask("without.test").await.status,
+        502,
+        "no client certificate, no answer"
+    );
     let served = up.versions.lock().map(|v| v.len()).unwrap_or(0);
     assert_eq!(served, 1);
 
@@ -692,7 +695,11 @@ async fn upstream_mtls_presents_the_groups_client_certificate_and_reloads_it() {
     ok(std::fs::write(&cert, &bad.cert_pem), "write cert");
     ok(std::fs::write(&key, &bad.key_pem), "write key");
     assert!(wait_generation(proxy.admin_addr, 2, Duration::from_secs(15)).await);
-    assert_eq!(ask("with.test").await.status, 502, "a wrong certificate is refused");
+    assert_eq!(
+        ask("with.test").await.status,
+        502,
+        "a wrong certificate is refused"
+    );
     ok(std::fs::write(&cert, &good.cert_pem), "write cert");
     ok(std::fs::write(&key, &good.key_pem), "write key");
     assert!(wait_generation(proxy.admin_addr, 3, Duration::from_secs(15)).await);

@@ -11,10 +11,13 @@ use crate::config::{LogField, LogFormat};
 /// A value of one field.
 #[derive(Debug, Clone, Copy)]
 pub enum Value<'a> {
-    /// Not known for this request (`null` in JSON, `-` in text).
+    /// Not known for this request (left out of JSON, `-` in text).
     Absent,
-    /// Bytes from the wire (or the config): escaped.
+    /// Bytes from the wire: escaped.
     Text(&'a [u8]),
+    /// Text the proxy made or validated (names, addresses, labels, hex ids:
+    /// printable ASCII without quotes, backslashes or spaces): copied as is.
+    Plain(&'a str),
     Int(u64),
     /// Milliseconds with three decimals.
     Millis(std::time::Duration),
@@ -42,26 +45,24 @@ impl<'a> LineWriter<'a> {
         }
     }
 
+    /// Writes one field. In JSON an absent value leaves its key out (a
+    /// reader takes a missing key for null); text writes `-`.
+    #[inline]
     pub fn field(&mut self, field: LogField, value: Value<'_>) {
-        let out = &mut *self.out;
-        if !self.first {
-            out.push(if self.format == LogFormat::Json {
-                b','
-            } else {
-                b' '
-            });
+        if self.format == LogFormat::Json && matches!(value, Value::Absent) {
+            return;
         }
+        let out = &mut *self.out;
+        // Keys come with their separator: one copy per key; the first drops it.
+        let skip = usize::from(self.first);
         self.first = false;
         match self.format {
             LogFormat::Json => {
-                out.push(b'"');
-                out.extend_from_slice(field.name().as_bytes());
-                out.extend_from_slice(b"\":");
+                out.extend_from_slice(&field.json_key().as_bytes()[skip..]);
                 json_value(out, value);
             }
             LogFormat::Text => {
-                out.extend_from_slice(field.name().as_bytes());
-                out.push(b'=');
+                out.extend_from_slice(&field.text_key().as_bytes()[skip..]);
                 text_value(out, value);
             }
         }
@@ -76,9 +77,16 @@ impl<'a> LineWriter<'a> {
     }
 }
 
+#[inline]
 fn json_value(out: &mut Vec<u8>, value: Value<'_>) {
     match value {
         Value::Absent => out.extend_from_slice(b"null"),
+        Value::Plain(p) => {
+            debug_assert!(is_plain(p.as_bytes()), "{p:?}");
+            out.push(b'"');
+            out.extend_from_slice(p.as_bytes());
+            out.push(b'"');
+        }
         Value::Text(t) => {
             out.push(b'"');
             json_escape(out, t);
@@ -97,6 +105,10 @@ fn json_value(out: &mut Vec<u8>, value: Value<'_>) {
 fn text_value(out: &mut Vec<u8>, value: Value<'_>) {
     match value {
         Value::Absent => out.push(b'-'),
+        Value::Plain(p) => {
+            debug_assert!(is_plain(p.as_bytes()), "{p:?}");
+            out.extend_from_slice(p.as_bytes());
+        }
         Value::Text([]) => out.extend_from_slice(b"\"\""),
         Value::Text(t)
             if t.iter()
@@ -117,36 +129,69 @@ fn text_value(out: &mut Vec<u8>, value: Value<'_>) {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// JSON string content: valid UTF-8 passes (but for `"`, `\` and control
-/// characters); a byte that is not UTF-8 is written as `\u00XX`, so the line
-/// stays valid JSON whatever the client sent.
-fn json_escape(out: &mut Vec<u8>, mut t: &[u8]) {
-    while !t.is_empty() {
-        let (valid, rest) = match std::str::from_utf8(t) {
-            Ok(s) => (s, &[][..]),
-            Err(e) => {
-                let (ok, bad) = t.split_at(e.valid_up_to());
-                (std::str::from_utf8(ok).unwrap_or_default(), bad)
-            }
-        };
-        for &b in valid.as_bytes() {
-            match b {
-                b'"' => out.extend_from_slice(b"\\\""),
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                b'\t' => out.extend_from_slice(b"\\t"),
-                0..0x20 | 0x7f => unicode_escape(out, b),
-                _ => out.push(b),
-            }
-        }
-        if let Some((&bad, after)) = rest.split_first() {
-            unicode_escape(out, bad);
-            t = after;
-        } else {
-            t = rest;
-        }
+/// What [`Value::Plain`] promises.
+fn is_plain(p: &[u8]) -> bool {
+    !p.is_empty()
+        && p.iter()
+            .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
+/// Bytes a JSON string cannot hold as they are (or that this log escapes):
+/// control bytes, `"`, `\\`, DEL; and the bytes of non-ASCII text, which
+/// are passed only when they form valid UTF-8.
+const JSON_SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = b < 0x20 || b == b'"' as usize || b == b'\\' as usize || b >= 0x7f;
+        b += 1;
     }
+    t
+};
+
+/// JSON string content: runs of plain ASCII are copied whole; valid UTF-8
+/// passes; `"`, `\\` and control characters are escaped; a byte that is not
+/// UTF-8 is written as `\u00XX`, so the line stays valid JSON whatever the
+/// client sent.
+fn json_escape(out: &mut Vec<u8>, mut t: &[u8]) {
+    while let Some(at) = t.iter().position(|&b| JSON_SPECIAL[usize::from(b)]) {
+        out.extend_from_slice(&t[..at]);
+        t = &t[at..];
+        let b = t[0];
+        if b >= 0x80 {
+            // A run of non-ASCII text: what of it is valid UTF-8 passes.
+            let run = t.iter().position(|&c| c < 0x80).unwrap_or(t.len());
+            let valid = match std::str::from_utf8(&t[..run]) {
+                Ok(_) => run,
+                Err(e) => e.valid_up_to(),
+            };
+            if valid > 0 {
+                out.extend_from_slice(&t[..valid]);
+                t = &t[valid..];
+                continue;
+            }
+        }
+        if !common_escape(out, b) {
+            unicode_escape(out, b);
+        }
+        t = &t[1..];
+    }
+    out.extend_from_slice(t);
+}
+
+/// The escapes both formats share (`\\"`, `\\\\`, `\\n`, `\\r`, `\\t`);
+/// false when `b` is none of them.
+fn common_escape(out: &mut Vec<u8>, b: u8) -> bool {
+    let e: &[u8] = match b {
+        b'"' => b"\\\"",
+        b'\\' => b"\\\\",
+        b'\n' => b"\\n",
+        b'\r' => b"\\r",
+        b'\t' => b"\\t",
+        _ => return false,
+    };
+    out.extend_from_slice(e);
+    true
 }
 
 fn unicode_escape(out: &mut Vec<u8>, b: u8) {
@@ -159,61 +204,65 @@ fn unicode_escape(out: &mut Vec<u8>, b: u8) {
 /// everything else as `\n`, `\r`, `\t` or `\xHH`.
 fn text_escape(out: &mut Vec<u8>, t: &[u8]) {
     for &b in t {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b' '..=b'~' => out.push(b),
-            _ => {
-                out.extend_from_slice(b"\\x");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
-            }
+        if common_escape(out, b) {
+            continue;
+        }
+        if matches!(b, b' '..=b'~') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(b"\\x");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
         }
     }
 }
 
 fn millis(out: &mut Vec<u8>, d: std::time::Duration) {
-    let micros = d.as_micros();
-    let mut buf = itoa::Buffer::new();
-    out.extend_from_slice(buf.format(micros / 1000).as_bytes());
-    out.push(b'.');
-    let frac = (micros % 1000) as u16;
+    // u64 arithmetic: `as_micros` is a u128, and its division a call.
+    let ms = d.as_secs().saturating_mul(1000) + u64::from(d.subsec_millis());
+    let frac = d.subsec_micros() % 1000;
+    out.extend_from_slice(itoa::Buffer::new().format(ms).as_bytes());
     out.extend_from_slice(&[
+        b'.',
         b'0' + (frac / 100) as u8,
         b'0' + (frac / 10 % 10) as u8,
         b'0' + (frac % 10) as u8,
     ]);
 }
 
-/// `2026-12-05T12:03:32.123Z`.
+/// `2026-12-05T12:03:32.123Z` (years 0 to 9999).
 pub fn rfc3339(out: &mut Vec<u8>, t: SystemTime) {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let day = secs % 86_400;
-    let two = |out: &mut Vec<u8>, n: u64| {
-        out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8])
-    };
-    out.extend_from_slice(itoa::Buffer::new().format(y).as_bytes());
-    out.push(b'-');
-    two(out, m);
-    out.push(b'-');
-    two(out, d);
-    out.push(b'T');
-    two(out, day / 3600);
-    out.push(b':');
-    two(out, day / 60 % 60);
-    out.push(b':');
-    two(out, day % 60);
-    out.push(b'.');
-    let ms = since.subsec_millis();
+    let ms = u64::from(since.subsec_millis());
+    let digit = |n: u64| b'0' + (n % 10) as u8;
+    let y = y.clamp(0, 9999) as u64;
     out.extend_from_slice(&[
-        b'0' + (ms / 100) as u8,
-        b'0' + (ms / 10 % 10) as u8,
-        b'0' + (ms % 10) as u8,
+        digit(y / 1000),
+        digit(y / 100),
+        digit(y / 10),
+        digit(y),
+        b'-',
+        digit(m / 10),
+        digit(m),
+        b'-',
+        digit(d / 10),
+        digit(d),
+        b'T',
+        digit(day / 36_000),
+        digit(day / 3600),
+        b':',
+        digit(day / 600 % 6),
+        digit(day / 60),
+        b':',
+        digit(day % 60 / 10),
+        digit(day),
+        b'.',
+        digit(ms / 100),
+        digit(ms / 10),
+        digit(ms),
         b'Z',
     ]);
 }
@@ -283,7 +332,10 @@ mod tests {
         let parsed: serde_json::Value =
             serde_json::from_str(json.trim_end()).unwrap_or_else(|e| panic!("{e}: {json}"));
         assert_eq!(parsed["status"], 404);
-        assert!(parsed["route"].is_null());
+        assert!(
+            parsed.get("route").is_none(),
+            "an absent value leaves its key out"
+        );
         let path = parsed["path"].as_str().unwrap_or_default();
         assert!(path.starts_with("/a\r\nX-Injected: 1\n\"},{"), "{path:?}");
         assert!(

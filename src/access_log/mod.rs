@@ -2,20 +2,24 @@
 //!
 //! ```text
 //! request ends (its response body done or dropped)
-//!   -> the line is formatted in the request's task (line.rs)
-//!   -> try_send on a bounded queue: full -> dropped, counted (queue_full)
-//!   -> writer thread (writer.rs): batches, one write each, flush when idle
+//!   -> the line is formatted straight into this thread's buffer (line.rs);
+//!      past `queue` lines waiting there, it is dropped and counted (queue_full)
+//!   -> writer thread (writer.rs), every 5 ms while lines come: swaps each
+//!      thread's buffer for an empty one, writes it (one write per buffer)
 //!        -> stdout | stderr | file (append; reopened on SIGUSR1 and when a
 //!           reload names another file; a failed write counted, retried each second)
 //! ```
-//! A request never waits for the log: `send` only ever tries.
+//! A request never waits for the log and allocates nothing for it: each
+//! serving thread has its own buffer, behind a mutex that only it and the
+//! writer (for a swap of two vectors) ever take, and the writer hands the
+//! emptied buffers back, so their memory is reused rather than freed.
 
 mod line;
 mod writer;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 pub use line::{LineWriter, Value, rfc3339};
@@ -23,41 +27,56 @@ pub use line::{LineWriter, Value, rfc3339};
 use crate::config::LogSink;
 use crate::metrics::{Counters, LogDrop};
 
-/// What goes through the queue.
-enum Msg {
-    Line(Vec<u8>),
-    /// Look at the control flags.
-    Wake,
-    /// Answer once everything before this is written.
-    Flush(SyncSender<()>),
+/// Lines a thread has formatted and the writer has not taken yet.
+#[derive(Debug, Default)]
+struct ThreadLines {
+    bytes: Vec<u8>,
+    lines: u64,
 }
 
-/// What the rest of the process tells the writer besides lines.
+/// One serving thread's buffer.
 #[derive(Debug, Default)]
-struct Control {
+struct ThreadBuf(Mutex<ThreadLines>);
+
+/// What the writer and the serving threads share.
+#[derive(Debug)]
+struct Inner {
+    /// Tells this log's buffers from another's on a thread that serves
+    /// several proxies (tests start many in one process).
+    id: u64,
+    /// Every thread's buffer; locked when a thread joins and once per pass.
+    buffers: Mutex<Vec<Arc<ThreadBuf>>>,
+    /// Most lines one thread may have waiting.
+    max_lines: u64,
     sink: Mutex<Option<LogSink>>,
     /// Reopen the destination (SIGUSR1, or a new one from a reload).
     changed: AtomicBool,
-}
-
-impl Control {
-    fn sink(&self) -> Option<LogSink> {
-        self.sink.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-}
-
-/// The queue's sending end and the writer's controls; one per process.
-#[derive(Debug)]
-pub struct AccessLog {
-    tx: SyncSender<Msg>,
-    control: Arc<Control>,
+    /// Passes the writer has finished, for `flush`.
+    passes: Mutex<u64>,
+    passed: Condvar,
     dropped: Counters<LogDrop>,
 }
 
-impl std::fmt::Debug for Msg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Msg")
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    fn sink(&self) -> Option<LogSink> {
+        lock(&self.sink).clone()
     }
+}
+
+thread_local! {
+    /// This thread's buffer in each log it has written to.
+    static MINE: RefCell<Vec<(u64, Arc<ThreadBuf>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The process's access log: the serving threads' buffers and the writer's
+/// controls.
+#[derive(Debug)]
+pub struct AccessLog {
+    inner: Arc<Inner>,
 }
 
 /// Why the access log could not start.
@@ -74,44 +93,70 @@ pub enum AccessLogError {
 
 impl AccessLog {
     /// Starts the writer thread on `sink` (`None`: the log is off for now),
-    /// with room for `queue` lines. A file that cannot be opened is an error.
+    /// with room for `queue` lines per serving thread. A file that cannot be
+    /// opened is an error.
     pub fn start(
         sink: Option<LogSink>,
         queue: usize,
         dropped: Counters<LogDrop>,
     ) -> Result<Self, AccessLogError> {
+        static IDS: AtomicU64 = AtomicU64::new(1);
         if let Some(s) = &sink {
             check_writable(s)?;
         }
-        let control = Arc::new(Control {
+        let inner = Arc::new(Inner {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            buffers: Mutex::default(),
+            max_lines: queue.max(1) as u64,
             sink: Mutex::new(sink),
             changed: AtomicBool::new(false),
+            passes: Mutex::new(0),
+            passed: Condvar::new(),
+            dropped,
         });
-        let (tx, rx) = sync_channel(queue.max(1));
-        let (c, d) = (Arc::clone(&control), dropped.clone());
+        let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("switchyard-log".to_owned())
-            .spawn(move || writer::run(rx, c, d))
+            .spawn(move || writer::run(&weak))
             .map_err(AccessLogError::Thread)?;
-        Ok(Self {
-            tx,
-            control,
-            dropped,
-        })
+        Ok(Self { inner })
     }
 
-    /// Queues one whole line; never waits. A full queue drops it, counted.
-    pub fn send(&self, line: Vec<u8>) {
-        match self.tx.try_send(Msg::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.dropped[LogDrop::QueueFull].inc(),
-            Err(TrySendError::Disconnected(_)) => self.dropped[LogDrop::WriteError].inc(),
+    /// Appends one line, written by `format`, to this thread's buffer; never
+    /// waits for the writer. Past `queue` lines waiting, the line is dropped
+    /// and counted.
+    pub fn write_line(&self, format: impl FnOnce(&mut Vec<u8>)) {
+        let buf = self.thread_buf();
+        let mut mine = lock(&buf.0);
+        if mine.lines >= self.inner.max_lines {
+            drop(mine);
+            self.inner.dropped[LogDrop::QueueFull].inc();
+            return;
         }
+        format(&mut mine.bytes);
+        mine.lines += 1;
+    }
+
+    /// This thread's buffer, made and registered on its first line.
+    fn thread_buf(&self) -> Arc<ThreadBuf> {
+        let id = self.inner.id;
+        MINE.with_borrow_mut(|mine| {
+            if let Some((_, b)) = mine.iter().find(|(i, _)| *i == id) {
+                return Arc::clone(b);
+            }
+            // Logs that are gone (only this thread holds their buffer).
+            mine.retain(|(_, b)| Arc::strong_count(b) > 1);
+            let b = Arc::new(ThreadBuf::default());
+            lock(&self.inner.buffers).push(Arc::clone(&b));
+            mine.push((id, Arc::clone(&b)));
+            b
+        })
     }
 
     /// Points the writer at `sink` (a reload), reopening it.
     pub fn set_sink(&self, sink: Option<LogSink>) {
-        if let Ok(mut s) = self.control.sink.lock() {
+        {
+            let mut s = lock(&self.inner.sink);
             if *s == sink {
                 return;
             }
@@ -120,22 +165,22 @@ impl AccessLog {
         self.reopen();
     }
 
-    /// Reopens the destination (SIGUSR1, after logrotate moved the file).
+    /// Reopens the destination (SIGUSR1, after logrotate moved the file),
+    /// at the writer's next pass.
     pub fn reopen(&self) {
-        self.control.changed.store(true, Ordering::Release);
-        // A full queue means the writer is awake and will see the flag.
-        let _ = self.tx.try_send(Msg::Wake);
+        self.inner.changed.store(true, Ordering::Release);
     }
 
-    /// Waits (up to `within`) until every line queued so far is written.
+    /// Waits (up to `within`) until every line formatted so far is written.
     pub fn flush(&self, within: Duration) {
-        let (done, written) = sync_channel(1);
-        let tx = self.tx.clone();
-        // `send` may wait for room; a thread keeps that off the caller's runtime.
-        std::thread::spawn(move || {
-            let _ = tx.send(Msg::Flush(done));
-        });
-        let _ = written.recv_timeout(within);
+        let passes = lock(&self.inner.passes);
+        // The pass under way may have swapped before the last line: wait
+        // for the one after it.
+        let target = *passes + 2;
+        let _ = self
+            .inner
+            .passed
+            .wait_timeout_while(passes, within, |p| *p < target);
     }
 }
 

@@ -1,22 +1,20 @@
-//! The writer thread: takes whole lines off the bounded queue and writes them
-//! in batches (one `write` per batch, a flush whenever the queue runs dry).
+//! The writer thread: every pass (each 5 ms while lines come, less often
+//! while none do) it takes every serving thread's buffer of whole lines and
+//! writes each with one `write`.
 //! A file that cannot be written is counted line by line
 //! (`switchyard_access_log_dropped_total{reason="write_error"}`) and opened
 //! again at most once a second; requests never wait for any of it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::sync::Arc;
+use std::sync::Weak;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use super::{Control, Msg};
+use super::Inner;
 use crate::config::LogSink;
-use crate::metrics::{Counters, LogDrop};
+use crate::metrics::LogDrop;
 
-/// Bytes gathered before a write, when lines arrive faster than that.
-const BATCH: usize = 64 * 1024;
 /// How often a failed file is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -91,55 +89,60 @@ impl Output {
     }
 }
 
-/// The thread's loop, until every sender is gone.
-pub(super) fn run(rx: Receiver<Msg>, control: Arc<Control>, dropped: Counters<LogDrop>) {
-    let mut out = Output::new(control.sink());
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut lines = 0u64;
+/// How long the writer sleeps between passes while lines come: they reach
+/// the destination within this. Short, so that a thread's buffer is taken
+/// before it grows far.
+const TICK: Duration = Duration::from_millis(20);
+/// Buffer capacity kept between passes.
+const KEEP: usize = 4 << 20;
+/// The longest sleep while nothing comes (the pause doubles from `TICK`).
+const IDLE_MAX: Duration = Duration::from_millis(250);
+
+/// The thread's loop, until the log is dropped. Each pass swaps every
+/// serving thread's buffer for the empty one kept for it (so buffers are
+/// reused, never freed), writes what it took, and sleeps.
+pub(super) fn run(log: &Weak<Inner>) {
+    let Some(first) = log.upgrade() else { return };
+    let mut out = Output::new(first.sink());
+    drop(first);
+    let mut spares: Vec<Vec<u8>> = Vec::new();
+    let mut pause = TICK;
     loop {
-        // Wakes at least once a second so a failed file is retried and a
-        // SIGUSR1 is seen even when nothing is logged.
-        let msg = match rx.recv_timeout(RETRY) {
-            Ok(m) => Some(m),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        if control.changed.swap(false, Ordering::AcqRel) {
-            out.sink = control.sink();
+        let Some(inner) = log.upgrade() else { return };
+        if inner.changed.swap(false, Ordering::AcqRel) {
+            out.sink = inner.sink();
             out.reopen();
         }
-        let mut flushed = Vec::new();
-        let mut next = msg;
-        while let Some(m) = next {
-            match m {
-                Msg::Line(l) => {
-                    batch.extend_from_slice(&l);
-                    lines += 1;
-                }
-                Msg::Wake => {}
-                Msg::Flush(done) => flushed.push(done),
+        let buffers: Vec<_> = super::lock(&inner.buffers).clone();
+        spares.resize_with(buffers.len(), Vec::new);
+        let mut wrote = false;
+        for (buf, spare) in buffers.iter().zip(spares.iter_mut()) {
+            let lines = {
+                let mut mine = super::lock(&buf.0);
+                std::mem::swap(&mut mine.bytes, spare);
+                std::mem::take(&mut mine.lines)
+            };
+            if spare.is_empty() {
+                continue;
             }
-            if batch.len() >= BATCH {
-                write_batch(&mut out, &mut batch, &mut lines, &dropped);
+            wrote = true;
+            if !out.write(spare) {
+                inner.dropped[LogDrop::WriteError].inc_by(lines);
             }
-            next = rx.try_recv().ok();
+            spare.clear();
+            // A backlog (a stalled disk) grew it: keep a working size, not the peak.
+            if spare.capacity() > KEEP {
+                spare.shrink_to(KEEP);
+            }
         }
-        write_batch(&mut out, &mut batch, &mut lines, &dropped);
-        for done in flushed {
-            let _ = done.send(());
-        }
+        *super::lock(&inner.passes) += 1;
+        inner.passed.notify_all();
+        drop(inner);
+        pause = if wrote {
+            TICK
+        } else {
+            (pause * 2).min(IDLE_MAX)
+        };
+        std::thread::sleep(pause);
     }
-}
-
-fn write_batch(
-    out: &mut Output,
-    batch: &mut Vec<u8>,
-    lines: &mut u64,
-    dropped: &Counters<LogDrop>,
-) {
-    if !batch.is_empty() && !out.write(batch) {
-        dropped[LogDrop::WriteError].inc_by(*lines);
-    }
-    batch.clear();
-    *lines = 0;
 }

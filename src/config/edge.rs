@@ -65,6 +65,16 @@ macro_rules! log_fields {
             pub fn name(self) -> &'static str {
                 match self { $(LogField::$variant => $text),+ }
             }
+            /// `,"name":`: the field's key as a JSON line writes it, with
+            /// the comma before it (a line's first key starts after it).
+            pub fn json_key(self) -> &'static str {
+                match self { $(LogField::$variant => concat!(",\"", $text, "\":")),+ }
+            }
+            /// ` name=`: the field's key as a text line writes it, with the
+            /// space before it.
+            pub fn text_key(self) -> &'static str {
+                match self { $(LogField::$variant => concat!(" ", $text, "=")),+ }
+            }
         }
     };
 }
@@ -117,7 +127,8 @@ pub struct AccessLogSettings {
     pub sample_per_million: u32,
     /// Only answers of 400 and above.
     pub errors_only: bool,
-    /// Lines waiting for the writer; past it a line is dropped and counted.
+    /// Lines waiting for the writer, per serving thread; past it a line is
+    /// dropped and counted.
     pub queue: usize,
 }
 
@@ -199,8 +210,11 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("`{s}` is not an IP address or CIDR range"))
 }
 
-/// Most lines that may wait for the writer.
+/// Most lines that may wait for the writer, per serving thread.
 const MAX_QUEUE: u32 = 1 << 20;
+/// Lines a serving thread may have waiting by default: a quarter of a
+/// second at 250 000 requests a second, room for a slow disk's stall.
+pub const DEFAULT_QUEUE: u32 = 65_536;
 
 /// `access_log:`.
 pub(super) fn access_log(errs: &mut Errors, raw: &Spanned<RawAccessLog>) -> AccessLogSettings {
@@ -250,7 +264,13 @@ pub(super) fn access_log(errs: &mut Errors, raw: &Spanned<RawAccessLog>) -> Acce
         query: a.query.as_ref().is_some_and(|q| q.value),
         sample_per_million: sample,
         errors_only: a.errors_only.as_ref().is_some_and(|e| e.value),
-        queue: int_field(errs, "access_log.queue", &a.queue, 16..=MAX_QUEUE, 16_384) as usize,
+        queue: int_field(
+            errs,
+            "access_log.queue",
+            &a.queue,
+            16..=MAX_QUEUE,
+            DEFAULT_QUEUE,
+        ) as usize,
     }
 }
 

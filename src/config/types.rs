@@ -10,7 +10,8 @@ use http::uri::Authority;
 use ipnet::IpNet;
 
 pub use super::edge::{
-    AccessLogSettings, LogField, LogFormat, LogSink, ProxyProtocol, RequestIdSettings, TraceContext,
+    AccessLogSettings, DEFAULT_QUEUE, LogField, LogFormat, LogSink, ProxyProtocol,
+    RequestIdSettings, TraceContext,
 };
 
 /// Longest sticky TTL accepted: 7 days, the AWS ALB maximum.

@@ -461,6 +461,7 @@ fn serving<S: ClientStream>(
         match ended {
             Err(e) => {
                 tracing::debug!(peer = %state.peer, error = %e, "client connection ended with an error");
+                log_unparsed(&state.task.serving.shared, state.peer, e.as_ref());
             }
             // A new task rather than a loop here: the parked one is small, and
             // this one's room for the hyper connection is freed.
@@ -470,6 +471,19 @@ fn serving<S: ClientStream>(
                 }
             }
         }
+    }
+}
+
+/// A head hyper could not parse was answered by hyper itself (400, or 431
+/// when too large) without reaching the proxy: its access log line.
+fn log_unparsed(shared: &Shared, peer: SocketAddr, e: &(dyn std::error::Error + 'static)) {
+    let Some(e) = e.downcast_ref::<hyper::Error>() else {
+        return;
+    };
+    if e.is_parse_too_large() {
+        crate::proxy::log_refused_head(shared, peer.ip(), 431, "headers_too_large");
+    } else if e.is_parse() {
+        crate::proxy::log_refused_head(shared, peer.ip(), 400, "bad_request");
     }
 }
 

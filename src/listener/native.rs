@@ -233,6 +233,12 @@ async fn active(mut s: ActiveConn) {
                     }
                     Head::Slow => {
                         conn.count_timeout(ClientTimeout::Header);
+                        crate::proxy::log_refused_head(
+                            &conn.shared,
+                            s.peer.ip(),
+                            408,
+                            "header_timeout",
+                        );
                         conn.wbuf.clear();
                         conn.wbuf.extend_from_slice(HEAD_TIMEOUT_RESPONSE);
                         let _ = tokio::time::timeout(conn.timeouts.write, conn.flush()).await;

@@ -20,6 +20,32 @@ const MAX_KEPT_ID: usize = 200;
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
+thread_local! {
+    /// wyrand's state, seeded from the OS once per thread: ids need to be
+    /// unpredictable enough never to collide, not secret, and the request
+    /// path takes no lock and no syscall for them.
+    static RNG: std::cell::Cell<u64> = std::cell::Cell::new(rand::random());
+}
+
+/// The next 64 random bits of this thread's generator (wyrand).
+fn next_u64() -> u64 {
+    RNG.with(|s| {
+        let x = s.get().wrapping_add(0xa076_1d64_78bd_642f);
+        s.set(x);
+        let t = u128::from(x) * u128::from(x ^ 0xe703_7ed1_a0b4_28db);
+        (t >> 64) as u64 ^ t as u64
+    })
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    for chunk in out.chunks_mut(8) {
+        let r = next_u64().to_le_bytes();
+        chunk.copy_from_slice(&r[..chunk.len()]);
+    }
+    out
+}
+
 /// A trace id as 32 lowercase hex digits.
 pub type TraceId = [u8; 32];
 
@@ -27,6 +53,8 @@ pub type TraceId = [u8; 32];
 #[derive(Debug, Default)]
 pub(super) struct Ids {
     pub request_id: Option<HeaderValue>,
+    /// The proxy made `request_id` (it was not kept from a peer).
+    pub generated: bool,
     pub trace_id: Option<TraceId>,
 }
 
@@ -37,8 +65,16 @@ pub(super) fn settle(
     h: &mut HeaderMap,
     trusted_peer: impl FnOnce() -> bool,
 ) -> Ids {
+    let (request_id, generated) = match request_id {
+        Some(s) => {
+            let (id, made) = settle_request_id(&s.header, h, trusted_peer);
+            (Some(id), made)
+        }
+        None => (None, false),
+    };
     Ids {
-        request_id: request_id.map(|s| settle_request_id(&s.header, h, trusted_peer)),
+        request_id,
+        generated,
         trace_id: settle_trace(trace, h),
     }
 }
@@ -47,17 +83,17 @@ fn settle_request_id(
     name: &HeaderName,
     h: &mut HeaderMap,
     trusted_peer: impl FnOnce() -> bool,
-) -> HeaderValue {
+) -> (HeaderValue, bool) {
     let mut sent = h.get_all(name).iter();
     if let (Some(v), None) = (sent.next(), sent.next())
         && keepable(v.as_bytes())
         && trusted_peer()
     {
-        return v.clone();
+        return (v.clone(), false);
     }
-    let fresh = hex_value(&rand::random::<[u8; 16]>());
+    let fresh = fresh_request_id();
     h.insert(name.clone(), fresh.clone());
-    fresh
+    (fresh, true)
 }
 
 fn keepable(id: &[u8]) -> bool {
@@ -66,41 +102,37 @@ fn keepable(id: &[u8]) -> bool {
 
 fn settle_trace(trace: TraceContext, h: &mut HeaderMap) -> Option<TraceId> {
     let mut sent = h.get_all(&TRACEPARENT).iter();
-    let valid = match (sent.next(), sent.next()) {
-        (Some(v), None) => trace_id_of(v.as_bytes()),
-        _ => None,
-    };
-    if valid.is_some() {
-        return valid;
+    let (first, more) = (sent.next(), sent.next().is_some());
+    if let (Some(v), false) = (first, more)
+        && let Some(id) = trace_id_of(v.as_bytes())
+    {
+        return Some(id);
     }
-    let had = h.contains_key(&TRACEPARENT);
-    if had {
+    if first.is_some() {
         h.remove(&TRACEPARENT);
-        h.remove(&TRACESTATE);
     }
+    // A tracestate belongs to the traceparent it came with (W3C 3.3.1): it
+    // goes with a bad one, and means nothing beside a fresh one.
+    h.remove(&TRACESTATE);
     if !trace.start {
         return None;
     }
-    if !had {
-        // A tracestate without its traceparent means nothing (W3C 3.3.1).
-        h.remove(&TRACESTATE);
-    }
     let (trace_id, parent) = loop {
-        let t: [u8; 16] = rand::random();
-        let p: [u8; 8] = rand::random();
+        let t: [u8; 16] = random();
+        let p: [u8; 8] = random();
         if t != [0; 16] && p != [0; 8] {
             break (t, p);
         }
     };
-    let mut value = Vec::with_capacity(55);
-    value.extend_from_slice(b"00-");
-    hex_into(&mut value, &trace_id);
-    value.push(b'-');
-    hex_into(&mut value, &parent);
-    value.extend_from_slice(if trace.sampled { b"-01" } else { b"-00" });
+    let mut value = [0u8; 55];
+    value[..3].copy_from_slice(b"00-");
+    hex_into(&mut value[3..35], &trace_id);
+    value[35] = b'-';
+    hex_into(&mut value[36..52], &parent);
+    value[52..].copy_from_slice(if trace.sampled { b"-01" } else { b"-00" });
     let mut id = [0u8; 32];
     id.copy_from_slice(&value[3..35]);
-    if let Ok(v) = HeaderValue::from_bytes(&value) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(value)) {
         h.insert(TRACEPARENT.clone(), v);
     }
     Some(id)
@@ -129,18 +161,21 @@ pub fn trace_id_of(v: &[u8]) -> Option<TraceId> {
     Some(id)
 }
 
-fn hex_into(out: &mut Vec<u8>, bytes: &[u8]) {
+/// Lowercase hex of `bytes` into `out` (twice as long).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0xf)]);
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
 }
 
-fn hex_value(bytes: &[u8]) -> HeaderValue {
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    hex_into(&mut out, bytes);
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
+/// A fresh request id: 128 random bits as 32 hex digits. Its bytes live in
+/// one allocation that every clone (upstream, echo, log) shares.
+fn fresh_request_id() -> HeaderValue {
+    let mut hex = [0u8; 32];
+    hex_into(&mut hex, &random::<16>());
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(hex))
         .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
@@ -223,21 +258,21 @@ mod tests {
         let name = HeaderName::from_static("x-request-id");
         let mut h = HeaderMap::new();
         h.insert(&name, HeaderValue::from_static("abc-123"));
-        assert_eq!(settle_request_id(&name, &mut h, || true), "abc-123");
-        let fresh = settle_request_id(&name, &mut h, || false);
+        let (kept, made) = settle_request_id(&name, &mut h, || true);
+        assert_eq!((kept.to_str().ok(), made), (Some("abc-123"), false));
+        let (fresh, made) = settle_request_id(&name, &mut h, || false);
+        assert!(made);
         assert_eq!(fresh.len(), 32);
         assert_eq!(h[&name], fresh);
-        assert_ne!(
-            fresh,
-            settle_request_id(&name, &mut HeaderMap::new(), || true)
-        );
+        let (other, _) = settle_request_id(&name, &mut HeaderMap::new(), || true);
+        assert_ne!(fresh, other);
         for hostile in ["a b", "x\u{7f}", &"a".repeat(201)] {
             let mut h = HeaderMap::new();
             if let Ok(v) = HeaderValue::from_str(hostile) {
                 h.insert(&name, v);
             }
-            let got = settle_request_id(&name, &mut h, || true);
-            assert_eq!(got.len(), 32, "{hostile:?} is replaced");
+            let (got, made) = settle_request_id(&name, &mut h, || true);
+            assert!(made && got.len() == 32, "{hostile:?} is replaced");
         }
     }
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{self, HeaderValue};
-use http::{HeaderMap, Method, Request, Uri, Version};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method, Request, Version};
 
 use super::ids::Ids;
 use super::{ConnContext, ProxyError, TlsInfo};
@@ -32,6 +33,8 @@ pub(super) struct Outcome {
     pub error: Option<ProxyError>,
     /// The client's body, for the bytes it brought.
     pub body: Verdict,
+    /// The request is logged: time its exchange (`upstream`).
+    pub timed: bool,
 }
 
 /// A request whose line is written when its response body is done.
@@ -43,7 +46,7 @@ pub struct Pending {
     start: Instant,
     client: IpAddr,
     method: Method,
-    uri: Uri,
+    path: Option<PathAndQuery>,
     host: Option<HeaderValue>,
     version: Version,
     user_agent: Option<HeaderValue>,
@@ -77,7 +80,7 @@ impl ConnContext {
             start,
             client: self.client_address(snap, h),
             method: req.method().clone(),
-            uri: req.uri().clone(),
+            path: req.uri().path_and_query().cloned(),
             host: h.get(header::HOST).cloned().or_else(|| {
                 req.uri()
                     .authority()
@@ -127,6 +130,65 @@ impl ConnContext {
     }
 }
 
+/// `ip` as text in `scratch` (39 bytes hold any IPv6 address); IPv4, the
+/// common case, without the formatting machinery.
+fn ip_text(ip: IpAddr, scratch: &mut [u8; 39]) -> &[u8] {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    scratch[n] = b'.';
+                    n += 1;
+                }
+                let mut buf = itoa::Buffer::new();
+                let digits = buf.format(octet).as_bytes();
+                scratch[n..n + digits.len()].copy_from_slice(digits);
+                n += digits.len();
+            }
+            &scratch[..n]
+        }
+        IpAddr::V6(v6) => {
+            let mut cursor = std::io::Cursor::new(&mut scratch[..]);
+            let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{v6}"));
+            let n = cursor.position() as usize;
+            &scratch[..n]
+        }
+    }
+}
+
+/// The line of a request the connection refused before it was a request
+/// (a head that does not parse, or that did not come in time): when, from
+/// whom, the status the client got and why. Everything else is absent.
+pub fn log_refused_head(shared: &Shared, client: IpAddr, status: u16, error: &'static str) {
+    let snap = shared.snapshot();
+    let Some(settings) = snap.config.access_log.as_ref() else {
+        return;
+    };
+    if settings.sample_per_million < 1_000_000
+        && rand::random_range(0..1_000_000) >= settings.sample_per_million
+    {
+        return;
+    }
+    let client = client.to_canonical().to_string();
+    shared.access_log.write_line(|out| {
+        let mut w = LineWriter::new(out, settings.format);
+        for &field in &settings.fields {
+            w.field(
+                field,
+                match field {
+                    LogField::Time => Value::Time(SystemTime::now()),
+                    LogField::Client => Value::Plain(&client),
+                    LogField::Status => Value::Int(u64::from(status)),
+                    LogField::Error => Value::Plain(error),
+                    _ => Value::Absent,
+                },
+            );
+        }
+        w.end();
+    });
+}
+
 impl Pending {
     /// What the request path learned, with the answer's status.
     pub(super) fn answered(&mut self, status: u16, ids: Ids, outcome: Outcome) {
@@ -147,15 +209,16 @@ impl Pending {
         if settings.errors_only && self.status < 400 {
             return;
         }
-        let mut line = Vec::with_capacity(384);
-        let mut w = LineWriter::new(&mut line, settings.format);
-        for &field in &settings.fields {
-            w.field(field, self.value(settings, field, &mut [0u8; 39]));
-        }
-        w.end();
-        self.shared.access_log.send(line);
+        self.shared.access_log.write_line(|out| {
+            let mut w = LineWriter::new(out, settings.format);
+            for &field in &settings.fields {
+                w.field(field, self.value(settings, field, &mut [0u8; 39]));
+            }
+            w.end();
+        });
     }
 
+    #[inline]
     fn value<'a>(
         &'a self,
         settings: &AccessLogSettings,
@@ -163,26 +226,27 @@ impl Pending {
         scratch: &'a mut [u8; 39],
     ) -> Value<'a> {
         let o = &self.outcome;
-        let text = |s: &'a str| Value::Text(s.as_bytes());
+        let plain = Value::Plain;
         let group = o.group.and_then(|g| self.snap.groups.get(g));
         match field {
             LogField::Time => Value::Time(self.started),
             LogField::Client => {
-                let mut cursor = std::io::Cursor::new(&mut scratch[..]);
-                let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{}", self.client));
-                let n = cursor.position() as usize;
-                Value::Text(&scratch[..n])
+                Value::Plain(std::str::from_utf8(ip_text(self.client, scratch)).unwrap_or("-"))
             }
-            LogField::Method => text(self.method.as_str()),
+            LogField::Method => Value::Text(self.method.as_str().as_bytes()),
             LogField::Host => self
                 .host
                 .as_ref()
                 .map_or(Value::Absent, |h| Value::Text(h.as_bytes())),
-            LogField::Path => text(match (settings.query, self.uri.path_and_query()) {
-                (true, Some(pq)) => pq.as_str(),
-                _ => self.uri.path(),
-            }),
-            LogField::Protocol => text(match self.version {
+            LogField::Path => Value::Text(
+                match (&self.path, settings.query) {
+                    (Some(pq), true) => pq.as_str(),
+                    (Some(pq), false) => pq.path(),
+                    (None, _) => "/",
+                }
+                .as_bytes(),
+            ),
+            LogField::Protocol => plain(match self.version {
                 Version::HTTP_09 => "HTTP/0.9",
                 Version::HTTP_10 => "HTTP/1.0",
                 Version::HTTP_2 => "HTTP/2",
@@ -197,36 +261,43 @@ impl Pending {
             LogField::Route => o
                 .route
                 .and_then(|r| self.snap.routes.get(r))
-                .map_or(Value::Absent, |r| text(r.name.as_str())),
-            LogField::Group => group.map_or(Value::Absent, |g| text(g.name.as_str())),
+                .map_or(Value::Absent, |r| plain(r.name.as_str())),
+            LogField::Group => group.map_or(Value::Absent, |g| plain(g.name.as_str())),
             LogField::Target => group
                 .zip(o.target)
                 .and_then(|(g, t)| g.targets.get(t))
-                .map_or(Value::Absent, |t| text(t.address.as_str())),
-            LogField::Reason => o.reason.map_or(Value::Absent, |r| text(r.label())),
-            LogField::Rejection => o.rejection.map_or(Value::Absent, |r| text(r.label())),
+                .map_or(Value::Absent, |t| plain(t.address.as_str())),
+            LogField::Reason => o.reason.map_or(Value::Absent, |r| plain(r.label())),
+            LogField::Rejection => o.rejection.map_or(Value::Absent, |r| plain(r.label())),
             LogField::Retries => Value::Int(u64::from(o.retries)),
-            LogField::RequestId => self
-                .ids
-                .request_id
-                .as_ref()
-                .map_or(Value::Absent, |v| Value::Text(v.as_bytes())),
+            LogField::RequestId => match &self.ids.request_id {
+                None => Value::Absent,
+                // Made here: 32 hex digits, nothing to escape.
+                Some(v) if self.ids.generated => {
+                    std::str::from_utf8(v.as_bytes()).map_or(Value::Absent, plain)
+                }
+                Some(v) => Value::Text(v.as_bytes()),
+            },
             LogField::TraceId => self
                 .ids
                 .trace_id
                 .as_ref()
-                .map_or(Value::Absent, |t| Value::Text(t)),
-            LogField::Tls => self.tls.as_ref().map_or(Value::Absent, |t| text(t.version)),
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .map_or(Value::Absent, plain),
+            LogField::Tls => self
+                .tls
+                .as_ref()
+                .map_or(Value::Absent, |t| plain(t.version)),
             LogField::Sni => self
                 .tls
                 .as_ref()
                 .and_then(|t| t.sni.as_deref())
-                .map_or(Value::Absent, text),
+                .map_or(Value::Absent, |s| Value::Text(s.as_bytes())),
             LogField::UserAgent => self
                 .user_agent
                 .as_ref()
                 .map_or(Value::Absent, |v| Value::Text(v.as_bytes())),
-            LogField::Error => o.error.map_or(Value::Absent, |e| text(e.label())),
+            LogField::Error => o.error.map_or(Value::Absent, |e| plain(e.label())),
         }
     }
 }

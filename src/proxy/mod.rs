@@ -48,6 +48,7 @@ use crate::store::Record;
 pub use activity::{Activity, InFlightRequest};
 pub use body::ProxyBody;
 pub use error::{Fault, ProxyError};
+pub use logged::log_refused_head;
 pub use reply::error_response;
 use session::Session;
 use upgrade::Upgrade;
@@ -225,7 +226,10 @@ impl ConnContext {
             let snap = self.shared.snapshot();
             let log = self.log_start(&snap, &req, start);
             let ids = self.settle_ids(&snap, req.headers_mut());
-            let mut outcome = logged::Outcome::default();
+            let mut outcome = logged::Outcome {
+                timed: log.is_some(),
+                ..Default::default()
+            };
             let mut response = self.phases(&snap, req, start, &mut outcome).await;
             if let (Some(settings), Some(id)) = (&snap.config.request_id, &ids.request_id)
                 && settings.echo
@@ -285,7 +289,7 @@ impl ConnContext {
         let pin = self.pin(snap, route, &decision, session, served.pinned, now);
         let client_upgrade = self.rewrite(snap, &mut req, &admitted, group);
         let upgrading = client_upgrade.is_some();
-        let sending = Instant::now();
+        let sending = outcome.timed.then(Instant::now);
         let forwarded = self.forward(snap, &served, req, now_ms, upgrading, outcome);
         let forwarded = match (&self.shared.store, pin.record) {
             (Some(store), Some(record)) => {
@@ -297,7 +301,7 @@ impl ConnContext {
             }
             _ => forwarded.await,
         };
-        outcome.upstream = Some(sending.elapsed());
+        outcome.upstream = sending.map(|t| t.elapsed());
         let upgrade = admitted.upgrade.as_ref().zip(client_upgrade);
         let response = match forwarded {
             Ok(resp) => self.respond(

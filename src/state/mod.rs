@@ -619,7 +619,7 @@ impl Shared {
         let log = config.access_log.as_ref();
         let access_log = crate::access_log::AccessLog::start(
             log.map(|l| l.sink.clone()),
-            log.map_or(16_384, |l| l.queue),
+            log.map_or(crate::config::DEFAULT_QUEUE as usize, |l| l.queue),
             metrics.access_log_dropped.clone(),
         )?;
         let live = LiveState::default();
