@@ -546,3 +546,78 @@ fn client_streaming() -> hyper_util::client::legacy::Client<
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_refused_before_the_request_path_are_logged_too() {
+    let (_dir, path) = temp_log();
+    let blue = Upstream::start("blue").await;
+    let proxy = start_proxy(&config_yaml(
+        &[("blue", 1, &[&blue])],
+        &log_yaml(&path, "timeouts:\n  client_header: 1s\n"),
+    ))
+    .await;
+    // A head no parser takes: hyper answers 400 itself.
+    let resp = raw(
+        proxy.proxy_addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    // Part of a head, then nothing: 408 at client_header.
+    let mut s = ok(
+        tokio::net::TcpStream::connect(proxy.proxy_addr).await,
+        "connect",
+    );
+    ok(
+        tokio::io::AsyncWriteExt::write_all(&mut s, b"GET / HTTP/1.1\r\nHo").await,
+        "write",
+    );
+    let (resp, _) = read_until_close(&mut s, Duration::from_secs(5)).await;
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    let got = lines(&path, 2).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    let (a, b) = (json(&got[0]), json(&got[1]));
+    assert_eq!(
+        (a["status"].clone(), a["error"].clone()),
+        (400.into(), "bad_request".into()),
+        "{a}"
+    );
+    assert_eq!(
+        (b["status"].clone(), b["error"].clone()),
+        (408.into(), "header_timeout".into()),
+        "{b}"
+    );
+    assert_eq!(a["client"], "127.0.0.1");
+    assert_eq!(blue.hits(), 0);
+    proxy.shutdown().await;
+}
+
+#[test]
+fn bad_edge_settings_are_config_errors_with_their_path_and_line() {
+    let yaml = "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:TEST_KEY]\n\
+        proxy_protocol:\n  from: [10.0.0.0/33]\n\
+        access_log:\n  format: xml\n  sample: 1.5\n  fields: [status, nope, status]\n  queue: 1\n\
+        request_id:\n  header: \"bad header\"\n\
+        groups:\n  blue:\n    weight: 1\n    tls: true\n    client_cert: /x.crt\n    targets:\n      - address: 127.0.0.1:1\n";
+    let err = match switchyard::config::load_str(
+        yaml,
+        "edge.yaml",
+        &test_keys(),
+        switchyard::config::ValidateOptions::default(),
+    ) {
+        Ok(_) => panic!("a bad config was accepted"),
+        Err(e) => e.to_string(),
+    };
+    for want in [
+        "proxy_protocol.from[0]: `10.0.0.0/33` is not an IP address or CIDR range (line 7)",
+        "access_log.format: expected `json` or `text` (line 9)",
+        "access_log.sample: expected a share of requests above 0 and at most 1",
+        "access_log.fields[1]: unknown field `nope`",
+        "access_log.fields[2]: `status` is listed twice",
+        "access_log.queue: expected an integer from 16 to 1048576 (line 12)",
+        "request_id.header: `bad header` is not a valid header name (line 14)",
+        "groups.blue.client_cert: needs `client_key` beside it (line 19)",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}
