@@ -37,6 +37,18 @@ async fn lines(path: &Path, n: usize) -> Vec<String> {
     }
 }
 
+/// The line whose `key` is `value`. Lines of requests served on different
+/// threads may come out of order (each thread has its own buffer), so tests
+/// find a request's line by what it says, not by where it is.
+fn line_with(lines: &[String], key: &str, value: impl Into<Value>) -> Value {
+    let value = value.into();
+    lines
+        .iter()
+        .map(|l| json(l))
+        .find(|l| l[key] == value)
+        .unwrap_or_else(|| panic!("no line with {key} = {value} in {lines:#?}"))
+}
+
 fn json(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
@@ -115,7 +127,7 @@ async fn a_json_line_per_request_says_who_what_where_and_why() {
 
     let lines = lines(&path, 3).await;
     assert_eq!(lines.len(), 3, "{lines:?}");
-    let first = json(&lines[0]);
+    let first = line_with(&lines, "path", "/upload");
     let want = [
         ("method", Value::from("POST")),
         ("host", Value::from("shop.test")),
@@ -162,7 +174,7 @@ async fn a_json_line_per_request_says_who_what_where_and_why() {
         "{first}"
     );
 
-    let second = json(&lines[1]);
+    let second = line_with(&lines, "path", "/again");
     assert_eq!(second["reason"], "sticky", "{second}");
     assert_eq!(second["bytes_in"], 0);
     let fresh = second["trace_id"].as_str().unwrap_or_default();
@@ -173,7 +185,7 @@ async fn a_json_line_per_request_says_who_what_where_and_why() {
     );
     assert_ne!(second["request_id"], first["request_id"]);
 
-    let third = json(&lines[2]);
+    let third = line_with(&lines, "path", "/qa");
     assert_eq!(third["status"], 502, "{third}");
     assert_eq!(third["reason"], "override");
     assert_eq!(third["group"], "green");
@@ -250,15 +262,13 @@ async fn hostile_bytes_are_escaped_and_edge_refusals_are_logged_with_their_reaso
     assert!(resp.starts_with("HTTP/1.1 414"), "{resp}");
     let lines = lines(&path, 2).await;
     assert_eq!(lines.len(), 2, "{lines:?}");
-    let first = json(&lines[0]);
+    let first = line_with(&lines, "status", 200);
     assert_eq!(
         first["user_agent"], "ev\til\"},{\"status\":1 \u{ff}\u{fe}",
-        "{}",
-        lines[0]
+        "{first}"
     );
     assert_eq!(first["request_id"], "id\"}{");
-    assert_eq!(first["status"], 200);
-    let second = json(&lines[1]);
+    let second = line_with(&lines, "status", 414);
     assert_eq!(second["status"], 414, "{second}");
     assert_eq!(second["error"], "uri_too_long");
     assert_eq!(second["group"], Value::Null, "refused before any group");
@@ -576,7 +586,10 @@ async fn heads_refused_before_the_request_path_are_logged_too() {
     assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
     let got = lines(&path, 2).await;
     assert_eq!(got.len(), 2, "{got:?}");
-    let (a, b) = (json(&got[0]), json(&got[1]));
+    let (a, b) = (
+        line_with(&got, "status", 400),
+        line_with(&got, "status", 408),
+    );
     assert_eq!(
         (a["status"].clone(), a["error"].clone()),
         (400.into(), "bad_request".into()),

@@ -34,6 +34,14 @@ struct ThreadLines {
     lines: u64,
 }
 
+/// How far the writer is, and whether someone waits for it.
+#[derive(Debug, Default)]
+struct Passes {
+    done: u64,
+    /// A `flush` waits: no pause before the next pass.
+    hurry: bool,
+}
+
 /// One serving thread's buffer.
 #[derive(Debug, Default)]
 struct ThreadBuf(Mutex<ThreadLines>);
@@ -51,9 +59,12 @@ struct Inner {
     sink: Mutex<Option<LogSink>>,
     /// Reopen the destination (SIGUSR1, or a new one from a reload).
     changed: AtomicBool,
-    /// Passes the writer has finished, for `flush`.
-    passes: Mutex<u64>,
+    /// The writer's passes, for `flush`.
+    passes: Mutex<Passes>,
+    /// A pass ended (`flush` waits on it).
     passed: Condvar,
+    /// Wakes the writer from its pause (`flush` rings it).
+    wake: Condvar,
     dropped: Counters<LogDrop>,
 }
 
@@ -110,8 +121,9 @@ impl AccessLog {
             max_lines: queue.max(1) as u64,
             sink: Mutex::new(sink),
             changed: AtomicBool::new(false),
-            passes: Mutex::new(0),
+            passes: Mutex::default(),
             passed: Condvar::new(),
+            wake: Condvar::new(),
             dropped,
         });
         let weak = Arc::downgrade(&inner);
@@ -171,16 +183,19 @@ impl AccessLog {
         self.inner.changed.store(true, Ordering::Release);
     }
 
-    /// Waits (up to `within`) until every line formatted so far is written.
+    /// Waits (up to `within`) until every line formatted so far is written,
+    /// waking the writer rather than waiting out its pause.
     pub fn flush(&self, within: Duration) {
-        let passes = lock(&self.inner.passes);
+        let mut passes = lock(&self.inner.passes);
         // The pass under way may have swapped before the last line: wait
         // for the one after it.
-        let target = *passes + 2;
+        let target = passes.done + 2;
+        passes.hurry = true;
+        self.inner.wake.notify_one();
         let _ = self
             .inner
             .passed
-            .wait_timeout_while(passes, within, |p| *p < target);
+            .wait_timeout_while(passes, within, |p| p.done < target);
     }
 }
 

@@ -7,8 +7,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::sync::Weak;
 use std::sync::atomic::Ordering;
+use std::sync::{PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use super::Inner;
@@ -135,14 +135,24 @@ pub(super) fn run(log: &Weak<Inner>) {
                 spare.shrink_to(KEEP);
             }
         }
-        *super::lock(&inner.passes) += 1;
-        inner.passed.notify_all();
-        drop(inner);
         pause = if wrote {
             TICK
         } else {
             (pause * 2).min(IDLE_MAX)
         };
-        std::thread::sleep(pause);
+        let mut passes = super::lock(&inner.passes);
+        passes.done += 1;
+        inner.passed.notify_all();
+        // The pause, cut short by a `flush`: its flag is read under the
+        // lock it is set under, so a ring is never missed, and left set on
+        // waking, so the pass after the next one follows at once too.
+        if !std::mem::take(&mut passes.hurry) {
+            drop(
+                inner
+                    .wake
+                    .wait_timeout(passes, pause)
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+        }
     }
 }
