@@ -25,11 +25,6 @@ use common::*;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-fn free_port() -> u16 {
-    let l = ok(std::net::TcpListener::bind("127.0.0.1:0"), "bind");
-    ok(l.local_addr(), "local addr").port()
-}
-
 /// chromedriver on loopback; the browser session and both processes end on drop.
 struct Driver {
     child: Child,

@@ -716,11 +716,6 @@ impl Drop for Prometheus {
     }
 }
 
-fn free_port() -> u16 {
-    let l = ok(std::net::TcpListener::bind("127.0.0.1:0"), "bind");
-    ok(l.local_addr(), "local addr").port()
-}
-
 /// The shipped scrape config, aimed at `admin`: the static job as written, and
 /// the Kubernetes pod job with its discovery replaced by one target whose
 /// `__meta_…` labels are what the pod manifests give. The target's address

@@ -421,8 +421,3 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
-
-fn free_port() -> u16 {
-    let l = ok(std::net::TcpListener::bind("127.0.0.1:0"), "bind");
-    ok(l.local_addr(), "addr").port()
-}

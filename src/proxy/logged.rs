@@ -67,9 +67,7 @@ impl ConnContext {
         start: Instant,
     ) -> Option<Box<Pending>> {
         let settings = snap.config.access_log.as_ref()?;
-        if settings.sample_per_million < 1_000_000
-            && rand::random_range(0..1_000_000) >= settings.sample_per_million
-        {
+        if !sampled(settings) {
             return None;
         }
         let h = req.headers();
@@ -130,6 +128,12 @@ impl ConnContext {
     }
 }
 
+/// Whether this request falls in `access_log.sample`.
+fn sampled(settings: &AccessLogSettings) -> bool {
+    settings.sample_per_million >= 1_000_000
+        || rand::random_range(0..1_000_000) < settings.sample_per_million
+}
+
 /// `ip` as text in `scratch` (39 bytes hold any IPv6 address); IPv4, the
 /// common case, without the formatting machinery.
 fn ip_text(ip: IpAddr, scratch: &mut [u8; 39]) -> &[u8] {
@@ -165,9 +169,7 @@ pub fn log_refused_head(shared: &Shared, client: IpAddr, status: u16, error: &'s
     let Some(settings) = snap.config.access_log.as_ref() else {
         return;
     };
-    if settings.sample_per_million < 1_000_000
-        && rand::random_range(0..1_000_000) >= settings.sample_per_million
-    {
+    if !sampled(settings) {
         return;
     }
     let client = client.to_canonical().to_string();

@@ -237,6 +237,15 @@ impl Upstream {
     }
 }
 
+/// A loopback port free a moment ago, for programs that must be told theirs.
+pub fn free_port() -> u16 {
+    let l = ok(
+        std::net::TcpListener::bind("127.0.0.1:0"),
+        "bind for a port",
+    );
+    ok(l.local_addr(), "local addr").port()
+}
+
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

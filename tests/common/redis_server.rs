@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::ok;
+use super::{free_port, ok};
 
 pub struct RedisServer {
     child: Option<Child>,
@@ -12,14 +12,6 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     /// Serves TLS only, with this certificate and key.
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
-}
-
-fn free_port() -> u16 {
-    let l = ok(
-        std::net::TcpListener::bind("127.0.0.1:0"),
-        "bind for a port",
-    );
-    ok(l.local_addr(), "addr").port()
 }
 
 impl RedisServer {
