@@ -113,6 +113,13 @@ async fn a_json_line_per_request_says_who_what_where_and_why() {
     // Sticky, then an override, then a proxy-made 502 (green is dead).
     let _ = get(&client, &format!("{base}/again"), Some(&cookie)).await;
     green.kill();
+    // `kill` closes the listener from its own task: wait until it has.
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(green.addr).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let over = send(
         &client,
         ok(
