@@ -417,21 +417,44 @@ async fn a_client_that_stops_reading_is_cut_after_client_write() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The connection is gone: draining what was buffered ends in a close.
-    let mut sink = vec![0u8; 1 << 20];
-    let mut total = 0usize;
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match s.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => total += n,
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "closed by the proxy");
+    // The drain runs on a blocking thread against the real clock: with the
+    // clock paused, a tokio timeout would jump ahead whenever a read waits
+    // for loopback to move the next segment, and fail a healthy close.
+    let s = ok(s.into_std(), "into_std");
+    ok(s.set_nonblocking(false), "blocking");
+    let drained = tokio::task::spawn_blocking(move || drain_until_close(s, Duration::from_secs(5)));
+    let (closed, total) = ok(drained.await, "drain");
+    assert!(closed, "closed by the proxy");
     assert!(total < 200_000_000, "the response was cut ({total} bytes)");
     let open = metric(&proxy, "switchyard_open_connections").await;
     assert!(open <= 1.0, "{open}");
+}
+
+/// Reads until the peer closes or `within` (real time) passes: (closed, bytes read).
+fn drain_until_close(mut s: std::net::TcpStream, within: Duration) -> (bool, usize) {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + within;
+    let mut sink = vec![0u8; 1 << 20];
+    let mut total = 0usize;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            return (false, total);
+        }
+        match s.read(&mut sink) {
+            Ok(0) => return (true, total),
+            Ok(n) => total += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return (false, total);
+            }
+            Err(_) => return (true, total),
+        }
+    }
 }
 
 /// Frame types an HTTP/2 client saw until the server closed, answering PINGs.
