@@ -101,6 +101,7 @@ fn snapshot() -> Option<Snapshot> {
     let metrics = Metrics::new(&prometheus::Registry::new()).ok()?;
     Some(Snapshot::build(
         cfg,
+        &switchyard::state::Overrides::new(),
         1,
         String::new(),
         &LiveState::default(),

@@ -13,6 +13,7 @@ use crate::admin;
 use crate::config::Config;
 use crate::listener::{self, Serving};
 use crate::reload::{self, ConfigSource, Outcome, Reloader, Trigger};
+use crate::rollout::Rollouts;
 use crate::state::Shared;
 use crate::store::SessionStore;
 
@@ -41,6 +42,7 @@ pub struct Running {
     pub tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub shared: Arc<Shared>,
+    pub rollouts: Arc<Rollouts>,
     reloader: Option<Arc<Mutex<Reloader>>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -84,6 +86,14 @@ pub async fn start_with_workers(
     };
     let (admin_listener, admin_addr) = bind(config.admin, "admin").await?;
     let shared = Shared::new(config, content_hash)?;
+    // Before the first connection: a restarted proxy serves the step its
+    // rollouts were on from its first request.
+    let rollouts = Rollouts::start(
+        Arc::clone(&shared),
+        source.as_ref().map(|s| s.path.as_path()),
+    )
+    .await
+    .map_err(AppError::Metrics)?;
     let (tx, rx) = watch::channel(false);
     let tls_addr = tls.as_ref().map(|(_, a)| *a);
     if let Some(a) = tls_addr {
@@ -126,8 +136,10 @@ pub async fn start_with_workers(
         tokio::spawn(admin::serve(
             admin_listener,
             Arc::clone(&shared),
+            Arc::clone(&rollouts),
             rx.clone(),
         )),
+        Arc::clone(&rollouts).spawn(rx.clone()),
         crate::checks::spawn_supervisor(Arc::clone(&shared), rx.clone()),
     ]);
     tasks.push(tokio::spawn(reopen_log_on_sigusr1(
@@ -155,6 +167,7 @@ pub async fn start_with_workers(
         tls_addr,
         admin_addr,
         shared,
+        rollouts,
         reloader,
         shutdown: tx,
         tasks,

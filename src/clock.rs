@@ -20,3 +20,12 @@ pub fn unix_now() -> u32 {
         .map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32)
         .unwrap_or(0)
 }
+
+/// Milliseconds since the Unix epoch: for state other processes and
+/// restarts read (a rollout's step began at this time).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,12 +1,16 @@
 //! `switchyard demo`: built-in upstreams for every target of the config, so the
 //! proxy can be watched at work on a fresh machine with nothing else installed.
 //! Each answers with its name (`blue-1`), its group and the request it saw.
+//! To play a broken release, `POST /_demo/fail` on an upstream's own address
+//! makes it answer 500 to everything until `POST /_demo/heal`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use http::{Request, Response, header};
+use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -83,15 +87,17 @@ pub async fn serve_upstream(
     who: DemoUpstream,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let failing = Arc::new(AtomicBool::new(false));
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.changed() => return,
             a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
         };
         let who = who.clone();
+        let failing = Arc::clone(&failing);
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let body = describe(&who, &req);
+                let body = answer(&who, &failing, &req);
                 async move { Ok::<_, Infallible>(body) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
@@ -99,6 +105,34 @@ pub async fn serve_upstream(
                 .await;
         });
     }
+}
+
+/// `/_demo/fail` and `/_demo/heal` (POST) switch the upstream's failure
+/// on and off; anything else is described, or answered 500 while failing.
+fn answer(
+    who: &DemoUpstream,
+    failing: &AtomicBool,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let switch = match (req.method(), req.uri().path()) {
+        (&Method::POST, "/_demo/fail") => Some(true),
+        (&Method::POST, "/_demo/heal") => Some(false),
+        _ => None,
+    };
+    if let Some(fail) = switch {
+        failing.store(fail, Ordering::Relaxed);
+        let said = if fail {
+            "now answering 500\n"
+        } else {
+            "healthy again\n"
+        };
+        return Response::new(Full::new(Bytes::from(format!("{}: {said}", who.name))));
+    }
+    let mut r = describe(who, req);
+    if failing.load(Ordering::Relaxed) {
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    r
 }
 
 fn describe(who: &DemoUpstream, req: &Request<Incoming>) -> Response<Full<Bytes>> {

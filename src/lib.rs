@@ -11,6 +11,8 @@
 //!            |                   -> response + Set-Cookie
 //!            |             '-> store (sticky.store: memory | redis; session id in the cookie)
 //!            '-> metrics (label handles cached in the snapshot)  <- admin: /metrics /status /sessions
+//!  rollout: each tick reads those counters (never a request) -> verdict -> step
+//!           -> Shared::set_overrides -> a new snapshot with the step's weights
 //! ```
 //!
 //! Layers (imports point down only; `python3 ../shared/tools/layers.py`
@@ -21,7 +23,9 @@
 //!  listener                                   accept, native HTTP/1 and hyper servers
 //!  proxy                                      the request path: admit -> decide -> target
 //!                                             -> pin -> rewrite -> forward -> respond
-//!  balance   checks   reload   admin          target choice, health checks, reloads, admin API
+//!  admin                                      admin API (/status, /sessions, /rollouts)
+//!  rollout   balance   checks   reload        rollouts (steps, analysis, shared state),
+//!                                             target choice, health checks, reloads
 //!  state                                      Snapshot + live per-target state
 //!  store     upstream                         sessions; target pools and retry budget
 //!  metrics   health   body                    label handles; health state machine; body adapters
@@ -57,6 +61,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod reload;
+pub mod rollout;
 pub mod route;
 pub mod state;
 pub mod store;

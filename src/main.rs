@@ -66,6 +66,26 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         timeout: u64,
     },
+    /// Show or steer the rollouts of a running proxy through its admin API
+    /// (bearer token: --token-file, SWITCHYARD_ADMIN_TOKEN, or the config's
+    /// admin_token).
+    Rollout {
+        /// status, pause, resume, promote (now, to 100 %), abort (drain the
+        /// canary) or retry (start an aborted rollout again).
+        #[arg(value_parser = ["status", "pause", "resume", "promote", "abort", "retry"])]
+        action: String,
+        /// The route; optional when only one route has a rollout.
+        route: Option<String>,
+        /// The config of the running proxy (for its admin address and token).
+        #[arg(long, short, default_value = "proxy.yaml")]
+        config: PathBuf,
+        /// The admin listener, instead of the config's `admin`.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// A file holding the admin token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Run the proxy with built-in blue/green upstreams on the config's addresses.
     Demo {
         /// Config to run instead of the embedded one (src/demo.yaml: two routes, /api/ and the rest).
@@ -144,6 +164,8 @@ async fn release_idle_memory() {
     }
 }
 
+mod rollout_cli;
+
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
@@ -178,6 +200,19 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Healthcheck { url, timeout } => healthcheck(&url, Duration::from_secs(timeout)),
+        Command::Rollout {
+            action,
+            route,
+            config,
+            admin,
+            token_file,
+        } => rollout_cli::run(&rollout_cli::Call {
+            action: &action,
+            route: route.as_deref(),
+            config: &config,
+            admin,
+            token_file: token_file.as_deref(),
+        }),
         Command::Demo { config: path } => load_demo(path.as_deref()).and_then(|(config, text)| {
             runtime(config.run.workers).and_then(|(rt, workers)| {
                 rt.block_on(run_demo(path.as_deref(), config, text, &workers))
@@ -315,6 +350,7 @@ fn check(path: &Path, against: Option<&Path>, no_secrets: bool) -> ExitCode {
         return ExitCode::FAILURE;
     };
     print_summary(path, &cfg);
+    print_rollouts(path, &cfg);
     let Some(old_path) = against else {
         return ExitCode::SUCCESS;
     };
@@ -433,6 +469,85 @@ fn print_summary(path: &Path, cfg: &Config) {
                 t.address.as_str(),
                 t.weight.get()
             );
+        }
+    }
+}
+
+/// Each rollout's plan, and where it stands when its state is in a file here.
+fn print_rollouts(path: &Path, cfg: &Config) {
+    use config::duration::format_duration as d;
+    use config::rollout::percent;
+    let state = switchyard::rollout::state_file(cfg, Some(path));
+    let redis = matches!(cfg.sticky.store.kind, config::StoreKind::Redis(_));
+    let saved: serde_json::Value = state
+        .as_ref()
+        .filter(|_| !redis)
+        .and_then(|f| std::fs::read(f).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    for r in &cfg.routes {
+        let Some(p) = &r.rollout else { continue };
+        let name = |g: usize| cfg.groups[g].name.as_str();
+        println!(
+            "  rollout on route {}: {} -> {}",
+            r.name.as_str(),
+            name(p.stable),
+            name(p.canary)
+        );
+        let steps: Vec<String> = p
+            .steps
+            .iter()
+            .map(|s| {
+                let mut t = percent(s.weight);
+                if !s.hold.is_zero() {
+                    t.push_str(&format!(" hold {}", d(s.hold)));
+                }
+                if s.pause {
+                    t.push_str(" then wait for a person");
+                }
+                t
+            })
+            .collect();
+        let after = match p.after_promote {
+            config::AfterPromote::Drain => "drained",
+            config::AfterPromote::Keep => "kept at weight 0",
+        };
+        println!(
+            "    steps: {}; then promote ({} {after})",
+            steps.join(", "),
+            name(p.stable)
+        );
+        let a = &p.analysis;
+        println!(
+            "    checks every {} over >= {} canary requests: 5xx ratio <= {}, <= stable's + {}, p{} <= {}x stable's (floor {}){}; abort after {} failed",
+            d(a.interval),
+            a.min_requests,
+            a.max_error_ratio,
+            a.max_error_ratio_over_stable,
+            a.quantile * 100.0,
+            a.max_latency_over_stable,
+            d(a.latency_floor),
+            a.max_latency
+                .map(|m| format!(", <= {}", d(m)))
+                .unwrap_or_default(),
+            a.failures_to_abort
+        );
+        let at = &saved[r.name.as_str()];
+        match (&state, redis) {
+            (_, true) => println!(
+                "    state in Redis: `switchyard rollout status {}` shows where it stands",
+                r.name.as_str()
+            ),
+            (Some(f), false) if at.is_object() => println!(
+                "    state ({}): {} at step {}/{}; {}",
+                f.display(),
+                at["phase"].as_str().unwrap_or("?"),
+                at["step"].as_u64().unwrap_or(0) + 1,
+                p.steps.len(),
+                at["reason"].as_str().unwrap_or("")
+            ),
+            (Some(f), false) => println!("    state ({}): not started", f.display()),
+            (None, false) => println!("    state: in memory"),
         }
     }
 }

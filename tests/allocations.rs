@@ -23,7 +23,14 @@ fn snapshot() -> Snapshot {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let metrics = Metrics::new(&prometheus::Registry::new()).unwrap_or_else(|e| panic!("{e}"));
-    Snapshot::build(cfg, 1, String::new(), &LiveState::default(), &metrics)
+    Snapshot::build(
+        cfg,
+        &switchyard::state::Overrides::new(),
+        1,
+        String::new(),
+        &LiveState::default(),
+        &metrics,
+    )
 }
 
 fn allocations(f: impl FnOnce()) -> u64 {

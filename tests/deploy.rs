@@ -526,6 +526,7 @@ fn promtool_accepts_the_scrape_config_the_rules_and_the_rule_tests() {
         "SwitchyardReloadFailing",
         "SwitchyardNoHealthyTarget",
         "SwitchyardStoreUnavailable",
+        "SwitchyardRolloutAborted",
     ] {
         assert!(
             rules.contains(&format!("alert: {alert}")),
@@ -543,7 +544,7 @@ async fn busy_proxy() -> (Upstream, Upstream, BinProxy) {
     let (blue, green) = blue_and_green().await;
     let proxy = BinProxy::start(&config_yaml(
         &[("blue", 1, &[&blue]), ("green", 1, &[&green])],
-        "  store:\n    type: memory\n",
+        "  store:\n    type: memory\nrollout:\n  stable: blue\n  canary: green\n  steps: [{weight: 50, hold: 1h}]\n  analysis: {interval: 300ms, min_requests: 5}\n",
     ));
     let client = h1_client();
     let url = format!("http://{}/", proxy.proxy_addr);
@@ -623,7 +624,22 @@ fn dashboard_exprs(dashboard: &Value) -> Vec<String> {
 #[tokio::test]
 async fn live_scrape_passes_promtool_and_the_dashboard_names_only_exported_metrics() {
     let (_blue, _green, proxy) = busy_proxy().await;
-    let exposition = scrape_at(proxy.admin_addr).await;
+    // Keep serving until the rollout has judged an interval, so its
+    // analysis series exist too.
+    let client = h1_client();
+    let url = format!("http://{}/", proxy.proxy_addr);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut exposition = scrape_at(proxy.admin_addr).await;
+    while !exposition.contains("switchyard_rollout_analysis_value{") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no verdict: {exposition}"
+        );
+        for _ in 0..20 {
+            get(&client, &url, None).await;
+        }
+        exposition = scrape_at(proxy.admin_addr).await;
+    }
 
     let mut child = ok(
         Command::new("promtool")
@@ -688,6 +704,9 @@ async fn live_scrape_passes_promtool_and_the_dashboard_names_only_exported_metri
         "switchyard_assignments_total",
         "switchyard_target_healthy",
         "switchyard_config_reloads_total",
+        "switchyard_rollout_step",
+        "switchyard_rollout_state",
+        "switchyard_rollout_canary_weight_ratio",
     ] {
         assert!(used.contains(needed), "the dashboard never shows {needed}");
     }

@@ -1,6 +1,7 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/status`, and in
-//! store mode `/sessions/{id}` (GET, PUT, DELETE; bearer token when configured).
-//! It binds loopback by default and never shows key material.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/status`; in
+//! store mode `/sessions/{id}` (GET, PUT, DELETE; bearer token when
+//! configured); and `/rollouts` (always behind `admin_token`). It binds
+//! loopback by default and never shows key material.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,16 +20,19 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::duration::format_duration;
+use crate::rollout::Rollouts;
 use crate::state::{Shared, Snapshot};
 use respond::{json, text};
 
 mod respond;
+mod rollouts;
 mod sessions;
 
 /// Serves the admin endpoints until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
+    rollouts: Arc<Rollouts>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -44,14 +48,19 @@ pub async fn serve(
             },
         };
         let shared = Arc::clone(&shared);
+        let rollouts = Arc::clone(&rollouts);
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
+                let rollouts = Arc::clone(&rollouts);
                 async move {
-                    let resp = if req.uri().path().starts_with("/sessions/") {
+                    let path = req.uri().path();
+                    let resp = if path.starts_with("/sessions/") {
                         sessions::handle(&shared, req).await
+                    } else if path == "/rollouts" || path.starts_with("/rollouts/") {
+                        rollouts::handle(&shared, &rollouts, req).await
                     } else {
-                        route(&shared, &req)
+                        route(&shared, &rollouts, &req)
                     };
                     Ok::<_, Infallible>(resp)
                 }
@@ -65,7 +74,7 @@ pub async fn serve(
     }
 }
 
-fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(shared: &Shared, rollouts: &Rollouts, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     }
@@ -74,7 +83,7 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if shared.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        "/status" => json(&status(&shared.snapshot(), shared)),
+        "/status" => json(&status(&shared.snapshot(), shared, rollouts)),
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; try /metrics, /healthz, /readyz or /status\n",
@@ -107,7 +116,7 @@ fn metrics(shared: &Shared) -> Response<Full<Bytes>> {
 }
 
 /// The `/status` document.
-pub fn status(snap: &Snapshot, shared: &Shared) -> serde_json::Value {
+pub fn status(snap: &Snapshot, shared: &Shared, rollouts: &Rollouts) -> serde_json::Value {
     let now = crate::clock::now_ms();
     let groups: Vec<_> = snap
         .groups
@@ -192,6 +201,7 @@ pub fn status(snap: &Snapshot, shared: &Shared) -> serde_json::Value {
         },
         "groups": groups,
         "routes": routes_status(snap),
+        "rollouts": rollouts.view(snap),
     })
 }
 

@@ -1,8 +1,11 @@
 //! The admin listener's short answers: plain text and JSON.
 
 use bytes::Bytes;
-use http::{Response, StatusCode, header};
+use http::{HeaderMap, Response, StatusCode, header};
 use http_body_util::Full;
+use subtle::ConstantTimeEq;
+
+use crate::config::Secret;
 
 /// A plain-text answer.
 pub(super) fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -24,4 +27,23 @@ pub(super) fn json(v: &serde_json::Value) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("application/json"),
     );
     r
+}
+
+/// `None` when `headers` carry `Authorization: Bearer <token>` (compared
+/// in constant time); else the 401 to answer, with `WWW-Authenticate`.
+pub(super) fn unauthorized(headers: &HeaderMap, token: &Secret) -> Option<Response<Full<Bytes>>> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+        return None;
+    }
+    let mut r = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    Some(r)
 }

@@ -13,12 +13,11 @@
 //! `sticky.store.cache_ttl`.
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use subtle::ConstantTimeEq;
 
-use super::respond::{json, text};
+use super::respond::{json, text, unauthorized};
 use crate::assign::bucket::bucket_of;
 use crate::state::{Shared, Snapshot};
 use crate::store::{Record, SessionId, SessionStore, id_text, parse_id};
@@ -34,21 +33,12 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
         );
     };
     let snap = shared.snapshot();
-    if let Some(token) = &snap.config.sticky.store.admin_token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
-            let mut r = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            return r;
-        }
+    let token =
+        (snap.config.sticky.store.admin_token.as_ref()).or(snap.config.admin_token.as_ref());
+    if let Some(token) = token
+        && let Some(refused) = unauthorized(req.headers(), token)
+    {
+        return refused;
     }
     let raw_id = req.uri().path().trim_start_matches("/sessions/");
     let Some(id) = session_id(&snap, raw_id) else {

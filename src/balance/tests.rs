@@ -18,7 +18,14 @@ impl World for Snapshot {
 fn two(blue: u32, green: u32, green_extra: &str) -> Snapshot {
     let metrics = Metrics::new(&prometheus::Registry::new()).unwrap_or_else(|e| panic!("{e}"));
     let cfg = two_groups(blue, green, green_extra);
-    Snapshot::build(cfg, 1, String::new(), &LiveState::default(), &metrics)
+    Snapshot::build(
+        cfg,
+        &crate::state::Overrides::new(),
+        1,
+        String::new(),
+        &LiveState::default(),
+        &metrics,
+    )
 }
 
 /// A check whose every probe result flips a target at once.

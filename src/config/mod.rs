@@ -14,7 +14,9 @@ mod edge;
 mod error;
 mod fields;
 mod keys;
+mod plan;
 pub mod raw;
+pub mod rollout;
 mod routes;
 mod sticky;
 mod store;
@@ -27,6 +29,7 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors};
 pub use fields::ValidateOptions;
 pub use keys::{KeySource, StaticKeys, SystemKeys, decode_key};
+pub use rollout::{AfterPromote, Analysis, RolloutPlan, RolloutStep};
 pub use types::*;
 pub use validate::validate;
 

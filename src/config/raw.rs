@@ -51,6 +51,65 @@ pub struct RawConfig {
     pub request_id: Option<Spanned<RawRequestId>>,
     #[serde(default)]
     pub trace_context: Option<Spanned<RawTraceContext>>,
+    /// The groups-only form's rollout (with `routes:`, each route has its own).
+    #[serde(default)]
+    pub rollout: Option<Spanned<RawRollout>>,
+    /// Bearer token for the admin API's commands (`env:NAME` or `file:PATH`).
+    #[serde(default)]
+    pub admin_token: Option<Spanned<String>>,
+    /// Where a proxy without Redis keeps its rollouts' state.
+    #[serde(default)]
+    pub rollout_state_file: Option<Spanned<String>>,
+}
+
+/// `rollout:`: a canary plan over one route's stable and canary groups.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollout {
+    pub stable: Spanned<String>,
+    pub canary: Spanned<String>,
+    pub steps: Spanned<Vec<Spanned<RawStep>>>,
+    #[serde(default)]
+    pub analysis: Option<Spanned<RawAnalysis>>,
+    /// What the old stable becomes once the canary is promoted: `drain` or `keep`.
+    #[serde(default)]
+    pub after_promote: Option<Spanned<String>>,
+}
+
+/// One step: the canary's weight (percent) and how long to hold it, or
+/// `pause: true` to wait there for a person.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub weight: Spanned<f64>,
+    #[serde(default)]
+    pub hold: Option<Spanned<String>>,
+    #[serde(default)]
+    pub pause: Option<Spanned<bool>>,
+}
+
+/// The checks each analysis interval must pass.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnalysis {
+    #[serde(default)]
+    pub interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub min_requests: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub max_error_ratio: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub max_error_ratio_over_stable: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub quantile: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub max_latency_over_stable: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub max_latency: Option<Spanned<String>>,
+    #[serde(default)]
+    pub latency_floor: Option<Spanned<String>>,
+    #[serde(default)]
+    pub failures_to_abort: Option<Spanned<i64>>,
 }
 
 /// `proxy_protocol:` of one listener.
@@ -343,6 +402,9 @@ pub struct RawRoute {
     /// Where writes (and, for a while after one, the writer's reads) go.
     #[serde(default)]
     pub writes: Option<Spanned<RawWrites>>,
+    /// A canary plan over two groups of this route's split.
+    #[serde(default)]
+    pub rollout: Option<Spanned<RawRollout>>,
 }
 
 /// A route's read/write split.

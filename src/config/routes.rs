@@ -30,26 +30,42 @@ pub(super) fn routes(
     opts: ValidateOptions,
 ) -> (Vec<RouteSpec>, ConfigForm) {
     let Some(list) = &raw.routes else {
-        let catch_all = top.and_then(|sticky| {
-            Some(RouteSpec {
-                name: GroupName::try_new("default").ok()?,
-                matches: RouteMatch::default(),
-                split: groups
-                    .iter()
-                    .enumerate()
-                    .map(|(i, g)| RouteGroup {
-                        group: i,
-                        weight: g.weight,
-                        drain: g.drain,
-                    })
-                    .collect(),
-                sticky: sticky.clone(),
-                bound: false,
-                writes: None,
+        let split: Vec<RouteGroup> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| RouteGroup {
+                group: i,
+                weight: g.weight,
+                drain: g.drain,
             })
-        });
-        return (catch_all.into_iter().collect(), ConfigForm::GroupsOnly);
+            .collect();
+        let rollout = raw
+            .rollout
+            .as_ref()
+            .and_then(|ro| super::plan::plan(errs, "", ro, groups, Some(&split)));
+        let catch_all: Vec<RouteSpec> = top
+            .and_then(|sticky| {
+                Some(RouteSpec {
+                    name: GroupName::try_new("default").ok()?,
+                    matches: RouteMatch::default(),
+                    split,
+                    sticky: sticky.clone(),
+                    bound: false,
+                    writes: None,
+                    rollout,
+                })
+            })
+            .into_iter()
+            .collect();
+        return (catch_all, ConfigForm::GroupsOnly);
     };
+    if let Some(ro) = &raw.rollout {
+        errs.at(
+            "rollout",
+            ro,
+            "with `routes:`, a rollout belongs to its route: move it under `routes[i].rollout`",
+        );
+    }
     if list.value.is_empty() {
         errs.at("routes", list, "at least one route is required (or leave `routes:` out for one catch-all route over `groups:`)");
     }
@@ -110,6 +126,10 @@ fn route(
         _ => None,
     };
     let writes = r.writes.as_ref().map(|w| writes(errs, at, w, groups));
+    let rollout = match &r.rollout {
+        None => Some(None),
+        Some(ro) => super::plan::plan(errs, at, ro, groups, split.as_deref()).map(Some),
+    };
     Some(RouteSpec {
         name: name?,
         matches: matches?,
@@ -117,6 +137,7 @@ fn route(
         sticky: sticky?,
         bound: true,
         writes: writes.map_or(Some(None), |w| w.map(Some))?,
+        rollout: rollout?,
     })
 }
 

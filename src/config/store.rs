@@ -151,7 +151,7 @@ fn redis_url(errs: &mut Errors, u: &Spanned<String>, source: &dyn KeySource) -> 
 }
 
 /// A secret given as `env:NAME` or `file:PATH` (a trailing newline dropped).
-fn secret(
+pub(super) fn secret(
     errs: &mut Errors,
     path: &str,
     spec: &Spanned<String>,

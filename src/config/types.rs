@@ -50,6 +50,11 @@ pub struct Config {
     /// `None`: request ids are off.
     pub request_id: Option<RequestIdSettings>,
     pub trace_context: TraceContext,
+    /// Bearer token the admin API's commands (rollouts) require.
+    pub admin_token: Option<Secret>,
+    /// Where rollout state is kept without Redis (`None`: next to the config
+    /// file, or in memory only for a config that came from no file).
+    pub rollout_state_file: Option<std::path::PathBuf>,
 }
 
 /// How the process runs; read once at start-up.
@@ -414,6 +419,8 @@ pub struct RouteSpec {
     pub bound: bool,
     /// Where writes go, if not by the split.
     pub writes: Option<Writes>,
+    /// A canary plan over two groups of the split.
+    pub rollout: Option<super::rollout::RolloutPlan>,
 }
 
 /// A route's read/write split: unsafe methods (anything but GET, HEAD,
@@ -436,6 +443,8 @@ impl PartialEq for RouteSpec {
             && self.split == other.split
             && self.sticky == other.sticky
             && self.bound == other.bound
+            && self.writes == other.writes
+            && self.rollout == other.rollout
     }
 }
 

@@ -85,6 +85,18 @@ pub fn validate(
             .map(|_| int_field(&mut errs, "run.workers", &raw.run.workers, 1..=1024, 1)),
     };
     super::tls::cross_checks(&mut errs, raw, listen.flatten(), admin, tls.as_ref());
+    let admin_token = match &raw.admin_token {
+        None => Some(None),
+        Some(t) => super::store::secret(&mut errs, "admin_token", t, keys).map(Some),
+    };
+    let rollout_state_file = match &raw.rollout_state_file {
+        Some(f) if f.value.trim().is_empty() => {
+            errs.at("rollout_state_file", f, "is empty");
+            None
+        }
+        Some(f) => Some(std::path::PathBuf::from(f.value.trim())),
+        None => None,
+    };
 
     errs.0.sort_by_key(|e| e.line.unwrap_or(0));
     match (listen, tls, admin, sticky, errs.0.is_empty()) {
@@ -110,6 +122,8 @@ pub fn validate(
             access_log,
             request_id,
             trace_context,
+            admin_token: admin_token.flatten(),
+            rollout_state_file,
         }),
         _ => Err(errs.0),
     }

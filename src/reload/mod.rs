@@ -129,7 +129,7 @@ impl Reloader {
     /// A reloader for a proxy whose config was just loaded from `source`.
     pub fn new(source: ConfigSource, shared: Arc<Shared>) -> Self {
         let snap = shared.snapshot();
-        let files = snap.config.material_files();
+        let files = snap.declared().material_files();
         let text = config::read_text(&source.path);
         let seen = fingerprint(text.as_deref().map_err(String::as_str), &files);
         Self {
@@ -184,14 +184,18 @@ impl Reloader {
             return Outcome::Unchanged;
         }
         self.seen = fp;
-        let current = self.shared.snapshot();
-        let outcome = match text {
-            Err(msg) => Outcome::Invalid(ConfigErrors {
-                source_name: name,
-                errors: vec![ConfigError::new("", None, msg)],
-            }),
-            Ok(text) => self.check(&current, &name, &text),
-        };
+        let shared = Arc::clone(&self.shared);
+        let (current, outcome) = shared.building(|overrides| {
+            let current = self.shared.snapshot();
+            let outcome = match text {
+                Err(msg) => Outcome::Invalid(ConfigErrors {
+                    source_name: name,
+                    errors: vec![ConfigError::new("", None, msg)],
+                }),
+                Ok(text) => self.check(&current, overrides, &name, &text),
+            };
+            (current, outcome)
+        });
         match &outcome {
             Outcome::Unchanged => {
                 // Read and found equal to what runs (SIGHUP, or an edit undone):
@@ -234,7 +238,13 @@ impl Reloader {
     }
 
     /// Parses, validates and, when allowed, installs `text`.
-    fn check(&mut self, current: &Snapshot, name: &str, text: &str) -> Outcome {
+    fn check(
+        &mut self,
+        current: &Snapshot,
+        overrides: &crate::state::Overrides,
+        name: &str,
+        text: &str,
+    ) -> Outcome {
         let mut cfg = match config::load_str(text, name, &*self.source.keys, self.source.opts) {
             Ok(c) => c,
             Err(e) => return Outcome::Invalid(e),
@@ -244,7 +254,7 @@ impl Reloader {
             self.files = files;
             self.seen = fingerprint(Ok(text), &self.files);
         }
-        let old = &current.config;
+        let old = current.declared();
         if cfg.sticky.ephemeral_key && old.sticky.ephemeral_key {
             // Demo without a key: keep signing with this run's key, or every
             // reload would void every cookie.
@@ -279,6 +289,7 @@ impl Reloader {
         let generation = current.generation + 1;
         let snap = Snapshot::build(
             cfg,
+            overrides,
             generation,
             hash,
             &self.shared.live,

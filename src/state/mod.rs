@@ -25,6 +25,9 @@ use crate::metrics::{GroupMetrics, Metrics, RouteGroupMetrics, TargetMetrics};
 use crate::route::RouteTable;
 use crate::upstream::{H1Pool, PoolSettings, UpstreamClient, upstream_client};
 
+pub mod overrides;
+pub use overrides::{Override, Overrides};
+
 /// Live state of one upstream target, shared by every snapshot that lists it.
 #[derive(Debug, Default)]
 pub struct TargetLive {
@@ -187,7 +190,10 @@ impl Group {
 #[derive(Debug)]
 pub struct Snapshot {
     pub generation: u64,
+    /// The config in force: proxy.yaml with the rollouts' weights applied.
     pub config: Config,
+    /// proxy.yaml as written, when a rollout's weights differ from it.
+    declared: Option<Box<Config>>,
     pub groups: Vec<Group>,
     /// One per route of the config, in its order (the groups-only form: one).
     pub routes: Vec<Route>,
@@ -207,14 +213,21 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds a snapshot. Updates no metric: that happens when it is installed.
+    /// Builds a snapshot of `config` as declared, with `overrides` (the
+    /// rollouts' weights) in force. Updates no metric: that happens when it
+    /// is installed.
     pub fn build(
         config: Config,
+        overrides: &Overrides,
         generation: u64,
         content_hash: String,
         live: &LiveState,
         metrics: &Metrics,
     ) -> Self {
+        let (config, declared) = match overrides::apply(&config, overrides) {
+            Some(in_force) => (in_force, Some(Box::new(config))),
+            None => (config, None),
+        };
         let groups: Vec<Group> = config
             .groups
             .iter()
@@ -299,7 +312,13 @@ impl Snapshot {
             loaded_at: SystemTime::now(),
             content_hash,
             config,
+            declared,
         }
+    }
+
+    /// proxy.yaml as written: what a reload compares a new file with.
+    pub fn declared(&self) -> &Config {
+        self.declared.as_deref().unwrap_or(&self.config)
     }
 
     /// Every (route, group) pair a route splits or writes to, by name.
@@ -572,6 +591,11 @@ pub struct Shared {
     pub store: Option<crate::store::SessionStore>,
     /// The access log's queue and writer (idle while the log is off).
     pub access_log: crate::access_log::AccessLog,
+    /// The rollouts' weights, applied to every snapshot built.
+    overrides: Mutex<Overrides>,
+    /// Held while a snapshot is built and stored, so that a reload and a
+    /// rollout's step never install over each other.
+    building: Mutex<()>,
 }
 
 /// Why the shared state could not be built.
@@ -623,7 +647,7 @@ impl Shared {
             metrics.access_log_dropped.clone(),
         )?;
         let live = LiveState::default();
-        let snap = Snapshot::build(config, 1, content_hash, &live, &metrics);
+        let snap = Snapshot::build(config, &Overrides::new(), 1, content_hash, &live, &metrics);
         snap.publish(&metrics, None);
         metrics.config_last_reload_success.set(1);
         Ok(Arc::new(Self {
@@ -638,7 +662,39 @@ impl Shared {
             https_port: std::sync::atomic::AtomicU16::new(0),
             store,
             access_log,
+            overrides: Mutex::default(),
+            building: Mutex::default(),
         }))
+    }
+
+    /// Runs `f` (which builds and stores a snapshot) with the rollouts'
+    /// weights of the moment, and no other build at the same time.
+    pub fn building<T>(&self, f: impl FnOnce(&Overrides) -> T) -> T {
+        let _one_at_a_time = lock(&self.building);
+        let overrides = lock(&self.overrides).clone();
+        f(&overrides)
+    }
+
+    /// Puts `overrides` in force: a new snapshot of the declared config with
+    /// them, when they differ from those in force. True when they did.
+    pub fn set_overrides(&self, overrides: Overrides) -> bool {
+        let _one_at_a_time = lock(&self.building);
+        if *lock(&self.overrides) == overrides {
+            return false;
+        }
+        let current = self.snapshot();
+        let snap = Snapshot::build(
+            current.declared().clone(),
+            &overrides,
+            current.generation + 1,
+            current.content_hash.clone(),
+            &self.live,
+            &self.metrics,
+        );
+        snap.publish(&self.metrics, Some(&current));
+        self.current.store(Arc::new(snap));
+        *lock(&self.overrides) = overrides;
+        true
     }
 
     /// What the last reload attempts did, for `/status`.

@@ -175,6 +175,22 @@ impl SessionStore {
         self.redis.is_some()
     }
 
+    /// A handle on the Redis connection, for other shared state (rollouts)
+    /// kept beside the sessions; `None` in memory mode.
+    pub fn redis_connection(&self) -> Option<ConnectionManager> {
+        self.redis.as_ref().map(|r| (**r.conn.load()).clone())
+    }
+
+    /// What every key this proxy writes starts with.
+    pub fn key_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// How long a Redis round trip may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     fn key(&self, id: &SessionId) -> String {
         let mut k = String::with_capacity(self.prefix.len() + 22);
         k.push_str(&self.prefix);

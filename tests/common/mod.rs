@@ -43,12 +43,16 @@ pub fn ok<T, E: std::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
     }
 }
 
+/// The admin token test configs name as `env:ADMIN_TOKEN`.
+pub const ADMIN_TOKEN: &str = "test-admin-token-3f9c";
+
 /// The keys test configs name (`env:TEST_KEY` and `env:OTHER_KEY`) from a
 /// fixed table, and files (certificates, CA bundles, `file:` keys) from disk.
 pub fn test_keys() -> TestKeys {
     TestKeys(StaticKeys(vec![
         ("TEST_KEY", TEST_KEY),
         ("OTHER_KEY", "b3RoZXIta2V5LXRoYXQtaXMtbG9uZy1lbm91Z2gtMzJi"),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
     ]))
 }
 
@@ -89,6 +93,10 @@ pub struct Upstream {
     pub open: Arc<AtomicUsize>,
     /// Turned false by [`Upstream::kill`].
     alive: Arc<tokio::sync::watch::Sender<bool>>,
+    /// When not 0, every answer has this status (a broken release).
+    pub fail_with: Arc<std::sync::atomic::AtomicU16>,
+    /// Added to every answer (a slow release).
+    pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Upstream {
@@ -103,9 +111,21 @@ impl Upstream {
             accepted: Arc::default(),
             open: Arc::default(),
             alive: Arc::new(tokio::sync::watch::channel(true).0),
+            fail_with: Arc::default(),
+            delay_ms: Arc::default(),
         };
         up.serve(listener);
         up
+    }
+
+    /// From now on, answers every request with `status` (0: as usual).
+    pub fn fail_with(&self, status: u16) {
+        self.fail_with.store(status, Ordering::SeqCst);
+    }
+
+    /// From now on, answers every request `ms` later.
+    pub fn slow_down(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Kills the server: stops accepting, closes the listening socket, and
@@ -233,6 +253,14 @@ impl Upstream {
         .into_response();
         resp.headers_mut()
             .insert("x-upstream", ok(self.name.parse(), "name header"));
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let fail = self.fail_with.load(Ordering::SeqCst);
+        if let Ok(status) = http::StatusCode::from_u16(fail) {
+            *resp.status_mut() = status;
+        }
         resp
     }
 }

@@ -1,0 +1,727 @@
+//! Rollouts run by the proxy itself, against real upstreams: a canary that
+//! starts answering 500 (or slows down) mid-rollout is aborted and every
+//! client of it is back on stable; a healthy one is promoted through every
+//! step; pause, resume, promote, abort and retry from the admin API behind
+//! its token; a restarted proxy resumes its step (state file); two replicas
+//! sharing Redis agree on the step, sum their counts, and both see one
+//! abort; edits of the plan while it runs; and every bad plan named with
+//! its YAML path and line.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::redis_server::RedisServer;
+use common::*;
+use http_body_util::Full;
+use switchyard::config::{self, ValidateOptions};
+
+/// Steps short enough for a test: 20 % and 50 % held 1 s each, then 100 %.
+const PLAN: &str = "\
+admin_token: env:ADMIN_TOKEN
+rollout:
+  stable: blue
+  canary: green
+  steps: [{weight: 20, hold: 1s}, {weight: 50, hold: 1s}, {weight: 100}]
+  analysis: {interval: 300ms, min_requests: 20, failures_to_abort: 2}
+";
+
+fn plan_yaml(b: &Upstream, g: &Upstream, plan: &str) -> String {
+    config_yaml(&[("blue", 100, &[b]), ("green", 0, &[g])], plan)
+}
+
+/// The first rollout of `/status`.
+async fn rollout_at(admin: std::net::SocketAddr) -> serde_json::Value {
+    status_at(admin).await["rollouts"][0].clone()
+}
+
+/// Polls the first rollout until `ok` holds of it (its value), or panics
+/// after `within` with what it was.
+async fn wait_rollout(
+    admin: std::net::SocketAddr,
+    within: Duration,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let r = rollout_at(admin).await;
+        if ok(&r) {
+            return r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: never happened within {within:?}; the rollout: {r:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn state_is(r: &serde_json::Value, state: &str) -> bool {
+    r["status"]["state"] == state
+}
+
+/// A pinned client: its cookie, and the upstream that served it last.
+type Pinned = (Option<String>, String);
+
+/// Clients of a proxy while a test runs: new ones (no cookie) and a
+/// crowd that keeps its cookies, each remembering where it was served.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    pinned: Arc<Mutex<Vec<Pinned>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(addr: std::net::SocketAddr, loops: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let pinned = Arc::new(Mutex::new(vec![(None, String::new()); 40]));
+        let tasks = (0..loops)
+            .map(|n| {
+                let stop = Arc::clone(&stop);
+                let pinned = Arc::clone(&pinned);
+                tokio::spawn(async move {
+                    let c = h1_client();
+                    let url = format!("http://{addr}/");
+                    let mut i = n;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += loops;
+                        if i % 2 == 0 {
+                            get(&c, &url, None).await;
+                            continue;
+                        }
+                        let k = (i / 2) % 40;
+                        let cookie = pinned.lock().map(|p| p[k].0.clone()).unwrap_or_default();
+                        let got = get(&c, &url, cookie.as_deref()).await;
+                        if let Ok(mut p) = pinned.lock() {
+                            if let Some(v) = got.set_cookie("switchyard") {
+                                p[k].0 = Some(format!("switchyard={v}"));
+                            }
+                            p[k].1 = got.upstream().to_owned();
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            pinned,
+            tasks,
+        }
+    }
+
+    async fn stop(self) -> Vec<Pinned> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.pinned.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+/// Where each pinned client's next request goes, and where 40 new ones go.
+async fn where_clients_go(addr: std::net::SocketAddr, pinned: &[Pinned]) -> Vec<String> {
+    let c = h1_client();
+    let url = format!("http://{addr}/");
+    let mut out = Vec::new();
+    for (cookie, _) in pinned {
+        out.push(get(&c, &url, cookie.as_deref()).await.upstream().to_owned());
+    }
+    for _ in 0..40 {
+        out.push(get(&c, &url, None).await.upstream().to_owned());
+    }
+    out
+}
+
+async fn post(admin: std::net::SocketAddr, path: &str, token: Option<&str>) -> Got {
+    let mut b = http::Request::post(format!("http://{admin}{path}"));
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    send(&h1_client(), ok(b.body(Full::default()), "request")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_that_starts_answering_500_is_aborted_and_no_client_is_left_on_it() {
+    let (blue, green) = blue_and_green().await;
+    let proxy = start_proxy(&plan_yaml(&blue, &green, PLAN)).await;
+    let traffic = Traffic::start(proxy.proxy_addr, 4);
+    wait_rollout(proxy.admin_addr, Duration::from_secs(15), "step 2", |r| {
+        r["status"]["step"] == 2
+    })
+    .await;
+    let on_green = traffic
+        .pinned
+        .lock()
+        .map(|p| p.iter().filter(|(_, u)| u == "green").count())
+        .unwrap_or(0);
+    assert!(on_green > 0, "some pinned clients were on the canary");
+    green.fail_with(500);
+    let broke = tokio::time::Instant::now();
+    let r = wait_rollout(proxy.admin_addr, Duration::from_secs(10), "abort", |r| {
+        state_is(r, "aborted")
+    })
+    .await;
+    // Two failed intervals of 300 ms, plus the tick that closes each.
+    assert!(
+        broke.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        broke.elapsed()
+    );
+    let reason = r["status"]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("error_ratio") || reason.contains("canary_up"),
+        "{reason}"
+    );
+    assert_eq!(r["status"]["canary_weight_percent"], 0.0);
+    let pinned = traffic.stop().await;
+    let hits = green.hits();
+    let went = where_clients_go(proxy.proxy_addr, &pinned).await;
+    assert!(went.iter().all(|u| u == "blue"), "{went:?}");
+    assert_eq!(green.hits(), hits, "nothing more reached the canary");
+    assert_eq!(
+        metric(
+            &proxy,
+            "switchyard_rollout_state{route=\"default\",state=\"aborted\"}"
+        )
+        .await,
+        1.0
+    );
+    assert!(
+        metric(
+            &proxy,
+            "switchyard_rollout_analysis_total{check=\"error_ratio\",result=\"pass\",route=\"default\"}"
+        )
+        .await
+            >= 1.0,
+        "the healthy intervals were judged too"
+    );
+    let split = &status_at(proxy.admin_addr).await["routes"][0]["split"];
+    assert_eq!(split[1]["drain"], true, "the canary is drained: {split}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_that_slows_down_is_aborted_on_its_latency() {
+    let (blue, green) = blue_and_green().await;
+    let plan = PLAN.replace("min_requests: 20", "min_requests: 5");
+    let proxy = start_proxy(&plan_yaml(&blue, &green, &plan)).await;
+    let traffic = Traffic::start(proxy.proxy_addr, 8);
+    wait_rollout(
+        proxy.admin_addr,
+        Duration::from_secs(15),
+        "a verdict",
+        |r| r["status"]["last_verdict"]["passed"] == true,
+    )
+    .await;
+    green.slow_down(150);
+    let r = wait_rollout(proxy.admin_addr, Duration::from_secs(15), "abort", |r| {
+        state_is(r, "aborted")
+    })
+    .await;
+    let reason = r["status"]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("latency_over_stable"), "{reason}");
+    let pinned = traffic.stop().await;
+    let went = where_clients_go(proxy.proxy_addr, &pinned).await;
+    assert!(went.iter().all(|u| u == "blue"), "{went:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_is_promoted_through_every_step() {
+    let (blue, green) = blue_and_green().await;
+    let proxy = start_proxy(&plan_yaml(&blue, &green, PLAN)).await;
+    let traffic = Traffic::start(proxy.proxy_addr, 4);
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = status_at(proxy.admin_addr).await;
+        let r = &st["rollouts"][0]["status"];
+        let step = (r["step"].as_u64().unwrap_or(0), r["state"].clone());
+        let weights: Vec<u64> = st["routes"][0]["split"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|g| g["weight"].as_u64()).collect())
+            .unwrap_or_default();
+        if seen.last().map(|(s, _)| s) != Some(&step) {
+            seen.push((step.clone(), weights));
+        }
+        if r["state"] == "promoted" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{seen:?}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let steps: Vec<u64> = seen.iter().map(|((s, _), _)| *s).collect();
+    assert_eq!(&steps[..3], [1, 2, 3], "every step in turn: {seen:?}");
+    // The split in force at each step (basis points: blue, green).
+    assert_eq!(seen[0].1, [8000, 2000], "{seen:?}");
+    assert_eq!(seen[1].1, [5000, 5000], "{seen:?}");
+    assert_eq!(seen[2].1, [0, 10000], "{seen:?}");
+    let pinned = traffic.stop().await;
+    assert!(pinned.iter().any(|(_, u)| u == "blue") || blue.hits() > 0);
+    let went = where_clients_go(proxy.proxy_addr, &pinned).await;
+    assert!(
+        went.iter().all(|u| u == "green"),
+        "promoted, blue drained: {went:?}"
+    );
+    assert_eq!(
+        metric(
+            &proxy,
+            "switchyard_rollout_canary_weight_ratio{route=\"default\"}"
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_steers_a_rollout_behind_its_token() {
+    let (blue, green) = blue_and_green().await;
+    let plan = PLAN.replace(
+        "{weight: 20, hold: 1s}",
+        "{weight: 20, hold: 1s, pause: true}",
+    );
+    let proxy = start_proxy(&plan_yaml(&blue, &green, &plan)).await;
+    let admin = proxy.admin_addr;
+    for path in ["/rollouts/default/abort", "/rollouts/default/pause"] {
+        assert_eq!(post(admin, path, None).await.status, 401);
+        assert_eq!(post(admin, path, Some("wrong")).await.status, 401);
+    }
+    let unauth = get(&h1_client(), &format!("http://{admin}/rollouts"), None).await;
+    assert_eq!(unauth.status, 401);
+    assert!(unauth.headers.contains_key("www-authenticate"));
+    let traffic = Traffic::start(proxy.proxy_addr, 2);
+    let t = Some(ADMIN_TOKEN);
+    wait_rollout(
+        admin,
+        Duration::from_secs(10),
+        "waiting at the pause step",
+        |r| state_is(r, "waiting") && r["status"]["last_verdict"]["passed"] == true,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rollout_at(admin).await["status"]["step"],
+        1,
+        "a pause step waits"
+    );
+    assert_eq!(post(admin, "/rollouts/default/resume", t).await.status, 200);
+    wait_rollout(admin, Duration::from_secs(10), "step 2", |r| {
+        r["status"]["step"] == 2
+    })
+    .await;
+    let paused = post(admin, "/rollouts/default/pause", t).await;
+    assert_eq!(paused.status, 200);
+    let body: serde_json::Value = ok(serde_json::from_slice(&paused.body), "json");
+    assert_eq!(body["status"]["state"], "paused");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = rollout_at(admin).await;
+    assert_eq!(
+        (r["status"]["step"].clone(), r["status"]["state"].clone()),
+        (2.into(), "paused".into())
+    );
+    assert_eq!(post(admin, "/rollouts/default/retry", t).await.status, 409);
+    assert_eq!(post(admin, "/rollouts/nope/abort", t).await.status, 404);
+    assert_eq!(
+        post(admin, "/rollouts/default/explode", t).await.status,
+        404
+    );
+    assert_eq!(post(admin, "/rollouts/default/abort", t).await.status, 200);
+    let r = rollout_at(admin).await;
+    assert!(state_is(&r, "aborted"), "{r:#}");
+    assert_eq!(
+        post(admin, "/rollouts/default/promote", t).await.status,
+        409
+    );
+    assert_eq!(post(admin, "/rollouts/default/retry", t).await.status, 200);
+    let r = rollout_at(admin).await;
+    assert_eq!(
+        (r["status"]["step"].clone(), r["status"]["state"].clone()),
+        (1.into(), "waiting".into())
+    );
+    assert_eq!(
+        post(admin, "/rollouts/default/promote", t).await.status,
+        200
+    );
+    let pinned = traffic.stop().await;
+    let went = where_clients_go(proxy.proxy_addr, &pinned).await;
+    assert!(went.iter().all(|u| u == "green"), "{went:?}");
+}
+
+#[tokio::test]
+async fn without_an_admin_token_the_rollout_api_is_off() {
+    let (blue, green) = blue_and_green().await;
+    let plan = PLAN.replace("admin_token: env:ADMIN_TOKEN\n", "");
+    let proxy = start_proxy(&plan_yaml(&blue, &green, &plan)).await;
+    let got = post(
+        proxy.admin_addr,
+        "/rollouts/default/abort",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(got.status, 403);
+    assert!(String::from_utf8_lossy(&got.body).contains("admin_token"));
+    let r = rollout_at(proxy.admin_addr).await;
+    assert!(state_is(&r, "progressing"), "/status still shows it: {r:#}");
+}
+
+/// Writes `admin_token: file:` into a BinProxy's config directory.
+fn bin_config(dir: &std::path::Path, b: &Upstream, g: &Upstream) -> std::path::PathBuf {
+    let token = dir.join("admin.token");
+    ok(std::fs::write(&token, ADMIN_TOKEN), "write token");
+    let plan = PLAN
+        .replace("env:ADMIN_TOKEN", &format!("file:{}", token.display()))
+        .replace("{weight: 50, hold: 1s}", "{weight: 50, hold: 1h}");
+    let path = dir.join("proxy.yaml");
+    ok(
+        std::fs::write(&path, plan_yaml(b, g, &plan)),
+        "write config",
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_proxy_resumes_the_step_it_was_on() {
+    let (blue, green) = blue_and_green().await;
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    let path = bin_config(dir.path(), &blue, &green);
+    let mut first = BinProxy::start_at(ok(tempfile::tempdir(), "tempdir"), &path);
+    let traffic = Traffic::start(first.proxy_addr, 2);
+    wait_rollout(first.admin_addr, Duration::from_secs(15), "step 2", |r| {
+        r["status"]["step"] == 2
+    })
+    .await;
+    traffic.stop().await;
+    let before = rollout_at(first.admin_addr).await["status"].clone();
+    let log = first
+        .wait_log(
+            "rollout default: step 1/3 (canary 20%) -> step 2/3 (canary 50%): checks held",
+            Duration::from_secs(1),
+        )
+        .await;
+    assert!(
+        log.contains("error_ratio"),
+        "the figures that decided it: {log}"
+    );
+    first.signal("TERM");
+    let _ = first.child.wait();
+    let state = path.with_extension("rollout.json");
+    let saved: serde_json::Value = ok(
+        serde_json::from_slice(&ok(std::fs::read(&state), "state file")),
+        "state json",
+    );
+    assert_eq!(saved["default"]["step"], 1, "{saved:#}");
+    let mut second = BinProxy::start_at(ok(tempfile::tempdir(), "tempdir"), &path);
+    // The first answer already has the step: no request served the YAML's 100/0.
+    let st = status_at(second.admin_addr).await;
+    let r = &st["rollouts"][0]["status"];
+    assert_eq!(r["step"], 2, "{r:#}");
+    assert_eq!(r["step_started_unix_ms"], before["step_started_unix_ms"]);
+    assert_eq!(st["routes"][0]["split"][1]["weight"], 5000);
+    let got = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["rollout", "status", "--admin"])
+        .arg(second.admin_addr.to_string())
+        .arg("--config")
+        .arg(&path)
+        .env("TEST_KEY", TEST_KEY)
+        .output();
+    let got = ok(got, "switchyard rollout status");
+    let out = String::from_utf8_lossy(&got.stdout);
+    assert!(
+        got.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert!(out.contains("progressing at step 2/3 (canary 50"), "{out}");
+    let check = ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["check", "--no-secrets"])
+            .arg(&path)
+            .output(),
+        "switchyard check",
+    );
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        out.contains("rollout on route default: blue -> green"),
+        "{out}"
+    );
+    assert!(out.contains("progressing at step 2/3"), "{out}");
+    let aborted = ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["rollout", "abort", "--admin"])
+            .arg(second.admin_addr.to_string())
+            .arg("--config")
+            .arg(&path)
+            .output(),
+        "switchyard rollout abort",
+    );
+    let out = String::from_utf8_lossy(&aborted.stdout);
+    assert!(out.contains("aborted at step 2/3"), "{out}");
+    second.signal("TERM");
+    let _ = second.child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_sharing_redis_agree_on_the_step_and_both_see_one_abort() {
+    let r = RedisServer::start().await;
+    let (blue, green) = blue_and_green().await;
+    let plan = PLAN.replace(
+        "{weight: 50, hold: 1s}",
+        "{weight: 50, hold: 1s, pause: true}",
+    );
+    let url = r.url();
+    let yaml = plan_yaml(&blue, &green, &plan).replace(
+        "  keys: [env:TEST_KEY]\n",
+        &format!("  keys: [env:TEST_KEY]\n  store:\n    type: redis\n    url: {url}\n    key_prefix: \"r:\"\n"),
+    );
+    let a = start_proxy(&yaml).await;
+    let b = start_proxy(&yaml).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let leaders = [
+        metric(&a, "switchyard_rollout_leader").await,
+        metric(&b, "switchyard_rollout_leader").await,
+    ];
+    assert_eq!(
+        leaders.iter().sum::<f64>(),
+        1.0,
+        "exactly one leads: {leaders:?}"
+    );
+    let (leader, follower) = if leaders[0] == 1.0 {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    // Traffic through the follower only: the leader judges the counts it
+    // sends to Redis, so the plan can only advance if they are summed.
+    let traffic = Traffic::start(follower.proxy_addr, 4);
+    let r_leader = wait_rollout(
+        leader.admin_addr,
+        Duration::from_secs(15),
+        "step 2 on the leader",
+        |r| state_is(r, "waiting") && r["status"]["step"] == 2,
+    )
+    .await;
+    assert!(
+        r_leader["status"]["last_verdict"]["canary_requests"].as_u64() >= Some(20),
+        "{r_leader:#}"
+    );
+    let r_follower = wait_rollout(
+        follower.admin_addr,
+        Duration::from_secs(3),
+        "step 2 on the follower",
+        |r| r["status"]["step"] == 2,
+    )
+    .await;
+    assert_eq!(
+        r_follower["status"], r_leader["status"],
+        "one state for both"
+    );
+    assert_eq!(r_follower["leader"], false);
+    // One abort, sent to the replica that does not lead: both see it.
+    assert_eq!(
+        post(
+            follower.admin_addr,
+            "/rollouts/default/abort",
+            Some(ADMIN_TOKEN)
+        )
+        .await
+        .status,
+        200
+    );
+    for p in [leader, follower] {
+        wait_rollout(p.admin_addr, Duration::from_secs(3), "abort on both", |r| {
+            state_is(r, "aborted")
+        })
+        .await;
+    }
+    let pinned = traffic.stop().await;
+    for p in [leader, follower] {
+        let went = where_clients_go(p.proxy_addr, &pinned).await;
+        assert!(went.iter().all(|u| u == "blue"), "{went:?}");
+    }
+    let mut conn = r.conn().await;
+    let stored: String = ok(
+        redis::AsyncCommands::get(&mut conn, "r:rollout:default").await,
+        "GET",
+    );
+    assert!(stored.contains("\"phase\":\"aborted\""), "{stored}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_of_a_running_plan_apply_as_documented() {
+    let (blue, green) = blue_and_green().await;
+    let plan = PLAN.replace("{weight: 50, hold: 1s}", "{weight: 50, hold: 1h}");
+    let w = Watched::start(&plan_yaml(&blue, &green, &plan)).await;
+    let admin = w.running.admin_addr;
+    let traffic = Traffic::start(w.running.proxy_addr, 2);
+    wait_rollout(admin, Duration::from_secs(15), "step 2", |r| {
+        r["status"]["step"] == 2
+    })
+    .await;
+    // New steps: the one in force keeps its weight until it ends.
+    let edited = plan.replace("{weight: 50, hold: 1h}", "{weight: 60, hold: 1h}");
+    write_by_rename(&w.path, &plan_yaml(&blue, &green, &edited));
+    wait_rollout(admin, Duration::from_secs(5), "the new plan", |r| {
+        r["steps"][1]["weight_percent"] == 60.0
+    })
+    .await;
+    let st = status_at(admin).await;
+    assert_eq!(st["rollouts"][0]["status"]["step"], 2);
+    assert_eq!(st["routes"][0]["split"][1]["weight"], 5000, "{st:#}");
+    // Without `rollout`, the YAML's weights are back.
+    let gone = plan_yaml(&blue, &green, "admin_token: env:ADMIN_TOKEN\n");
+    write_by_rename(&w.path, &gone);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = status_at(admin).await;
+        let split = &st["routes"][0]["split"];
+        if st["rollouts"].as_array().is_some_and(Vec::is_empty)
+            && split[0]["weight"] == 100
+            && split[1]["weight"] == 0
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{st:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pinned = traffic.stop().await;
+    // A plan put back starts again from its first step.
+    write_by_rename(&w.path, &plan_yaml(&blue, &green, &plan));
+    let r = wait_rollout(admin, Duration::from_secs(5), "a new start", |r| {
+        !r["status"].is_null()
+    })
+    .await;
+    assert_eq!(r["status"]["step"], 1, "{r:#}");
+    drop(pinned);
+}
+
+/// `base` (groups with weights) in the routes form, with `routes` after it.
+fn routes_form(base: &str, routes: &str) -> String {
+    base.replace("weight: 100, ", "")
+        .replace("weight: 0, drain: true, ", "")
+        .replace("weight: 0, ", "")
+        + routes
+}
+
+/// Each bad plan, and the path and line `check` must name.
+#[test]
+fn bad_plans_are_named_with_their_path_and_line() {
+    let base = "listen: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:TEST_KEY]\ngroups:\n  blue: {weight: 100, targets: [{address: 127.0.0.1:1}]}\n  green: {weight: 0, targets: [{address: 127.0.0.1:2}]}\n  red: {weight: 0, drain: true, targets: [{address: 127.0.0.1:3}]}\n";
+    let cases: &[(&str, &str, u64, &str)] = &[
+        (
+            "rollout:\n  stable: blue\n  canary: nosuch\n  steps: [{weight: 5}]\n",
+            "rollout.canary",
+            10,
+            "no group named `nosuch`",
+        ),
+        (
+            "rollout:\n  stable: blue\n  canary: blue\n  steps: [{weight: 5}]\n",
+            "rollout.canary",
+            10,
+            "another group than stable",
+        ),
+        (
+            "rollout:\n  stable: blue\n  canary: green\n  steps: [{weight: 5}, {weight: 101}]\n",
+            "rollout.steps[1].weight",
+            11,
+            "percent from 0 to 100",
+        ),
+        (
+            "rollout:\n  stable: blue\n  canary: green\n  steps: [{weight: 50}, {weight: 10}]\n",
+            "rollout.steps[1].weight",
+            11,
+            "only grows",
+        ),
+        (
+            "rollout:\n  stable: blue\n  canary: green\n  steps: [{weight: 5}]\n  analysis:\n    max_error_ratio: 1.5\n",
+            "rollout.analysis.max_error_ratio",
+            13,
+            "ratio from 0 to 1",
+        ),
+        (
+            "rollout:\n  stable: blue\n  canary: green\n  steps: [{weight: 5}]\n  analysis:\n    max_latency_over_stable: 0.5\n",
+            "rollout.analysis.max_latency_over_stable",
+            13,
+            "factor from 1",
+        ),
+        (
+            "rollout:\n  stable: blue\n  canary: green\n  steps: [{weight: 5}]\n  analysis:\n    quantile: 1.2\n",
+            "rollout.analysis.quantile",
+            13,
+            "quantile from 0.5",
+        ),
+        (
+            "rollout:\n  stable: blue\n  canary: green\n  steps: [{weight: 5}]\n  analysis:\n    failures_to_abort: 0\n",
+            "rollout.analysis.failures_to_abort",
+            13,
+            "from 1 to 1000",
+        ),
+        (
+            "rollout:\n  stable: blue\n  canary: green\n  steps: []\n",
+            "rollout.steps",
+            11,
+            "at least one step",
+        ),
+    ];
+    let check = |yaml: &str| {
+        config::load_str(yaml, "t.yaml", &test_keys(), ValidateOptions::default())
+            .err()
+            .map(|e| e.errors)
+            .unwrap_or_default()
+    };
+    for (plan, path, line, words) in cases {
+        // Two groups only: red is out of the split for these.
+        let yaml = format!(
+            "{}{plan}",
+            base.replace(
+                "  red: {weight: 0, drain: true, targets: [{address: 127.0.0.1:3}]}\n",
+                ""
+            )
+        );
+        let errs = check(&yaml);
+        let e = errs
+            .iter()
+            .find(|e| e.path == *path)
+            .unwrap_or_else(|| panic!("{path} not named for\n{plan}\ngot: {errs:?}"));
+        assert_eq!(e.line, Some(*line), "{path}: {e:?}");
+        assert!(e.message.contains(words), "{path}: {}", e.message);
+    }
+    // Abort needs a stable group to go back to: a draining one is none.
+    let routes = "routes:\n  - name: web\n    split: {blue: 100, green: 5}\n    drain: [blue]\n    rollout: {stable: blue, canary: green, steps: [{weight: 5}]}\n";
+    let yaml = routes_form(base, routes);
+    let errs = check(&yaml);
+    let e = errs
+        .iter()
+        .find(|e| e.path == "routes[0].rollout.stable")
+        .unwrap_or_else(|| panic!("{errs:?}"));
+    assert!(
+        e.message.contains("no stable group to return"),
+        "{}",
+        e.message
+    );
+    assert_eq!(e.line, Some(13));
+    // Only the two groups in the split.
+    let routes = "routes:\n  - name: web\n    split: {green: 0, blue: 100, red: 5}\n    rollout: {stable: blue, canary: green, steps: [{weight: 5}]}\n";
+    let yaml = routes_form(base, routes);
+    let errs = check(&yaml);
+    let msgs: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
+    assert!(
+        msgs.iter().any(|m| m.contains("also has `red`")),
+        "{msgs:?}"
+    );
+    // Either order of the two is fine: the canary's slice grows from its end.
+    let routes = "routes:\n  - name: web\n    split: {green: 0, blue: 100}\n    rollout: {stable: blue, canary: green, steps: [{weight: 5}]}\n";
+    let yaml = routes_form(base, routes);
+    assert!(check(&yaml).is_empty(), "{:?}", check(&yaml));
+    // A rollout at the top of a routes config belongs under its route.
+    let yaml = routes_form(
+        base,
+        "routes:\n  - name: web\n    split: {blue: 100, green: 0}\nrollout: {stable: blue, canary: green, steps: [{weight: 5}]}\n",
+    );
+    let errs = check(&yaml);
+    assert!(
+        errs.iter()
+            .any(|e| e.path == "rollout" && e.line == Some(12)),
+        "{errs:?}"
+    );
+}
