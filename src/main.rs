@@ -549,7 +549,27 @@ fn print_rollouts(path: &Path, cfg: &Config) {
             (Some(f), false) => println!("    state ({}): not started", f.display()),
             (None, false) => println!("    state: in memory"),
         }
+        if let (Some(f), false) = (&state, redis)
+            && let Err(e) = probe_writable(f)
+        {
+            println!(
+                "    warning: cannot write beside {} ({e}): the plan will not advance; set `rollout_state_file` to a writable path (or use the Redis store)",
+                f.display()
+            );
+        }
     }
+}
+
+/// Whether a file can be created beside `file` (where the state is
+/// written, by a temporary file renamed over it): creates one and removes it.
+fn probe_writable(file: &Path) -> std::io::Result<()> {
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let probe = dir.join(format!(".switchyard-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
 }
 
 /// Each route in the order it is evaluated within a host tier (the order

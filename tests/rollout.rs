@@ -595,6 +595,46 @@ async fn edits_of_a_running_plan_apply_as_documented() {
     drop(pinned);
 }
 
+#[tokio::test]
+async fn a_state_file_that_cannot_be_written_holds_the_yaml_weights_and_says_why() {
+    let (blue, green) = blue_and_green().await;
+    let plan = format!("rollout_state_file: /proc/no-such-dir/state.json\n{PLAN}");
+    let proxy = start_proxy(&plan_yaml(&blue, &green, &plan)).await;
+    let r = rollout_at(proxy.admin_addr).await;
+    assert!(r["status"].is_null(), "not started: {r:#}");
+    let why = r["store_error"].as_str().unwrap_or("");
+    assert!(why.contains("/proc/no-such-dir/state.json"), "{r:#}");
+    let split = &status_at(proxy.admin_addr).await["routes"][0]["split"];
+    assert_eq!(
+        (split[0]["weight"].clone(), split[1]["weight"].clone()),
+        (100.into(), 0.into())
+    );
+}
+
+#[test]
+fn check_names_a_bad_plan_with_its_path_and_line_and_fails() {
+    let (dir, path) = {
+        let dir = ok(tempfile::tempdir(), "tempdir");
+        let path = dir.path().join("proxy.yaml");
+        (dir, path)
+    };
+    let yaml = "listen: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:TEST_KEY]\ngroups:\n  blue: {weight: 100, targets: [{address: 127.0.0.1:1}]}\n  green: {weight: 0, targets: [{address: 127.0.0.1:2}]}\nrollout:\n  stable: blue\n  canary: green\n  steps:\n    - {weight: 10, hold: 1m}\n    - {weight: 150}\n";
+    ok(std::fs::write(&path, yaml), "write config");
+    let out = ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("check")
+            .arg(&path)
+            .env("TEST_KEY", TEST_KEY)
+            .output(),
+        "switchyard check",
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("rollout.steps[1].weight"), "{said}");
+    assert!(said.contains("line 13"), "{said}");
+    drop(dir);
+}
+
 /// `base` (groups with weights) in the routes form, with `routes` after it.
 fn routes_form(base: &str, routes: &str) -> String {
     base.replace("weight: 100, ", "")

@@ -79,6 +79,9 @@ pub struct Rollouts {
     /// The last backend failure logged (unix ms), so a Redis outage logs
     /// once every 10 s, not every tick.
     failure_logged: Mutex<u64>,
+    /// The last backend failure, until an operation succeeds: `/status`
+    /// shows it (a state file that cannot be written stops the plan).
+    last_failure: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -151,6 +154,7 @@ impl Rollouts {
             leading: AtomicBool::new(false),
             turn: tokio::sync::Mutex::new(()),
             failure_logged: Mutex::new(0),
+            last_failure: Mutex::default(),
         });
         r.tick().await;
         Ok(r)
@@ -190,6 +194,7 @@ impl Rollouts {
     }
 
     fn failed(&self, what: &str, e: &BackendError) {
+        *lock(&self.last_failure) = Some(format!("{what}: {e}"));
         let now = unix_ms();
         let mut last = lock(&self.failure_logged);
         if now.saturating_sub(*last) >= 10_000 {
@@ -296,6 +301,7 @@ impl Rollouts {
             .await
         {
             Ok(true) => {
+                *lock(&self.last_failure) = None;
                 for s in said {
                     tracing::info!("rollout {route}: {s}");
                 }
@@ -604,6 +610,7 @@ fn describe(
             crate::config::AfterPromote::Keep => "keep",
         },
         "store": r.store_label(),
+        "store_error": lock(&r.last_failure).clone(),
         "leader": r.leading(),
         "status": state,
     })
