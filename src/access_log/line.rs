@@ -47,20 +47,18 @@ impl<'a> LineWriter<'a> {
 
     /// Writes one field. In JSON an absent value leaves its key out (a
     /// reader takes a missing key for null); text writes `-`.
-    #[inline]
+    #[inline(always)]
     pub fn field(&mut self, field: LogField, value: Value<'_>) {
         if self.format == LogFormat::Json && matches!(value, Value::Absent) {
             return;
         }
         let out = &mut *self.out;
-        // Keys come with their separator: one copy per key; the first drops it.
+        // Keys come with their separator (and, in JSON, a string's opening
+        // quote): one copy per key; the first drops the separator.
         let skip = usize::from(self.first);
         self.first = false;
         match self.format {
-            LogFormat::Json => {
-                out.extend_from_slice(&field.json_key().as_bytes()[skip..]);
-                json_value(out, value);
-            }
+            LogFormat::Json => json_field(out, field, skip, value),
             LogFormat::Text => {
                 out.extend_from_slice(&field.text_key().as_bytes()[skip..]);
                 text_value(out, value);
@@ -77,25 +75,37 @@ impl<'a> LineWriter<'a> {
     }
 }
 
-#[inline]
-fn json_value(out: &mut Vec<u8>, value: Value<'_>) {
+/// A JSON field: its key (from `skip`), then its value.
+fn json_field(out: &mut Vec<u8>, field: LogField, skip: usize, value: Value<'_>) {
+    let quoted =
+        |out: &mut Vec<u8>| out.extend_from_slice(&field.json_key_quoted().as_bytes()[skip..]);
+    let key = |out: &mut Vec<u8>| out.extend_from_slice(&field.json_key().as_bytes()[skip..]);
     match value {
-        Value::Absent => out.extend_from_slice(b"null"),
+        Value::Absent => {
+            key(out);
+            out.extend_from_slice(b"null");
+        }
         Value::Plain(p) => {
             debug_assert!(is_plain(p.as_bytes()), "{p:?}");
-            out.push(b'"');
+            quoted(out);
             out.extend_from_slice(p.as_bytes());
             out.push(b'"');
         }
         Value::Text(t) => {
-            out.push(b'"');
+            quoted(out);
             json_escape(out, t);
             out.push(b'"');
         }
-        Value::Int(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
-        Value::Millis(d) => millis(out, d),
+        Value::Int(n) => {
+            key(out);
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        }
+        Value::Millis(d) => {
+            key(out);
+            millis(out, d);
+        }
         Value::Time(t) => {
-            out.push(b'"');
+            quoted(out);
             rfc3339(out, t);
             out.push(b'"');
         }
@@ -230,16 +240,33 @@ fn millis(out: &mut Vec<u8>, d: std::time::Duration) {
     ]);
 }
 
-/// `2026-12-05T12:03:32.123Z` (years 0 to 9999).
+/// `2026-12-05T12:03:32.123Z` (years 0 to 9999). The text up to the
+/// seconds is kept per thread and made again only when the second changes:
+/// a busy thread writes many lines a second.
 pub fn rfc3339(out: &mut Vec<u8>, t: SystemTime) {
+    thread_local! {
+        static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+    }
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let day = secs % 86_400;
+    let (at, mut text) = SECOND.get();
+    if at != secs {
+        text = up_to_seconds(secs);
+        SECOND.set((secs, text));
+    }
     let ms = u64::from(since.subsec_millis());
     let digit = |n: u64| b'0' + (n % 10) as u8;
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&[b'.', digit(ms / 100), digit(ms / 10), digit(ms), b'Z']);
+}
+
+/// `2026-12-05T12:03:32` for `secs` since the epoch.
+fn up_to_seconds(secs: u64) -> [u8; 19] {
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let day = secs % 86_400;
+    let digit = |n: u64| b'0' + (n % 10) as u8;
     let y = y.clamp(0, 9999) as u64;
-    out.extend_from_slice(&[
+    [
         digit(y / 1000),
         digit(y / 100),
         digit(y / 10),
@@ -259,12 +286,7 @@ pub fn rfc3339(out: &mut Vec<u8>, t: SystemTime) {
         b':',
         digit(day % 60 / 10),
         digit(day),
-        b'.',
-        digit(ms / 100),
-        digit(ms / 10),
-        digit(ms),
-        b'Z',
-    ]);
+    ]
 }
 
 /// Year, month and day of a count of days since 1970-01-01 (the proleptic

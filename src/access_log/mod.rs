@@ -138,30 +138,34 @@ impl AccessLog {
     /// waits for the writer. Past `queue` lines waiting, the line is dropped
     /// and counted.
     pub fn write_line(&self, format: impl FnOnce(&mut Vec<u8>)) {
-        let buf = self.thread_buf();
-        let mut mine = lock(&buf.0);
-        if mine.lines >= self.inner.max_lines {
-            drop(mine);
+        let full = self.with_thread_buf(|buf| {
+            let mut mine = lock(&buf.0);
+            if mine.lines >= self.inner.max_lines {
+                return true;
+            }
+            format(&mut mine.bytes);
+            mine.lines += 1;
+            false
+        });
+        if full {
             self.inner.dropped[LogDrop::QueueFull].inc();
-            return;
         }
-        format(&mut mine.bytes);
-        mine.lines += 1;
     }
 
-    /// This thread's buffer, made and registered on its first line.
-    fn thread_buf(&self) -> Arc<ThreadBuf> {
+    /// Runs `f` on this thread's buffer, made and registered on its first
+    /// line (borrowed in place: no reference count moves per line).
+    fn with_thread_buf<T>(&self, f: impl FnOnce(&ThreadBuf) -> T) -> T {
         let id = self.inner.id;
         MINE.with_borrow_mut(|mine| {
             if let Some((_, b)) = mine.iter().find(|(i, _)| *i == id) {
-                return Arc::clone(b);
+                return f(b);
             }
             // Logs that are gone (only this thread holds their buffer).
             mine.retain(|(_, b)| Arc::strong_count(b) > 1);
             let b = Arc::new(ThreadBuf::default());
             lock(&self.inner.buffers).push(Arc::clone(&b));
             mine.push((id, Arc::clone(&b)));
-            b
+            f(&b)
         })
     }
 

@@ -70,6 +70,11 @@ macro_rules! log_fields {
             pub fn json_key(self) -> &'static str {
                 match self { $(LogField::$variant => concat!(",\"", $text, "\":")),+ }
             }
+            /// `,"name":"`: [`Self::json_key`] with the opening quote of a
+            /// string value, so the two are one copy.
+            pub fn json_key_quoted(self) -> &'static str {
+                match self { $(LogField::$variant => concat!(",\"", $text, "\":\"")),+ }
+            }
             /// ` name=`: the field's key as a text line writes it, with the
             /// space before it.
             pub fn text_key(self) -> &'static str {
