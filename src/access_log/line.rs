@@ -18,6 +18,9 @@ pub enum Value<'a> {
     /// Text the proxy made or validated (names, addresses, labels, hex ids:
     /// printable ASCII without quotes, backslashes or spaces): copied as is.
     Plain(&'a str),
+    /// [`Value::Plain`] as bytes, for text the proxy made as bytes (an
+    /// address it formatted, an id it generated): no UTF-8 check per line.
+    PlainBytes(&'a [u8]),
     Int(u64),
     /// Milliseconds with three decimals.
     Millis(std::time::Duration),
@@ -31,17 +34,19 @@ pub struct LineWriter<'a> {
     out: &'a mut Vec<u8>,
     format: LogFormat,
     first: bool,
+    /// Where the line begins in `out`.
+    start: usize,
 }
 
 impl<'a> LineWriter<'a> {
+    #[inline(always)]
     pub fn new(out: &'a mut Vec<u8>, format: LogFormat) -> Self {
-        if format == LogFormat::Json {
-            out.push(b'{');
-        }
+        let start = out.len();
         Self {
             out,
             format,
             first: true,
+            start,
         }
     }
 
@@ -54,13 +59,19 @@ impl<'a> LineWriter<'a> {
         }
         let out = &mut *self.out;
         // Keys come with their separator (and, in JSON, a string's opening
-        // quote): one copy per key; the first drops the separator.
-        let skip = usize::from(self.first);
+        // quote): one copy per key. A JSON line's first key has its comma
+        // turned into the `{`; a text line's first key skips its space.
+        let first = self.first;
         self.first = false;
         match self.format {
-            LogFormat::Json => json_field(out, field, skip, value),
+            LogFormat::Json => {
+                json_field(out, field, value);
+                if first && let Some(b) = out.get_mut(self.start) {
+                    *b = b'{';
+                }
+            }
             LogFormat::Text => {
-                out.extend_from_slice(&field.text_key().as_bytes()[skip..]);
+                out.extend_from_slice(&field.text_key().as_bytes()[usize::from(first)..]);
                 text_value(out, value);
             }
         }
@@ -69,17 +80,20 @@ impl<'a> LineWriter<'a> {
     /// Closes the line (with its newline).
     pub fn end(self) {
         if self.format == LogFormat::Json {
+            if self.first {
+                self.out.push(b'{');
+            }
             self.out.push(b'}');
         }
         self.out.push(b'\n');
     }
 }
 
-/// A JSON field: its key (from `skip`), then its value.
-fn json_field(out: &mut Vec<u8>, field: LogField, skip: usize, value: Value<'_>) {
-    let quoted =
-        |out: &mut Vec<u8>| out.extend_from_slice(&field.json_key_quoted().as_bytes()[skip..]);
-    let key = |out: &mut Vec<u8>| out.extend_from_slice(&field.json_key().as_bytes()[skip..]);
+/// A JSON field: its key (with the comma before it), then its value.
+#[inline(always)]
+fn json_field(out: &mut Vec<u8>, field: LogField, value: Value<'_>) {
+    let quoted = |out: &mut Vec<u8>| key16(out, field.json_key16_quoted());
+    let key = |out: &mut Vec<u8>| key16(out, field.json_key16());
     match value {
         Value::Absent => {
             key(out);
@@ -89,6 +103,12 @@ fn json_field(out: &mut Vec<u8>, field: LogField, skip: usize, value: Value<'_>)
             debug_assert!(is_plain(p.as_bytes()), "{p:?}");
             quoted(out);
             out.extend_from_slice(p.as_bytes());
+            out.push(b'"');
+        }
+        Value::PlainBytes(p) => {
+            debug_assert!(is_plain(p), "{p:?}");
+            quoted(out);
+            out.extend_from_slice(p);
             out.push(b'"');
         }
         Value::Text(t) => {
@@ -119,6 +139,10 @@ fn text_value(out: &mut Vec<u8>, value: Value<'_>) {
             debug_assert!(is_plain(p.as_bytes()), "{p:?}");
             out.extend_from_slice(p.as_bytes());
         }
+        Value::PlainBytes(p) => {
+            debug_assert!(is_plain(p), "{p:?}");
+            out.extend_from_slice(p);
+        }
         Value::Text([]) => out.extend_from_slice(b"\"\""),
         Value::Text(t)
             if t.iter()
@@ -135,6 +159,15 @@ fn text_value(out: &mut Vec<u8>, value: Value<'_>) {
         Value::Millis(d) => millis(out, d),
         Value::Time(t) => rfc3339(out, t),
     }
+}
+
+/// Appends a padded key: all 16 bytes (a fixed-size copy), then the
+/// padding cut off again.
+#[inline(always)]
+fn key16(out: &mut Vec<u8>, (bytes, len): &crate::config::Key16) {
+    let at = out.len();
+    out.extend_from_slice(bytes);
+    out.truncate(at + usize::from(*len));
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -386,6 +419,29 @@ mod tests {
         assert!(
             text.contains(" status=404 user_agent=curl/8.0 route=- host=\"\"\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_json_line_opens_at_its_first_present_field_and_may_be_empty() {
+        let none = line(LogFormat::Json, &[(LogField::Route, Value::Absent)]);
+        assert_eq!(none, "{}\n");
+        let later = line(
+            LogFormat::Json,
+            &[
+                (LogField::Route, Value::Absent),
+                (LogField::Status, Value::Int(200)),
+                (LogField::Group, Value::Plain("blue")),
+            ],
+        );
+        assert_eq!(later, "{\"status\":200,\"group\":\"blue\"}\n");
+        let mut out = b"{\"earlier\":1}\n".to_vec();
+        let mut w = LineWriter::new(&mut out, LogFormat::Json);
+        w.field(LogField::Status, Value::Int(404));
+        w.end();
+        assert_eq!(
+            out, b"{\"earlier\":1}\n{\"status\":404}\n",
+            "appends after other lines"
         );
     }
 

@@ -54,6 +54,21 @@ pub enum LogFormat {
     Text,
 }
 
+/// A JSON key with its separator, zero-padded to 16 bytes, and its length.
+pub type Key16 = ([u8; 16], u8);
+
+/// `s` in a [`Key16`]; a key over 16 bytes stops the build.
+const fn pad16(s: &str) -> Key16 {
+    let b = s.as_bytes();
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < b.len() {
+        out[i] = b[i];
+        i += 1;
+    }
+    (out, b.len() as u8)
+}
+
 macro_rules! log_fields {
     ($($(#[$doc:meta])* $variant:ident => $text:literal),+ $(,)?) => {
         /// One field of an access log line, in the order written.
@@ -66,14 +81,21 @@ macro_rules! log_fields {
                 match self { $(LogField::$variant => $text),+ }
             }
             /// `,"name":`: the field's key as a JSON line writes it, with
-            /// the comma before it (a line's first key starts after it).
-            pub fn json_key(self) -> &'static str {
-                match self { $(LogField::$variant => concat!(",\"", $text, "\":")),+ }
+            /// the comma before it, in 16 bytes (zero-padded) and its length:
+            /// a copy of a length known when compiled, no `memcpy` call.
+            pub fn json_key16(self) -> &'static Key16 {
+                match self { $(LogField::$variant => {
+                    const K: Key16 = pad16(concat!(",\"", $text, "\":"));
+                    &K
+                }),+ }
             }
-            /// `,"name":"`: [`Self::json_key`] with the opening quote of a
-            /// string value, so the two are one copy.
-            pub fn json_key_quoted(self) -> &'static str {
-                match self { $(LogField::$variant => concat!(",\"", $text, "\":\"")),+ }
+            /// `,"name":"`: [`Self::json_key16`] with the opening quote of
+            /// a string value, so the two are one copy.
+            pub fn json_key16_quoted(self) -> &'static Key16 {
+                match self { $(LogField::$variant => {
+                    const K: Key16 = pad16(concat!(",\"", $text, "\":\""));
+                    &K
+                }),+ }
             }
             /// ` name=`: the field's key as a text line writes it, with the
             /// space before it.

@@ -10,7 +10,7 @@ use http::uri::Authority;
 use ipnet::IpNet;
 
 pub use super::edge::{
-    AccessLogSettings, DEFAULT_QUEUE, LogField, LogFormat, LogSink, ProxyProtocol,
+    AccessLogSettings, DEFAULT_QUEUE, Key16, LogField, LogFormat, LogSink, ProxyProtocol,
     RequestIdSettings, TraceContext,
 };
 

@@ -15,7 +15,7 @@ use super::{ConnContext, ProxyError, TlsInfo};
 use crate::access_log::{LineWriter, Value};
 use crate::assign::{Reason, Rejection};
 use crate::body::Verdict;
-use crate::config::{AccessLogSettings, LogField};
+use crate::config::{AccessLogSettings, LogField, LogFormat};
 use crate::state::{Shared, Snapshot};
 
 /// What the phases learn of a request, for its log line. Filled whether or
@@ -211,16 +211,25 @@ impl Pending {
         if settings.errors_only && self.status < 400 {
             return;
         }
-        self.shared.access_log.write_line(|out| {
-            let mut w = LineWriter::new(out, settings.format);
-            for &field in &settings.fields {
-                w.field(field, self.value(settings, field, &mut [0u8; 39]));
-            }
-            w.end();
-        });
+        // One copy of the field loop per format, each with its format known
+        // where every field is written.
+        self.shared
+            .access_log
+            .write_line(|out| match settings.format {
+                LogFormat::Json => self.fields(LineWriter::new(out, LogFormat::Json), settings),
+                LogFormat::Text => self.fields(LineWriter::new(out, LogFormat::Text), settings),
+            });
     }
 
-    #[inline]
+    #[inline(always)]
+    fn fields(&self, mut w: LineWriter<'_>, settings: &AccessLogSettings) {
+        for &field in &settings.fields {
+            w.field(field, self.value(settings, field, &mut [0u8; 39]));
+        }
+        w.end();
+    }
+
+    #[inline(always)]
     fn value<'a>(
         &'a self,
         settings: &AccessLogSettings,
@@ -232,9 +241,7 @@ impl Pending {
         let group = o.group.and_then(|g| self.snap.groups.get(g));
         match field {
             LogField::Time => Value::Time(self.started),
-            LogField::Client => {
-                Value::Plain(std::str::from_utf8(ip_text(self.client, scratch)).unwrap_or("-"))
-            }
+            LogField::Client => Value::PlainBytes(ip_text(self.client, scratch)),
             LogField::Method => Value::Text(self.method.as_str().as_bytes()),
             LogField::Host => self
                 .host
@@ -275,17 +282,15 @@ impl Pending {
             LogField::RequestId => match &self.ids.request_id {
                 None => Value::Absent,
                 // Made here: 32 hex digits, nothing to escape.
-                Some(v) if self.ids.generated => {
-                    std::str::from_utf8(v.as_bytes()).map_or(Value::Absent, plain)
-                }
+                Some(v) if self.ids.generated => Value::PlainBytes(v.as_bytes()),
                 Some(v) => Value::Text(v.as_bytes()),
             },
+            // Validated as lowercase hex when it was taken or made.
             LogField::TraceId => self
                 .ids
                 .trace_id
                 .as_ref()
-                .and_then(|t| std::str::from_utf8(t).ok())
-                .map_or(Value::Absent, plain),
+                .map_or(Value::Absent, |t| Value::PlainBytes(t)),
             LogField::Tls => self
                 .tls
                 .as_ref()
