@@ -164,9 +164,10 @@ async fn a_canary_that_starts_answering_500_is_aborted_and_no_client_is_left_on_
         state_is(r, "aborted")
     })
     .await;
-    // Two failed intervals of 300 ms, plus the tick that closes each.
+    // Two failed intervals of 300 ms, plus the tick that closes each: about
+    // a second (the bound leaves room for a loaded CI machine).
     assert!(
-        broke.elapsed() < Duration::from_secs(4),
+        broke.elapsed() < Duration::from_secs(6),
         "{:?}",
         broke.elapsed()
     );
@@ -235,6 +236,7 @@ async fn a_healthy_canary_is_promoted_through_every_step() {
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
+        assert!(tokio::time::Instant::now() < deadline, "{seen:?}");
         let st = status_at(proxy.admin_addr).await;
         let r = &st["rollouts"][0]["status"];
         let step = (r["step"].as_u64().unwrap_or(0), r["state"].clone());
@@ -242,13 +244,21 @@ async fn a_healthy_canary_is_promoted_through_every_step() {
             .as_array()
             .map(|s| s.iter().filter_map(|g| g["weight"].as_u64()).collect())
             .unwrap_or_default();
+        // The two parts of /status are read a moment apart: a step can
+        // change between them. Only a document that agrees with itself counts.
+        let canary_bp = r["canary_weight_percent"]
+            .as_f64()
+            .map(|p| (p * 100.0).round() as u64);
+        if weights.get(1).copied() != canary_bp {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
         if seen.last().map(|(s, _)| s) != Some(&step) {
             seen.push((step.clone(), weights));
         }
         if r["state"] == "promoted" {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{seen:?}");
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     let steps: Vec<u64> = seen.iter().map(|((s, _), _)| *s).collect();
@@ -287,6 +297,14 @@ async fn the_admin_api_steers_a_rollout_behind_its_token() {
         assert_eq!(post(admin, path, None).await.status, 401);
         assert_eq!(post(admin, path, Some("wrong")).await.status, 401);
     }
+    let lower = http::Request::get(format!("http://{admin}/rollouts"))
+        .header("authorization", format!("bearer {ADMIN_TOKEN}"))
+        .body(Full::default());
+    assert_eq!(
+        send(&h1_client(), ok(lower, "request")).await.status,
+        200,
+        "the scheme is case-insensitive"
+    );
     let unauth = get(&h1_client(), &format!("http://{admin}/rollouts"), None).await;
     assert_eq!(unauth.status, 401);
     assert!(unauth.headers.contains_key("www-authenticate"));
@@ -512,10 +530,19 @@ async fn two_replicas_sharing_redis_agree_on_the_step_and_both_see_one_abort() {
         |r| r["status"]["step"] == 2,
     )
     .await;
-    assert_eq!(
-        r_follower["status"], r_leader["status"],
-        "one state for both"
-    );
+    // The same run at the same step (verdicts go on while it waits, so
+    // the figures of the last one may differ by the time each is read).
+    let key = |r: &serde_json::Value| {
+        let s = &r["status"];
+        [
+            s["state"].clone(),
+            s["step"].clone(),
+            s["canary_weight_percent"].clone(),
+            s["started_unix_ms"].clone(),
+            s["step_started_unix_ms"].clone(),
+        ]
+    };
+    assert_eq!(key(&r_follower), key(&r_leader), "one state for both");
     assert_eq!(r_follower["leader"], false);
     // One abort, sent to the replica that does not lead: both see it.
     assert_eq!(

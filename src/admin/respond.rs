@@ -32,11 +32,13 @@ pub(super) fn json(v: &serde_json::Value) -> Response<Full<Bytes>> {
 /// `None` when `headers` carry `Authorization: Bearer <token>` (compared
 /// in constant time); else the 401 to answer, with `WWW-Authenticate`.
 pub(super) fn unauthorized(headers: &HeaderMap, token: &Secret) -> Option<Response<Full<Bytes>>> {
+    // The scheme's name is case-insensitive (RFC 9110 §11.1).
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim());
     if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
         return None;
     }

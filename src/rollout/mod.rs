@@ -21,6 +21,7 @@ pub mod analysis;
 pub mod backend;
 mod metrics;
 pub mod progress;
+mod view;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::clock::unix_ms;
-use crate::config::duration::format_duration;
 use crate::config::rollout::percent;
 use crate::config::{Config, RolloutPlan};
 use crate::state::{Overrides, Shared, Snapshot};
@@ -227,6 +227,7 @@ impl Rollouts {
         };
         self.leading.store(leading, Ordering::Relaxed);
         self.metrics.leader.set(i64::from(leading));
+        let mut fresh = Vec::new();
         for (route, plan) in &plans {
             let (stable, canary) = names(&snap, plan);
             let loaded = match self.backend.load(route).await {
@@ -246,10 +247,15 @@ impl Rollouts {
             if let Some(r) = &rec {
                 self.count(route, plan, r, &snap, now).await;
             }
-            self.observe(route, rec, leading);
+            fresh.push((route.clone(), rec));
+        }
+        // The weights first, then the view: whoever sees a new step in
+        // `/status` or the metrics finds its weights already in force.
+        self.shared.set_overrides(self.overrides(&plans, &fresh));
+        for (route, rec) in fresh {
+            self.observe(&route, rec, leading);
         }
         self.drop_unplanned(&plans, leading).await;
-        self.shared.set_overrides(self.overrides(&plans));
     }
 
     /// The leader's turn on one route: start the plan if it has no record
@@ -491,13 +497,22 @@ impl Rollouts {
         }
     }
 
-    /// The weights every known record puts in force.
-    fn overrides(&self, plans: &[(String, RolloutPlan)]) -> Overrides {
+    /// The weights every record puts in force: the `fresh` one of a route
+    /// when there is one, else the last this replica saw (its store did
+    /// not answer).
+    fn overrides(
+        &self,
+        plans: &[(String, RolloutPlan)],
+        fresh: &[(String, Option<Record>)],
+    ) -> Overrides {
         let runs = lock(&self.runs);
         plans
             .iter()
             .filter_map(|(route, plan)| {
-                let rec = runs.get(route)?.record.as_ref()?;
+                let rec = match fresh.iter().find(|(r, _)| r == route) {
+                    Some((_, rec)) => rec.as_ref()?,
+                    None => runs.get(route)?.record.as_ref()?,
+                };
                 Some((route.clone(), rec.override_of(plan)))
             })
             .collect()
@@ -528,8 +543,9 @@ impl Rollouts {
                 .await?
             {
                 tracing::info!("rollout {route}: {said}");
+                let fresh = [(route.to_owned(), Some(rec.clone()))];
+                self.shared.set_overrides(self.overrides(&plans, &fresh));
                 self.observe(route, Some(rec.clone()), true);
-                self.shared.set_overrides(self.overrides(&plans));
                 return Ok(rec);
             }
         }
@@ -544,74 +560,18 @@ impl Rollouts {
             .iter()
             .map(|(route, plan)| {
                 let rec = runs.get(route).and_then(|r| r.record.as_ref());
-                describe(route, plan, names(snap, plan), rec, self)
+                view::describe(
+                    route,
+                    plan,
+                    names(snap, plan),
+                    rec,
+                    &view::Where {
+                        store: self.store_label(),
+                        error: lock(&self.last_failure).clone(),
+                        leader: self.leading(),
+                    },
+                )
             })
             .collect()
     }
-}
-
-/// One rollout as JSON.
-fn describe(
-    route: &str,
-    plan: &RolloutPlan,
-    (stable, canary): (&str, &str),
-    rec: Option<&Record>,
-    r: &Rollouts,
-) -> serde_json::Value {
-    let steps: Vec<_> = plan
-        .steps
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "weight_percent": f64::from(s.weight) / 100.0,
-                "hold": format_duration(s.hold),
-                "pause": s.pause,
-            })
-        })
-        .collect();
-    let a = &plan.analysis;
-    let state = rec.map(|rec| {
-        let hold = plan
-            .steps
-            .get(rec.step)
-            .map_or(0, |s| s.hold.as_millis() as u64);
-        serde_json::json!({
-            "state": rec.phase.label(),
-            "step": rec.step + 1,
-            "canary_weight_percent": f64::from(rec.override_of(plan).canary_weight) / 100.0,
-            "started_unix_ms": rec.started_ms,
-            "step_started_unix_ms": rec.step_started_ms,
-            "hold_ends_unix_ms": rec.step_started_ms + hold,
-            "passed_in_step": rec.passed_in_step,
-            "failures": rec.failures,
-            "reason": rec.reason,
-            "last_verdict": rec.last_verdict,
-            "updated_unix_ms": rec.updated_ms,
-        })
-    });
-    serde_json::json!({
-        "route": route,
-        "stable": stable,
-        "canary": canary,
-        "steps": steps,
-        "analysis": {
-            "interval": format_duration(a.interval),
-            "min_requests": a.min_requests,
-            "max_error_ratio": a.max_error_ratio,
-            "max_error_ratio_over_stable": a.max_error_ratio_over_stable,
-            "quantile": a.quantile,
-            "max_latency_over_stable": a.max_latency_over_stable,
-            "max_latency": a.max_latency.map(format_duration),
-            "latency_floor": format_duration(a.latency_floor),
-            "failures_to_abort": a.failures_to_abort,
-        },
-        "after_promote": match plan.after_promote {
-            crate::config::AfterPromote::Drain => "drain",
-            crate::config::AfterPromote::Keep => "keep",
-        },
-        "store": r.store_label(),
-        "store_error": lock(&r.last_failure).clone(),
-        "leader": r.leading(),
-        "status": state,
-    })
 }
