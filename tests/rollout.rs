@@ -19,13 +19,16 @@ use http_body_util::Full;
 use switchyard::config::{self, ValidateOptions};
 
 /// Steps short enough for a test: 20 % and 50 % held 1 s each, then 100 %.
+/// The latency check is off (a factor of 1000) but where it is the subject:
+/// the p99 of 20 requests is their slowest, and a test machine that stalls
+/// one of them would abort a healthy canary.
 const PLAN: &str = "\
 admin_token: env:ADMIN_TOKEN
 rollout:
   stable: blue
   canary: green
   steps: [{weight: 20, hold: 1s}, {weight: 50, hold: 1s}, {weight: 100}]
-  analysis: {interval: 300ms, min_requests: 20, failures_to_abort: 2}
+  analysis: {interval: 300ms, min_requests: 20, failures_to_abort: 2, max_latency_over_stable: 1000}
 ";
 
 fn plan_yaml(b: &Upstream, g: &Upstream, plan: &str) -> String {
@@ -206,7 +209,10 @@ async fn a_canary_that_starts_answering_500_is_aborted_and_no_client_is_left_on_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_that_slows_down_is_aborted_on_its_latency() {
     let (blue, green) = blue_and_green().await;
-    let plan = PLAN.replace("min_requests: 20", "min_requests: 5");
+    let plan = PLAN.replace("min_requests: 20", "min_requests: 5").replace(
+        "max_latency_over_stable: 1000",
+        "max_latency_over_stable: 1.5",
+    );
     let proxy = start_proxy(&plan_yaml(&blue, &green, &plan)).await;
     let traffic = Traffic::start(proxy.proxy_addr, 8);
     wait_rollout(
