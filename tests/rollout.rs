@@ -599,6 +599,13 @@ async fn edits_of_a_running_plan_apply_as_documented() {
     })
     .await;
     let st = status_at(admin).await;
+    let said = st["config"]["reload"]["last_changes"].to_string();
+    assert!(
+        said.contains(
+            "route default: rollout plan changed (blue -> green: 20% for 1s, 60% for 1h, 100%)"
+        ),
+        "{said}"
+    );
     assert_eq!(st["rollouts"][0]["status"]["step"], 2);
     assert_eq!(st["routes"][0]["split"][1]["weight"], 5000, "{st:#}");
     // Without `rollout`, the YAML's weights are back.
@@ -612,6 +619,8 @@ async fn edits_of_a_running_plan_apply_as_documented() {
             && split[0]["weight"] == 100
             && split[1]["weight"] == 0
         {
+            let said = st["config"]["reload"]["last_changes"].to_string();
+            assert!(said.contains("route default: rollout removed"), "{said}");
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{st:#}");

@@ -92,3 +92,32 @@ pub fn percent(bp: u32) -> String {
         format!("{}%", f64::from(bp) / 100.0)
     }
 }
+
+impl RolloutPlan {
+    /// `blue -> green: 5% for 10m, 25% for 10m, 50% then wait, 100%`, with
+    /// the groups named from `groups`.
+    pub fn summary(&self, groups: &[super::types::GroupSpec]) -> String {
+        let name = |i: usize| groups.get(i).map_or("?", |g| g.name.as_str());
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|s| {
+                let mut t = percent(s.weight);
+                if !s.hold.is_zero() {
+                    t.push_str(" for ");
+                    t.push_str(&super::duration::format_duration(s.hold));
+                }
+                if s.pause {
+                    t.push_str(" then wait");
+                }
+                t
+            })
+            .collect();
+        format!(
+            "{} -> {}: {}",
+            name(self.stable),
+            name(self.canary),
+            steps.join(", ")
+        )
+    }
+}

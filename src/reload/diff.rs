@@ -240,12 +240,48 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 /// --against` both print this.
 pub fn describe(old: &Config, new: &Config) -> Vec<String> {
     let mut lines = changes(old, new);
+    lines.extend(rollout_changes(old, new));
     if old.form == ConfigForm::GroupsOnly && new.form == ConfigForm::GroupsOnly {
         lines.extend(describe_moves(&bucket_moves(old, new), new));
     } else {
         lines.extend(route_changes(old, new));
     }
     lines
+}
+
+/// Rollout plans added, removed or changed, by route (a running rollout's
+/// own steps are logged by the rollout, not here).
+fn rollout_changes(old: &Config, new: &Config) -> Vec<String> {
+    let plan = |c: &Config, name: &str| {
+        c.routes
+            .iter()
+            .find(|r| r.name.as_str() == name)
+            .and_then(|r| r.rollout.clone())
+    };
+    let mut names: Vec<&str> = Vec::new();
+    for r in old.routes.iter().chain(&new.routes) {
+        if !names.contains(&r.name.as_str()) {
+            names.push(r.name.as_str());
+        }
+    }
+    let mut out = Vec::new();
+    for name in names {
+        match (plan(old, name), plan(new, name)) {
+            (None, Some(p)) => out.push(format!(
+                "route {name}: rollout added ({})",
+                p.summary(&new.groups)
+            )),
+            (Some(_), None) if new.routes.iter().any(|r| r.name.as_str() == name) => out.push(
+                format!("route {name}: rollout removed (the YAML's weights are back)"),
+            ),
+            (Some(a), Some(b)) if a != b => out.push(format!(
+                "route {name}: rollout plan changed ({})",
+                b.summary(&new.groups)
+            )),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Every difference between `old` and `new`, one phrase each, in file order.
