@@ -95,9 +95,8 @@ pub fn percent(bp: u32) -> String {
 
 impl RolloutPlan {
     /// `blue -> green: 5% for 10m, 25% for 10m, 50% then wait, 100%`, with
-    /// the groups named from `groups`.
-    pub fn summary(&self, groups: &[super::types::GroupSpec]) -> String {
-        let name = |i: usize| groups.get(i).map_or("?", |g| g.name.as_str());
+    /// each group's name from `name` (given its index).
+    pub fn summary<'a>(&self, name: impl Fn(usize) -> &'a str) -> String {
         let steps: Vec<String> = self
             .steps
             .iter()

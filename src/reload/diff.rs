@@ -249,6 +249,10 @@ pub fn describe(old: &Config, new: &Config) -> Vec<String> {
     lines
 }
 
+fn group_name(c: &Config, i: usize) -> &str {
+    c.groups.get(i).map_or("?", |g| g.name.as_str())
+}
+
 /// Rollout plans added, removed or changed, by route (a running rollout's
 /// own steps are logged by the rollout, not here).
 fn rollout_changes(old: &Config, new: &Config) -> Vec<String> {
@@ -269,14 +273,14 @@ fn rollout_changes(old: &Config, new: &Config) -> Vec<String> {
         match (plan(old, name), plan(new, name)) {
             (None, Some(p)) => out.push(format!(
                 "route {name}: rollout added ({})",
-                p.summary(&new.groups)
+                p.summary(|i| group_name(new, i))
             )),
             (Some(_), None) if new.routes.iter().any(|r| r.name.as_str() == name) => out.push(
                 format!("route {name}: rollout removed (the YAML's weights are back)"),
             ),
             (Some(a), Some(b)) if a != b => out.push(format!(
                 "route {name}: rollout plan changed ({})",
-                b.summary(&new.groups)
+                b.summary(|i| group_name(new, i))
             )),
             _ => {}
         }
