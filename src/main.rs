@@ -476,7 +476,6 @@ fn print_summary(path: &Path, cfg: &Config) {
 /// Each rollout's plan, and where it stands when its state is in a file here.
 fn print_rollouts(path: &Path, cfg: &Config) {
     use config::duration::format_duration as d;
-    use config::rollout::percent;
     let state = switchyard::rollout::state_file(cfg, Some(path));
     let redis = matches!(cfg.sticky.store.kind, config::StoreKind::Redis(_));
     let saved: serde_json::Value = state
@@ -487,34 +486,15 @@ fn print_rollouts(path: &Path, cfg: &Config) {
         .unwrap_or_default();
     for r in &cfg.routes {
         let Some(p) = &r.rollout else { continue };
-        let name = |g: usize| cfg.groups[g].name.as_str();
-        println!(
-            "  rollout on route {}: {} -> {}",
-            r.name.as_str(),
-            name(p.stable),
-            name(p.canary)
-        );
-        let steps: Vec<String> = p
-            .steps
-            .iter()
-            .map(|s| {
-                let mut t = percent(s.weight);
-                if !s.hold.is_zero() {
-                    t.push_str(&format!(" hold {}", d(s.hold)));
-                }
-                if s.pause {
-                    t.push_str(" then wait for a person");
-                }
-                t
-            })
-            .collect();
+        let name = |g: usize| cfg.groups.get(g).map_or("?", |g| g.name.as_str());
         let after = match p.after_promote {
             config::AfterPromote::Drain => "drained",
             config::AfterPromote::Keep => "kept at weight 0",
         };
         println!(
-            "    steps: {}; then promote ({} {after})",
-            steps.join(", "),
+            "  rollout on route {}: {}; then promote ({} {after})",
+            r.name.as_str(),
+            p.summary(name),
             name(p.stable)
         );
         let a = &p.analysis;
