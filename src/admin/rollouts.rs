@@ -34,14 +34,14 @@ pub(super) async fn handle(
     }
     let path = req.uri().path().trim_start_matches("/rollouts");
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    let all = rollouts.view(&snap);
     let one = |route: &str| {
-        all.iter()
+        rollouts
+            .view(&shared.snapshot())
+            .into_iter()
             .find(|v| v["route"].as_str() == Some(route))
-            .cloned()
     };
     match (req.method(), parts.as_slice()) {
-        (&Method::GET | &Method::HEAD, []) => json(&serde_json::Value::Array(all.clone())),
+        (&Method::GET | &Method::HEAD, []) => json(&serde_json::Value::Array(rollouts.view(&snap))),
         (&Method::GET | &Method::HEAD, [route]) => match one(route) {
             Some(v) => json(&v),
             None => text(StatusCode::NOT_FOUND, "this route has no rollout\n"),
@@ -54,11 +54,7 @@ pub(super) async fn handle(
                 );
             };
             match rollouts.command(route, cmd).await {
-                Ok(_) => match rollouts
-                    .view(&shared.snapshot())
-                    .into_iter()
-                    .find(|v| v["route"].as_str() == Some(route))
-                {
+                Ok(_) => match one(route) {
                     Some(v) => json(&v),
                     None => text(StatusCode::OK, "done\n"),
                 },

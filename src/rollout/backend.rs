@@ -18,6 +18,7 @@ use redis::aio::ConnectionManager;
 
 use super::analysis::{Tally, Window};
 use super::progress::Record;
+use crate::state::lock;
 
 /// At most this many intervals are summed into one verdict.
 pub const MAX_SPAN: u64 = 120;
@@ -91,13 +92,6 @@ if (not cur) or cur == ARGV[1] then
 end
 return 0";
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
 impl Local {
     /// This process's state, read back from `file` when it exists (a
     /// file that cannot be read is reported and started afresh).
@@ -155,10 +149,6 @@ impl Backend {
             prefix: prefix.to_owned(),
             timeout,
         })
-    }
-
-    pub fn is_shared(&self) -> bool {
-        matches!(self, Backend::Redis(_))
     }
 
     /// The stored record of `route`.
@@ -251,7 +241,7 @@ impl Backend {
                 // Kept long enough for a verdict that waits on min_requests.
                 let keep = (rec.interval_ms / 1000 + 1) * (MAX_SPAN + 2);
                 pipe.cmd("EXPIRE").arg(&key).arg(keep).ignore();
-                r.run_pipe(&pipe).await
+                r.query_pipe::<()>(&pipe).await
             }
         }
     }
@@ -322,14 +312,6 @@ impl InRedis {
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BackendError> {
         let mut conn = self.conn.clone();
         match tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(BackendError::Timeout(self.timeout)),
-        }
-    }
-
-    async fn run_pipe(&self, pipe: &redis::Pipeline) -> Result<(), BackendError> {
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await {
             Ok(r) => Ok(r?),
             Err(_) => Err(BackendError::Timeout(self.timeout)),
         }

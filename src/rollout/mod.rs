@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use crate::clock::unix_ms;
 use crate::config::rollout::percent;
 use crate::config::{Config, RolloutPlan};
-use crate::state::{Overrides, Shared, Snapshot};
+use crate::state::{Overrides, Shared, Snapshot, lock};
 use analysis::{Tally, Window, judge};
 use backend::{Backend, BackendError, Local, MAX_SPAN};
 pub use metrics::RolloutMetrics;
@@ -82,13 +82,6 @@ pub struct Rollouts {
     /// The last backend failure, until an operation succeeds: `/status`
     /// shows it (a state file that cannot be written stops the plan).
     last_failure: Mutex<Option<String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 /// Where a proxy without Redis keeps rollout state: `rollout_state_file`,

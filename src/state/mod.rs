@@ -125,8 +125,8 @@ pub struct LiveState {
 }
 
 /// A poisoned lock only means a panic elsewhere; the data (counters, pools) is
-/// still sound, so carry on with it.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// still sound, so carry on with it. (The layers above use this one.)
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
