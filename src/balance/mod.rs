@@ -8,7 +8,8 @@
 //!
 //! [`route`]: DESIGN.md §4 for failures: an unusable pinned target gives way
 //! to a sibling (cookie re-issued); a group with no usable target has its
-//! clients served by another group for now (cookie kept).
+//! clients served by another group of the route for now (cookie kept), one
+//! that takes new clients: never a drained or weight-0 group.
 
 use std::time::Duration;
 
@@ -147,15 +148,22 @@ pub fn route(
 }
 
 /// The group that stands in for `failed`: one of the same route's groups
-/// (never another route's: that would be another app) with a usable target,
-/// taking new clients if possible, then the heaviest in the route, then the
-/// first in file order. The same for every client, so failed-over clients
-/// land together.
+/// (never another route's: that would be another app) with a usable
+/// target, that takes new clients (weight above 0, not draining), the
+/// heaviest first, then the first in file order. The same for every
+/// client, so failed-over clients land together.
+///
+/// A drained group was rolled back for a reason, and a weight-0 group was
+/// never released to new clients (an unreleased canary, or a retired
+/// version): neither stands in. With no group left, the client gets a 503
+/// that says so, not a version nobody chose for it.
 fn failover_group(snap: &Snapshot, routing: &Routing, failed: usize, now: u64) -> Option<usize> {
     routing
         .split_groups()
-        .filter(|&(i, _, _)| i != failed && has_usable(&snap.groups[i], now))
-        .max_by_key(|&(i, weight, drain)| (!drain, weight, std::cmp::Reverse(i)))
+        .filter(|&(i, weight, drain)| {
+            i != failed && weight > 0 && !drain && has_usable(&snap.groups[i], now)
+        })
+        .max_by_key(|&(i, weight, _)| (weight, std::cmp::Reverse(i)))
         .map(|(i, _, _)| i)
 }
 

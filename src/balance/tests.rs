@@ -91,7 +91,7 @@ fn a_group_with_no_healthy_target_is_served_elsewhere_cookie_kept() {
 
 #[test]
 fn new_clients_skip_a_dead_group_and_nothing_healthy_means_no_route() {
-    let snap = two(0, 100, "");
+    let snap = two(10, 90, "");
     take_down(&snap, 1, 0);
     take_down(&snap, 1, 1);
     let mut d = decide_at(&snap, None, NOW);
@@ -105,6 +105,33 @@ fn new_clients_skip_a_dead_group_and_nothing_healthy_means_no_route() {
     take_down(&snap, 0, 1);
     let mut d = decide_at(&snap, None, NOW);
     assert!(super::route(&snap, &snap.routes[0].routing, &mut d, now, &mut |n| n / 2).is_none());
+}
+
+/// Neither a weight-0 group (never released to new clients) nor a drained
+/// one (rolled back) stands in for a dead group: the client gets a 503.
+#[test]
+fn failover_never_lands_on_a_weight_zero_or_drained_group() {
+    for (blue, green_extra) in [(0, ""), (50, "    drain: true\n")] {
+        let snap = two(blue, 100, green_extra);
+        let (g, cookie) = if blue == 0 {
+            // Blue takes no new clients; green's pinned clients lose green.
+            green_pinned_to_first(&snap)
+        } else {
+            // Green drains; blue's pinned clients lose blue.
+            let (d, c) = pinned_client(&snap, "blue");
+            (d.group, c)
+        };
+        take_down(&snap, g, 0);
+        take_down(&snap, g, 1);
+        let mut d = decide_at(&snap, Some(&cookie), NOW);
+        let now = crate::clock::now_ms();
+        let r = super::route(&snap, &snap.routes[0].routing, &mut d, now, &mut |n| n / 2);
+        assert!(
+            r.is_none(),
+            "blue {blue} green {green_extra:?}: served by {}",
+            snap.groups[d.group].name.as_str()
+        );
+    }
 }
 
 #[test]

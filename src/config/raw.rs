@@ -230,6 +230,21 @@ pub struct RawOutlier {
     pub max_ejection: Option<Spanned<String>>,
     #[serde(default)]
     pub max_ejected_percent: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub failure_ratio: Option<Spanned<RawFailureRatio>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailureRatio {
+    #[serde(default)]
+    pub percent: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub min_requests: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub min_clients: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub window: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

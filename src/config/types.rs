@@ -252,17 +252,51 @@ impl Default for HealthSettings {
     }
 }
 
-/// Passive outlier ejection: a target that fails this many requests in a row
-/// (connect errors, timeouts, 5xx) is taken out for a while.
+/// Passive outlier ejection: a target that fails the proxy this many times
+/// in a row (connect errors, resets, timeouts, broken answers, 502/503/504)
+/// is taken out for a while; the application's own 5xx count only through
+/// `failure_ratio` (`crate::health` says how).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outlier {
-    /// Zero: passive ejection off.
+    /// Zero: gateway-failure ejection off.
     pub consecutive_failures: u32,
     /// First ejection; each further one doubles it, up to `max_ejection`.
     pub base_ejection: Duration,
     pub max_ejection: Duration,
     /// At most this share of a group's targets is ejected at once.
     pub max_ejected_percent: u32,
+    /// Ejection on the application's error ratio; `None`: off (the default).
+    pub failure_ratio: Option<FailureRatio>,
+}
+
+/// Client slots of the failure-ratio window: a client (an IPv4 address, an
+/// IPv6 /64) falls in one, so one client moves one slot's ratio only.
+pub const CLIENT_SLOTS: usize = 16;
+
+/// The failure-ratio detector: a target whose clients see the
+/// application's 5xx (other than 502/503/504) this often is ejected, when
+/// the window holds enough requests from enough distinct clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureRatio {
+    /// The mean error ratio over the window's client slots, in percent, that ejects.
+    pub percent: u32,
+    /// Requests the window must hold before it can eject.
+    pub min_requests: u32,
+    /// Distinct erring clients (client slots, at most 16) it must hold.
+    pub min_clients: u32,
+    /// How long a window lasts.
+    pub window: Duration,
+}
+
+impl Default for FailureRatio {
+    fn default() -> Self {
+        Self {
+            percent: 50,
+            min_requests: 100,
+            min_clients: 5,
+            window: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for Outlier {
@@ -272,6 +306,7 @@ impl Default for Outlier {
             base_ejection: Duration::from_secs(10),
             max_ejection: Duration::from_secs(300),
             max_ejected_percent: 50,
+            failure_ratio: None,
         }
     }
 }

@@ -12,7 +12,8 @@ use super::fields::{
 };
 use super::keys::KeySource;
 use super::raw::{
-    RawConfig, RawGroup, RawHealth, RawHealthCheck, RawLimits, RawReload, RawRetries, RawTimeouts,
+    RawConfig, RawFailureRatio, RawGroup, RawHealth, RawHealthCheck, RawLimits, RawReload,
+    RawRetries, RawTimeouts,
 };
 use super::types::*;
 
@@ -215,6 +216,10 @@ fn health_settings(errs: &mut Errors, raw: &RawHealth) -> HealthSettings {
             0..=100,
             d.outlier.max_ejected_percent,
         ),
+        failure_ratio: o
+            .failure_ratio
+            .as_ref()
+            .map(|r| failure_ratio(errs, &r.value)),
     };
     if let Some(m) = &o.max_ejection
         && outlier.max_ejection < outlier.base_ejection
@@ -229,6 +234,35 @@ fn health_settings(errs: &mut Errors, raw: &RawHealth) -> HealthSettings {
         failover: raw.failover.unwrap_or(d.failover),
         slow_start: duration_or_zero(errs, "health.slow_start", &raw.slow_start, d.slow_start),
         outlier,
+    }
+}
+
+fn failure_ratio(errs: &mut Errors, raw: &RawFailureRatio) -> FailureRatio {
+    let d = FailureRatio::default();
+    let at = "health.outlier.failure_ratio";
+    FailureRatio {
+        percent: int_field(
+            errs,
+            &format!("{at}.percent"),
+            &raw.percent,
+            1..=100,
+            d.percent,
+        ),
+        min_requests: int_field(
+            errs,
+            &format!("{at}.min_requests"),
+            &raw.min_requests,
+            1..=1_000_000,
+            d.min_requests,
+        ),
+        min_clients: int_field(
+            errs,
+            &format!("{at}.min_clients"),
+            &raw.min_clients,
+            1..=CLIENT_SLOTS as u32,
+            d.min_clients,
+        ),
+        window: duration_field(errs, &format!("{at}.window"), &raw.window, d.window),
     }
 }
 

@@ -91,6 +91,7 @@ label_of!(crate::assign::Reason);
 label_of!(crate::assign::Rejection);
 label_of!(super::DownstreamErrorKind);
 label_of!(super::UpstreamErrorKind);
+label_of!(crate::health::Ejection);
 
 /// Defines a label enum: its variants with their label text.
 macro_rules! label_enum {

@@ -237,7 +237,7 @@ impl Metrics {
             errors: Counters::detached()?,
             outstanding: IntGauge::new("detached", "-")?,
             healthy: IntGauge::new("detached", "-")?,
-            ejections: IntCounter::new("detached", "-")?,
+            ejections: Counters::detached()?,
             probes: Counters::detached()?,
         };
         let m = Self {
@@ -366,8 +366,8 @@ impl Metrics {
             )?,
             target_ejections: c(
                 "switchyard_target_ejections_total",
-                "Times a target was ejected after consecutive failed requests.",
-                &["group", "target"],
+                "Times a target was ejected, by cause (gateway: consecutive gateway failures; failure_ratio: the application's error ratio).",
+                &["group", "target", "cause"],
             )?,
             health_checks: c(
                 "switchyard_health_checks_total",
@@ -452,7 +452,11 @@ impl Metrics {
         ] {
             let _ = v.remove_label_values(&[group, target]);
         }
-        let _ = self.target_ejections.remove_label_values(&[group, target]);
+        for e in crate::health::Ejection::ALL {
+            let _ = self
+                .target_ejections
+                .remove_label_values(&[group, target, e.label()]);
+        }
         for r in ["pass", "fail"] {
             let _ = self.health_checks.remove_label_values(&[group, target, r]);
         }
@@ -512,7 +516,7 @@ impl Metrics {
             errors: Counters::of(&self.upstream_errors, &[group, target]),
             outstanding: self.target_outstanding.with_label_values(&[group, target]),
             healthy: self.target_healthy.with_label_values(&[group, target]),
-            ejections: self.target_ejections.with_label_values(&[group, target]),
+            ejections: Counters::of(&self.target_ejections, &[group, target]),
             probes: Counters::of(&self.health_checks, &[group, target]),
         }
     }
@@ -557,7 +561,7 @@ pub struct TargetMetrics {
     pub outstanding: IntGauge,
     /// Set at scrape time from the target's health.
     pub healthy: IntGauge,
-    pub ejections: IntCounter,
+    pub ejections: Counters<crate::health::Ejection>,
     pub probes: Counters<Probe>,
 }
 

@@ -24,6 +24,7 @@ use super::logged::Outcome;
 use super::{ConnContext, Fault, ProxyBody, ProxyError, Served, error};
 use crate::body::{Replay, RequestBody, UpstreamBody, idle};
 use crate::config::Config;
+use crate::health::Ejection;
 use crate::metrics::{Retry, UpstreamErrorKind};
 use crate::state::{Group, InFlight, Snapshot, Target};
 
@@ -205,8 +206,10 @@ impl ConnContext {
         }
     }
 
-    /// An answer from target `t`: its health fed (a 5xx is a failure), its
-    /// status counted, hop-by-hop fields dropped, the body wrapped to relay.
+    /// An answer from target `t`: its health fed (a gateway status is a
+    /// failure; any other answer ends a run of them, and feeds the
+    /// failure-ratio detector when it is on), its status counted,
+    /// hop-by-hop fields dropped, the body wrapped to relay.
     fn accept(
         &self,
         snap: &Snapshot,
@@ -218,13 +221,14 @@ impl ConnContext {
     ) -> Response<ProxyBody> {
         let target = &snap.groups[g].targets[t];
         let status = resp.status().as_u16();
-        if status >= 500 {
+        let outlier = &snap.config.health.outlier;
+        if matches!(status, 502..=504) {
             self.failed(snap, g, t, now);
         } else {
-            target
-                .live
-                .health
-                .record_success(now, &snap.config.health.outlier);
+            target.live.health.record_success(now, outlier);
+            if outlier.failure_ratio.is_some() {
+                self.answered(snap, g, t, status >= 500, now);
+            }
         }
         target.metrics.count_status(status);
         let (mut head, body) = resp.into_parts();
@@ -306,21 +310,44 @@ impl ConnContext {
         }
     }
 
-    /// Counts a failed exchange against a target's passive health.
+    /// Counts a gateway failure against a target's passive health.
     fn failed(&self, snap: &Snapshot, g: usize, t: usize, now: u64) {
         let group = &snap.groups[g];
         let target = &group.targets[t];
+        let outlier = &snap.config.health.outlier;
         if let Some(length) = target.live.health.record_failure(
             now,
             group.targets.iter().map(|t| &t.live.health),
-            &snap.config.health.outlier,
+            outlier,
         ) {
-            target.metrics.ejections.inc();
+            target.metrics.ejections[Ejection::Gateway].inc();
             tracing::warn!(
                 group = %group.name, target = %target.address,
-                "target ejected for {}: {} failed requests in a row",
+                "target ejected for {}: {} gateway failures in a row",
                 crate::config::duration::format_duration(length),
-                snap.config.health.outlier.consecutive_failures
+                outlier.consecutive_failures
+            );
+        }
+    }
+
+    /// Feeds the failure-ratio detector with one of the application's
+    /// answers (`error`: a 5xx other than 502/503/504), by the client's slot.
+    fn answered(&self, snap: &Snapshot, g: usize, t: usize, error: bool, now: u64) {
+        let group = &snap.groups[g];
+        let target = &group.targets[t];
+        let slot = crate::health::client_slot(self.peer.ip());
+        if let Some(length) = target.live.health.record_answer(
+            now,
+            slot,
+            error,
+            group.targets.iter().map(|t| &t.live.health),
+            &snap.config.health.outlier,
+        ) {
+            target.metrics.ejections[Ejection::FailureRatio].inc();
+            tracing::warn!(
+                group = %group.name, target = %target.address,
+                "target ejected for {}: its application errors crossed health.outlier.failure_ratio",
+                crate::config::duration::format_duration(length),
             );
         }
     }

@@ -80,8 +80,9 @@ pub struct Seen {
 
 /// A real HTTP server standing in for one target. Endpoints:
 /// `/upload` answers `<len> <sha256>` of the body; `/download?bytes=N` streams N
-/// deterministic bytes; `/slow?ms=N` waits before answering; anything else
-/// answers 200 with `x-upstream: <name>`.
+/// deterministic bytes; `/slow?ms=N` waits before answering; `/status/N`
+/// answers status N (an application's own error, e.g. 500 or 501); anything
+/// else answers 200 with `x-upstream: <name>`.
 #[derive(Clone)]
 pub struct Upstream {
     pub name: String,
@@ -251,6 +252,13 @@ impl Upstream {
             _ => TestBody::full(self.name.clone()),
         }
         .into_response();
+        if let Some(status) = path
+            .strip_prefix("/status/")
+            .and_then(|n| n.parse::<u16>().ok())
+            .and_then(|n| http::StatusCode::from_u16(n).ok())
+        {
+            *resp.status_mut() = status;
+        }
         resp.headers_mut()
             .insert("x-upstream", ok(self.name.parse(), "name header"));
         let delay = self.delay_ms.load(Ordering::SeqCst);
@@ -510,6 +518,41 @@ pub async fn metric_at(admin: SocketAddr, name_and_labels: &str) -> f64 {
             (k == name_and_labels).then(|| v.parse().ok())?
         })
         .unwrap_or(0.0)
+}
+
+/// Reads one metric sample that must exist: a misspelt name or label fails
+/// the test instead of reading as 0.
+pub async fn series_at(admin: SocketAddr, name_and_labels: &str) -> f64 {
+    let text = scrape_at(admin).await;
+    text.lines()
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == name_and_labels).then(|| v.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no series {name_and_labels} in /metrics:\n{text}"))
+}
+
+/// Sends one HTTP/1.1 request from the loopback address `from` (any of
+/// 127.0.0.0/8: a distinct client as the proxy sees it) on a connection of
+/// its own; the status and the whole answer.
+pub async fn request_from(from: std::net::Ipv4Addr, to: SocketAddr, head: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = ok(tokio::net::TcpSocket::new_v4(), "socket");
+    ok(
+        socket.bind(SocketAddr::from((from, 0))),
+        "bind client address",
+    );
+    let mut s = ok(socket.connect(to).await, "connect");
+    ok(s.write_all(head.as_bytes()).await, "write request");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    (status, text)
 }
 
 pub async fn scrape(running: &Running) -> String {
