@@ -346,7 +346,7 @@ fn check(path: &Path, against: Option<&Path>, no_secrets: bool) -> ExitCode {
         ephemeral_key_if_missing: no_secrets,
     };
     let load = |p: &Path| config::load_file(p, &SystemKeys, opts).map_err(|e| eprintln!("{e}"));
-    let Ok((mut cfg, _)) = load(path) else {
+    let Ok((cfg, _)) = load(path) else {
         return ExitCode::FAILURE;
     };
     print_summary(path, &cfg);
@@ -358,10 +358,6 @@ fn check(path: &Path, against: Option<&Path>, no_secrets: bool) -> ExitCode {
         eprintln!("(the config to compare against is invalid)");
         return ExitCode::FAILURE;
     };
-    if cfg.sticky.ephemeral_key && old.sticky.ephemeral_key {
-        // Neither key could be read here; don't report two random keys as a rotation.
-        cfg.sticky.keys = old.sticky.keys.clone();
-    }
     let lines = diff::describe(&old, &cfg);
     println!("\nagainst {}:", old_path.display());
     if lines.is_empty() {

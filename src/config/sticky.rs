@@ -174,6 +174,18 @@ pub(super) fn sticky(
     })
 }
 
+/// The key this process signs with when no key can be read (the demo, and
+/// `check --no-secrets`): one for the whole process, so every route's copy
+/// and every reload sign alike, and a pinned client stays pinned.
+fn ephemeral_key() -> &'static [u8; MIN_KEY_LEN] {
+    static KEY: std::sync::OnceLock<[u8; MIN_KEY_LEN]> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut bytes = [0u8; MIN_KEY_LEN];
+        rand::fill(&mut bytes[..]);
+        bytes
+    })
+}
+
 /// The header a `type: header` pin travels in when none is named (under
 /// `routes:`, `<it>-<route>`).
 pub(super) const DEFAULT_PIN_HEADER: &str = "x-switchyard-pin";
@@ -303,9 +315,9 @@ fn cookie_keys(
     if opts.ephemeral_key_if_missing {
         // `check` on a build machine and `demo` run where the secret is not.
         if keys.is_empty() {
-            let mut bytes = vec![0u8; MIN_KEY_LEN];
-            rand::fill(&mut bytes[..]);
-            return CookieKey::try_new(bytes).ok().map(|k| (vec![k], true));
+            return CookieKey::try_new(ephemeral_key().to_vec())
+                .ok()
+                .map(|k| (vec![k], true));
         }
         return Some((keys, false));
     }

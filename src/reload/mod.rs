@@ -245,7 +245,7 @@ impl Reloader {
         name: &str,
         text: &str,
     ) -> Outcome {
-        let mut cfg = match config::load_str(text, name, &*self.source.keys, self.source.opts) {
+        let cfg = match config::load_str(text, name, &*self.source.keys, self.source.opts) {
             Ok(c) => c,
             Err(e) => return Outcome::Invalid(e),
         };
@@ -255,11 +255,6 @@ impl Reloader {
             self.seen = fingerprint(Ok(text), &self.files);
         }
         let old = current.declared();
-        if cfg.sticky.ephemeral_key && old.sticky.ephemeral_key {
-            // Demo without a key: keep signing with this run's key, or every
-            // reload would void every cookie.
-            cfg.sticky.keys = old.sticky.keys.clone();
-        }
         let hash = content_hash(text);
         if cfg == *old && hash == current.content_hash {
             return Outcome::Unchanged;

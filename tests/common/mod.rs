@@ -615,6 +615,8 @@ impl BinProxy {
                 .args([command, "--config"])
                 .arg(path)
                 .env("TEST_KEY", TEST_KEY)
+                // The demo's config names it: unset, as README runs the demo.
+                .env_remove("SWITCHYARD_COOKIE_KEY")
                 .env("SWITCHYARD_LOG", "info")
                 .stderr(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::null())
