@@ -35,10 +35,10 @@ pub fn run(call: &Call) -> Result<()> {
     let token = match call.token_file {
         Some(f) => std::fs::read_to_string(f)
             .with_context(|| format!("cannot read {}", f.display()))?
-            .trim_end()
+            .trim()
             .to_owned(),
         None => match std::env::var("SWITCHYARD_ADMIN_TOKEN") {
-            Ok(t) => t,
+            Ok(t) => t.trim().to_owned(),
             Err(_) => loaded
                 .as_ref()
                 .and_then(|(c, _)| c.admin_token.as_ref())

@@ -25,6 +25,7 @@ async fn hop_by_hop_headers_and_the_sticky_cookie_never_reach_the_upstream() {
         "GET /path?q=1 HTTP/1.1\r\nHost: app.example\r\nConnection: close, X-Secret\r\n\
          X-Secret: s3cret\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\n\
          Proxy-Connection: keep-alive\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil.example\r\n\
+         X-Real-IP: 6.6.6.6\r\n\
          Forwarded: for=6.6.6.6\r\nCookie: a=1; switchyard={cookie}; b=2\r\nX-Keep: yes\r\n\r\n"
     );
     let resp = raw(proxy.proxy_addr, req.as_bytes()).await;
@@ -56,6 +57,10 @@ async fn hop_by_hop_headers_and_the_sticky_cookie_never_reach_the_upstream() {
         h["x-forwarded-for"], "127.0.0.1",
         "spoofed XFF replaced by the peer"
     );
+    assert_eq!(
+        h["x-real-ip"], "127.0.0.1",
+        "spoofed X-Real-IP replaced by the peer"
+    );
     assert_eq!(h["x-forwarded-host"], "app.example");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["host"], "app.example", "Host is kept");
@@ -67,7 +72,7 @@ async fn hop_by_hop_headers_and_the_sticky_cookie_never_reach_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxies_are_appended_to() {
     let (up, proxy) = one_group("trusted_proxies: [127.0.0.0/8]\n").await;
-    let req = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n";
+    let req = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.9\r\nX-Real-IP: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n";
     let resp = raw(proxy.proxy_addr, req).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let h = up
@@ -75,6 +80,10 @@ async fn trusted_proxies_are_appended_to() {
         .unwrap_or_else(|| panic!("nothing seen"))
         .headers;
     assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(
+        h["x-real-ip"], "203.0.113.9",
+        "a trusted proxy's X-Real-IP is kept"
+    );
     assert_eq!(
         h["x-forwarded-proto"], "https",
         "a trusted proxy's proto is kept"

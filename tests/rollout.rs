@@ -389,10 +389,15 @@ async fn without_an_admin_token_the_rollout_api_is_off() {
     assert!(state_is(&r, "progressing"), "/status still shows it: {r:#}");
 }
 
-/// Writes `admin_token: file:` into a BinProxy's config directory.
+/// Writes `admin_token: file:` into a BinProxy's config directory; the
+/// file ends in a space and a newline, as an editor may leave it, and
+/// every side that reads it trims them.
 fn bin_config(dir: &std::path::Path, b: &Upstream, g: &Upstream) -> std::path::PathBuf {
     let token = dir.join("admin.token");
-    ok(std::fs::write(&token, ADMIN_TOKEN), "write token");
+    ok(
+        std::fs::write(&token, format!("{ADMIN_TOKEN} \n")),
+        "write token",
+    );
     let plan = PLAN
         .replace("env:ADMIN_TOKEN", &format!("file:{}", token.display()))
         .replace("{weight: 50, hold: 1s}", "{weight: 50, hold: 1h}");
@@ -457,6 +462,18 @@ async fn a_restarted_proxy_resumes_the_step_it_was_on() {
         String::from_utf8_lossy(&got.stderr)
     );
     assert!(out.contains("progressing at step 2/3 (canary 50"), "{out}");
+    // The token file ends in " \n"; the bare token is what a client sends.
+    let req = ok(
+        http::Request::get(format!("http://{}/rollouts", second.admin_addr))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .body(Full::default()),
+        "request",
+    );
+    assert_eq!(
+        send(&h1_client(), req).await.status,
+        200,
+        "the trimmed token is refused"
+    );
     let check = ok(
         std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["check", "--no-secrets"])

@@ -186,7 +186,9 @@ pub(super) fn secret(
         );
         return None;
     };
-    let value = value.trim_end_matches(['\r', '\n']).to_owned();
+    // Whitespace around a secret is never part of it (a file's trailing
+    // newline, an editor's space): every side that compares it trims alike.
+    let value = value.trim().to_owned();
     if value.is_empty() {
         errs.at(path, spec, "is empty");
         return None;

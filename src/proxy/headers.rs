@@ -22,6 +22,7 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Refuses a transfer coding other than plain `chunked`: hyper decodes only the
 /// chunking, so a `gzip, chunked` body would reach the upstream re-framed with
@@ -319,9 +320,10 @@ pub fn peer_value(peer: IpAddr) -> HeaderValue {
     HeaderValue::from_bytes(fmt_ip(peer, &mut ip)).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
-/// Sets X-Forwarded-For/-Proto/-Host. A client's own values are kept (and
-/// appended to) only when the peer is a trusted proxy. `peer` comes from
-/// [`peer_value`].
+/// Sets X-Forwarded-For/-Proto/-Host and X-Real-IP. A client's own values
+/// are kept (X-Forwarded-For appended to) only when the peer is a trusted
+/// proxy; otherwise X-Real-IP is the peer's address, as the last hop of
+/// X-Forwarded-For is. `peer` comes from [`peer_value`].
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: &HeaderValue,
@@ -329,8 +331,8 @@ pub fn set_forwarded(
     host: &Authority,
     proto: &'static str,
 ) {
-    // Three inserts at most: grow the table once, not once per insert.
-    headers.reserve(3);
+    // Four inserts at most: grow the table once, not once per insert.
+    headers.reserve(4);
     if trusted {
         let prior: Vec<&[u8]> = headers
             .get_all(&X_FORWARDED_FOR)
@@ -353,6 +355,9 @@ pub fn set_forwarded(
             headers.remove(header::FORWARDED);
         }
         headers.insert(X_FORWARDED_FOR.clone(), peer.clone());
+    }
+    if !(trusted && headers.contains_key(&X_REAL_IP)) {
+        headers.insert(X_REAL_IP.clone(), peer.clone());
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
