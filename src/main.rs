@@ -86,6 +86,23 @@ enum Command {
         #[arg(long)]
         token_file: Option<PathBuf>,
     },
+    /// Print a tester pass: the override header's value that sends its
+    /// holder to GROUP on ROUTE until it expires (signed with the route's
+    /// cookie keys, so run it where `run` finds them).
+    Pass {
+        /// The route; optional when the config has one route.
+        #[arg(long)]
+        route: Option<String>,
+        /// The group the pass opens (one of the route's split).
+        #[arg(long)]
+        group: String,
+        /// How long the pass is valid (at most 7d).
+        #[arg(long, default_value = "8h")]
+        ttl: String,
+        /// Path to proxy.yaml.
+        #[arg(long, short, default_value = "proxy.yaml")]
+        config: PathBuf,
+    },
     /// Run the proxy with built-in blue/green upstreams on the config's addresses.
     Demo {
         /// Config to run instead of the embedded one (src/demo.yaml: two routes, /api/ and the rest).
@@ -164,6 +181,7 @@ async fn release_idle_memory() {
     }
 }
 
+mod pass_cli;
 mod rollout_cli;
 
 fn main() -> ExitCode {
@@ -212,6 +230,17 @@ fn main() -> ExitCode {
             config: &config,
             admin,
             token_file: token_file.as_deref(),
+        }),
+        Command::Pass {
+            route,
+            group,
+            ttl,
+            config,
+        } => pass_cli::run(&pass_cli::Call {
+            config: &config,
+            route: route.as_deref(),
+            group: &group,
+            ttl: &ttl,
         }),
         Command::Demo { config: path } => load_demo(path.as_deref()).and_then(|(config, text)| {
             runtime(config.run.workers).and_then(|(rt, workers)| {

@@ -424,18 +424,26 @@ async fn a_failing_group_fails_over_within_its_route_never_to_another_apps_group
     let yaml = format!(
         "{HEAD}health: {{outlier: {{consecutive_failures: 1}}}}\n\
          groups:\n  a1:\n    targets: [{{address: {}}}]\n  a2:\n    targets: [{{address: {}}}]\n  web:\n    targets: [{{address: {}}}]\n\
-         routes:\n  - name: api\n    match: {{hosts: [api.test]}}\n    split: {{a1: 1, a2: 0}}\n  - name: solo\n    match: {{hosts: [solo.test]}}\n    split: {{a1: 1}}\n  - name: www\n    split: {{web: 1}}\n",
+         routes:\n  - name: api\n    match: {{hosts: [api.test]}}\n    split: {{a1: 1, a2: 1}}\n  - name: solo\n    match: {{hosts: [solo.test]}}\n    split: {{a1: 1}}\n  - name: www\n    split: {{web: 1}}\n",
         a1.addr, a2.addr, web.addr
     );
     let proxy = start_proxy(&yaml).await;
     let addr = proxy.proxy_addr;
-    let pinned = get_host(addr, "api.test", "/", None).await;
+    // A client of the api route pinned to a1 (the split is 50/50).
+    let mut pinned = get_host(addr, "api.test", "/", None).await;
+    for _ in 0..100 {
+        if pinned.upstream() == "a1" {
+            break;
+        }
+        pinned = get_host(addr, "api.test", "/", None).await;
+    }
     assert_eq!(pinned.upstream(), "a1");
     let pin = pinned.set_cookie("switchyard_api").unwrap_or_default();
     a1.kill();
     // The failure ejects a1's one target.
     assert_eq!(get_host(addr, "solo.test", "/", None).await.status, 502);
-    // The api route's clients are served by its other group, a2 ...
+    // The api route's clients are served by its other group, a2 (which
+    // takes new clients: a weight-0 group would stand in for nobody) ...
     let moved = get_host(
         addr,
         "api.test",

@@ -6,10 +6,12 @@
 
 pub mod bucket;
 pub mod cookie;
+pub mod pass;
 mod routing;
 
 use bucket::{bucket_of, client_id_from_key};
 pub use cookie::{ClientId, CookieCodec, Pin, Rejection};
+pub use pass::{PassCodec, PassResult};
 pub use routing::{Routing, target_id};
 
 /// What the request offers to the decision.
@@ -17,7 +19,8 @@ pub use routing::{Routing, target_id};
 pub struct RequestView<'a> {
     /// The sticky cookie, as [`read_cookie`] found it; `None` when there was none.
     pub cookie: Option<Result<Pin, Rejection>>,
-    /// The override header's value, if configured and present.
+    /// The group a verified tester pass (or, from `override_plain_from`,
+    /// a plain name in the override header) names.
     pub override_group: Option<&'a [u8]>,
     /// The bucketing key (header value or client IP) for clients without a cookie.
     pub bucket_key: Option<&'a [u8]>,
@@ -30,7 +33,7 @@ pub enum Reason {
     New,
     /// A valid cookie, honoured.
     Sticky,
-    /// The override header chose the group for this request only.
+    /// A tester pass in the override header chose the group for this request only.
     Override,
     /// The cookie's group is draining or gone: moved to another group.
     Reassigned,

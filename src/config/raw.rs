@@ -29,6 +29,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
     #[serde(default)]
+    pub override_plain_from: Vec<Spanned<String>>,
+    #[serde(default)]
     pub timeouts: RawTimeouts,
     #[serde(default)]
     pub reload: RawReload,

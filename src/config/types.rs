@@ -35,7 +35,12 @@ pub struct Config {
     /// Never empty: the groups-only form has one catch-all route.
     pub routes: Vec<RouteSpec>,
     pub form: ConfigForm,
+    /// The header a tester pass travels in (`switchyard pass` makes one);
+    /// `None`: no override.
     pub override_header: Option<HeaderName>,
+    /// Peers whose plain group name in the override header is honoured (an
+    /// internal QA network); empty: passes only.
+    pub override_plain_from: Vec<IpNet>,
     pub trusted_proxies: Vec<IpNet>,
     pub timeouts: Timeouts,
     pub reload: ReloadSettings,

@@ -46,6 +46,15 @@ pub fn validate(
             .ok()
     });
     let trusted_proxies = super::edge::cidrs(&mut errs, "trusted_proxies", &raw.trusted_proxies);
+    let override_plain_from =
+        super::edge::cidrs(&mut errs, "override_plain_from", &raw.override_plain_from);
+    if let (Some(first), None) = (raw.override_plain_from.first(), &raw.override_header) {
+        errs.at(
+            "override_plain_from",
+            first,
+            "needs override_header: it says who may send a plain group name in it",
+        );
+    }
     let proxy_protocol = raw
         .proxy_protocol
         .as_ref()
@@ -111,6 +120,7 @@ pub fn validate(
             routes,
             form,
             override_header,
+            override_plain_from,
             trusted_proxies,
             timeouts,
             reload,

@@ -92,6 +92,7 @@ label_of!(crate::assign::Rejection);
 label_of!(super::DownstreamErrorKind);
 label_of!(super::UpstreamErrorKind);
 label_of!(crate::health::Ejection);
+label_of!(crate::assign::PassResult);
 
 /// Defines a label enum: its variants with their label text.
 macro_rules! label_enum {

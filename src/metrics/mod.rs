@@ -128,6 +128,8 @@ pub struct Metrics {
     pub target_outstanding: IntGaugeVec,
     pub target_healthy: IntGaugeVec,
     pub target_ejections: IntCounterVec,
+    /// Tester passes in the override header, by route and result.
+    pub tester_passes: IntCounterVec,
     pub health_checks: IntCounterVec,
     pub retries: IntCounterVec,
     pub config_generation: IntGauge,
@@ -364,6 +366,11 @@ impl Metrics {
                 "1 when the target takes requests: passing its health checks (if any) and not ejected.",
                 &["group", "target"],
             )?,
+            tester_passes: c(
+                "switchyard_tester_passes_total",
+                "Values of the override header, by route and result (accepted, or why the pass was ignored: too_long, malformed, unknown_key, bad_signature, expired, unknown_group; plain: a group name from override_plain_from).",
+                &["route", "result"],
+            )?,
             target_ejections: c(
                 "switchyard_target_ejections_total",
                 "Times a target was ejected, by cause (gateway: consecutive gateway failures; failure_ratio: the application's error ratio).",
@@ -497,6 +504,18 @@ impl Metrics {
             let _ = self
                 .route_requests
                 .remove_label_values(&[route, group, c.label()]);
+        }
+    }
+
+    /// The tester-pass counters of `route`, resolved once per snapshot.
+    pub fn pass_handles(&self, route: &str) -> Counters<crate::assign::PassResult> {
+        Counters::of(&self.tester_passes, &[route])
+    }
+
+    /// Drops the tester-pass series of a route that is gone.
+    pub fn forget_route_passes(&self, route: &str) {
+        for r in crate::assign::PassResult::ALL {
+            let _ = self.tester_passes.remove_label_values(&[route, r.label()]);
         }
     }
 

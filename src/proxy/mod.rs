@@ -38,7 +38,7 @@ use http::{HeaderMap, HeaderName, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use crate::assign::{Decision, Pin, Reason, RequestView, read_cookie};
+use crate::assign::{Decision, PassResult, Pin, Reason, RequestView, read_cookie};
 use crate::body::RequestBody;
 use crate::config::{BucketBy, PinCarrier};
 use crate::metrics::{ClientTimeout, DownstreamErrorKind, StatusClass};
@@ -381,12 +381,7 @@ impl ConnContext {
                     h.get_all(name).iter().filter_map(|v| v.to_str().ok()),
                 ),
             },
-            override_group: snap
-                .config
-                .override_header
-                .as_ref()
-                .and_then(|name| h.get(name))
-                .map(HeaderValue::as_bytes),
+            override_group: self.override_group(snap, route, h, now),
             bucket_key: match &sticky.bucket_by {
                 None => None,
                 Some(BucketBy::ClientIp) => Some(&ip_key[..]),
@@ -404,6 +399,41 @@ impl ConnContext {
         let mut decision = crate::assign::decide(&route.routing, &view, now, &mut rand::random)?;
         session.adjust(&mut decision);
         Some((decision, session))
+    }
+
+    /// The group the override header opens for this request: a verified
+    /// tester pass's, or a plain group name from an `override_plain_from`
+    /// peer. Anything else is ignored (the client is assigned as usual)
+    /// and counted by why.
+    fn override_group<'s>(
+        &self,
+        snap: &'s Snapshot,
+        route: &Route,
+        h: &HeaderMap,
+        now: u32,
+    ) -> Option<&'s [u8]> {
+        let value = h.get(snap.config.override_header.as_ref()?)?.as_bytes();
+        let passes = route.passes.as_ref()?;
+        let plain_from = &snap.config.override_plain_from;
+        if !plain_from.is_empty()
+            && let Some(g) = route.routing.group_by_name(value)
+        {
+            let ip = self.peer.ip().to_canonical();
+            if plain_from.iter().any(|n| n.contains(&ip)) {
+                passes.counted[PassResult::Plain].inc();
+                return Some(snap.groups[g].name.as_str().as_bytes());
+            }
+        }
+        match passes.codec.check(value, &route.routing, now) {
+            Ok((_, g)) => {
+                passes.counted[PassResult::Accepted].inc();
+                Some(snap.groups[g].name.as_str().as_bytes())
+            }
+            Err(why) => {
+                passes.counted[why].inc();
+                None
+            }
+        }
     }
 
     /// Target: the decision's target if it is usable, else one the balancer
@@ -524,6 +554,10 @@ impl ConnContext {
         headers::strip_hop_by_hop(h);
         headers::strip_sticky_cookie(h, |name| snap.cookie_names.contains(name));
         snap.pin_headers.strip(h);
+        if let Some(name) = &snap.config.override_header {
+            // A pass is a tester's credential: the application has no use for it.
+            h.remove(name);
+        }
         headers::set_forwarded(h, &self.peer_value, trusted, &admitted.host, proto);
         if !h.contains_key(header::HOST)
             && let Ok(v) = HeaderValue::from_str(admitted.host.as_str())

@@ -19,9 +19,9 @@ use arc_swap::ArcSwap;
 use http::uri::Authority;
 
 use crate::assign::cookie::CookieCodec;
-use crate::assign::{Routing, target_id};
+use crate::assign::{PassCodec, PassResult, Routing, target_id};
 use crate::config::{Config, GroupName, PinCarrier, RouteSpec, Sticky};
-use crate::metrics::{GroupMetrics, Metrics, RouteGroupMetrics, TargetMetrics};
+use crate::metrics::{Counters, GroupMetrics, Metrics, RouteGroupMetrics, TargetMetrics};
 use crate::route::RouteTable;
 use crate::upstream::{H1Pool, PoolSettings, UpstreamClient, upstream_client};
 
@@ -358,6 +358,16 @@ impl Snapshot {
                     }
                 }
             }
+            for r in &prev.routes {
+                if r.passes.is_some()
+                    && !self
+                        .routes
+                        .iter()
+                        .any(|n| n.name == r.name && n.passes.is_some())
+                {
+                    metrics.forget_route_passes(r.name.as_str());
+                }
+            }
             for (route, group) in prev.route_groups() {
                 if !self.route_groups().any(|(r, g)| r == route && g == group) {
                     metrics.forget_route_group(route, group);
@@ -528,6 +538,15 @@ pub struct Route {
     /// Per group index: its handles as this route uses it (`None` for a
     /// group the route neither splits to nor writes to).
     pub metrics: Vec<Option<RouteGroupMetrics>>,
+    /// Tester passes, when the config names an override header.
+    pub passes: Option<TesterPasses>,
+}
+
+/// A route's tester passes: their codec and their counters by result.
+#[derive(Debug)]
+pub struct TesterPasses {
+    pub codec: PassCodec,
+    pub counted: Counters<PassResult>,
 }
 
 impl Route {
@@ -545,6 +564,10 @@ impl Route {
             .collect();
         Self {
             metrics: handles,
+            passes: config.override_header.as_ref().map(|_| TesterPasses {
+                codec: PassCodec::new(&spec.sticky.keys, spec.name.as_str()),
+                counted: metrics.pass_handles(spec.name.as_str()),
+            }),
             name: spec.name.clone(),
             routing: Routing::new(config, spec),
             codec: CookieCodec::for_route(&spec.sticky, spec.bound.then(|| spec.name.as_str())),
