@@ -71,8 +71,9 @@ enum Command {
     /// admin_token).
     Rollout {
         /// status, pause, resume, promote (now, to 100 %), abort (drain the
-        /// canary) or retry (start an aborted rollout again).
-        #[arg(value_parser = ["status", "pause", "resume", "promote", "abort", "retry"])]
+        /// canary), retry (start an aborted rollout again) or reset (forget
+        /// its state, readable or not, and start the plan again).
+        #[arg(value_parser = ["status", "pause", "resume", "promote", "abort", "retry", "reset"])]
         action: String,
         /// The route; optional when only one route has a rollout.
         route: Option<String>,
@@ -379,7 +380,9 @@ fn check(path: &Path, against: Option<&Path>, no_secrets: bool) -> ExitCode {
         return ExitCode::FAILURE;
     };
     print_summary(path, &cfg);
-    print_rollouts(path, &cfg);
+    if !print_rollouts(path, &cfg) {
+        return ExitCode::FAILURE;
+    }
     let Some(old_path) = against else {
         return ExitCode::SUCCESS;
     };
@@ -499,16 +502,27 @@ fn print_summary(path: &Path, cfg: &Config) {
 }
 
 /// Each rollout's plan, and where it stands when its state is in a file here.
-fn print_rollouts(path: &Path, cfg: &Config) {
+/// Prints each route's rollout plan and where its state stands; false
+/// when the state file exists but cannot be read (the proxy would hold
+/// every plan), which `check` reports as an error.
+fn print_rollouts(path: &Path, cfg: &Config) -> bool {
     use config::duration::format_duration as d;
     let state = switchyard::rollout::state_file(cfg, Some(path));
     let redis = matches!(cfg.sticky.store.kind, config::StoreKind::Redis(_));
-    let saved: serde_json::Value = state
-        .as_ref()
-        .filter(|_| !redis)
-        .and_then(|f| std::fs::read(f).ok())
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let planned = cfg.routes.iter().any(|r| r.rollout.is_some());
+    let read = match state.as_deref().filter(|_| !redis && planned) {
+        Some(f) => switchyard::rollout::backend::read_state_file(f),
+        None => Ok(None),
+    };
+    let saved = match read {
+        Ok(records) => serde_json::to_value(records.unwrap_or_default()).unwrap_or_default(),
+        Err(e) => {
+            eprintln!(
+                "error: the rollout state file is not readable: {e}\n  a running proxy holds every plan on its YAML split until `switchyard rollout reset ROUTE` or the file is deleted"
+            );
+            return false;
+        }
+    };
     for r in &cfg.routes {
         let Some(p) = &r.rollout else { continue };
         let name = |g: usize| cfg.groups.get(g).map_or("?", |g| g.name.as_str());
@@ -563,6 +577,7 @@ fn print_rollouts(path: &Path, cfg: &Config) {
             );
         }
     }
+    true
 }
 
 /// Whether a file can be created beside `file` (where the state is

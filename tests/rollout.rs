@@ -824,3 +824,182 @@ fn bad_plans_are_named_with_their_path_and_line() {
         "{errs:?}"
     );
 }
+
+/// An aborted rollout whose state file is then truncated, emptied or
+/// garbled, across a restart: the plan is held on its YAML split (no
+/// canary re-opened), `/status` and a metric say why, the file is left as
+/// it was with a copy aside, `check` fails naming the parse error, and only
+/// `switchyard rollout reset` (or deleting the file) starts it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_state_file_holds_the_plan_until_reset() {
+    let (blue, green) = blue_and_green().await;
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    let path = bin_config(dir.path(), &blue, &green);
+    let state = path.with_extension("rollout.json");
+    let first = BinProxy::start_at(ok(tempfile::tempdir(), "tempdir"), &path);
+    wait_rollout(first.admin_addr, Duration::from_secs(10), "started", |r| {
+        r["status"]["step"] == 1
+    })
+    .await;
+    let aborted = post(
+        first.admin_addr,
+        "/rollouts/default/abort",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(aborted.status, 200);
+    first.signal("TERM");
+    drop(first);
+    let good = ok(std::fs::read(&state), "state file");
+    let unreadable = "switchyard_rollout_state_unreadable{route=\"default\"}";
+    for (case, bytes) in [
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("empty", Vec::new()),
+        ("garbage", b"\x00\xffnot json".to_vec()),
+    ] {
+        ok(std::fs::write(&state, &bytes), "corrupt the state file");
+        let check = ok(
+            std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+                .args(["check", "--no-secrets"])
+                .arg(&path)
+                .output(),
+            "switchyard check",
+        );
+        assert!(
+            !check.status.success(),
+            "{case}: check passed an unreadable state file"
+        );
+        let err = String::from_utf8_lossy(&check.stderr);
+        assert!(
+            err.contains("rollout state file is not readable"),
+            "{case}: {err}"
+        );
+
+        let proxy = BinProxy::start_at(ok(tempfile::tempdir(), "tempdir"), &path);
+        let (p, a) = (proxy.proxy_addr, proxy.admin_addr);
+        // Two ticks at least (300 ms / 4 each): nothing moves meanwhile.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let r = rollout_at(a).await;
+        let held = r["held"].as_str().unwrap_or_default();
+        assert!(held.contains("not readable"), "{case}: {r:#}");
+        assert!(
+            r["status"].is_null(),
+            "{case}: a held plan has no step: {r:#}"
+        );
+        assert_eq!(series_at(a, unreadable).await, 1.0, "{case}");
+        let c = h1_client();
+        for _ in 0..40 {
+            assert_eq!(
+                get(&c, &format!("http://{p}/"), None).await.upstream(),
+                "blue",
+                "{case}"
+            );
+        }
+        assert_eq!(
+            ok(std::fs::read(&state), "state"),
+            bytes,
+            "{case}: the file was written"
+        );
+        let kept = ok(std::fs::read_dir(dir.path()), "list")
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().contains(".unreadable-"));
+        assert!(kept, "{case}: no copy kept aside");
+        if case == "empty" {
+            // Deleting the file ends the hold: the plan starts afresh.
+            ok(std::fs::remove_file(&state), "delete the state file");
+        } else {
+            let reset = post(a, "/rollouts/default/reset", Some(ADMIN_TOKEN)).await;
+            assert_eq!(
+                reset.status,
+                200,
+                "{}",
+                String::from_utf8_lossy(&reset.body)
+            );
+        }
+        let r = wait_rollout(a, Duration::from_secs(10), "resumed", |r| {
+            r["held"].is_null() && state_is(r, "progressing")
+        })
+        .await;
+        assert_eq!(r["status"]["step"], 1, "{case}: {r:#}");
+        assert_eq!(series_at(a, unreadable).await, 0.0, "{case}");
+        let saved = ok(std::fs::read(&state), "state after the hold");
+        let saved: serde_json::Value = ok(serde_json::from_slice(&saved), "readable again");
+        assert_eq!(
+            saved["default"]["phase"], "progressing",
+            "{case}: {saved:#}"
+        );
+        proxy.signal("TERM");
+        drop(proxy);
+        ok(std::fs::write(&state, &good), "the aborted state again");
+    }
+}
+
+/// A Redis record that is not the rollout's JSON is held the same way, in
+/// place: the YAML split serves, `/status` says why, and `reset` deletes
+/// it and starts the plan again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_redis_record_holds_the_plan_until_reset() {
+    let r = RedisServer::start().await;
+    let (blue, green) = blue_and_green().await;
+    let url = r.url();
+    let yaml = plan_yaml(&blue, &green, PLAN).replace(
+        "  keys: [env:TEST_KEY]\n",
+        &format!("  keys: [env:TEST_KEY]\n  store:\n    type: redis\n    url: {url}\n    key_prefix: \"h:\"\n"),
+    );
+    let mut conn = r.conn().await;
+    let _: () = ok(
+        redis::cmd("SET")
+            .arg("h:rollout:default")
+            .arg("{\"phase\": tru")
+            .query_async(&mut conn)
+            .await,
+        "garble the record",
+    );
+    let proxy = start_proxy(&yaml).await;
+    let a = proxy.admin_addr;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let rec = rollout_at(a).await;
+    assert!(
+        rec["held"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not readable"),
+        "{rec:#}"
+    );
+    assert_eq!(
+        series_at(a, "switchyard_rollout_state_unreadable{route=\"default\"}").await,
+        1.0
+    );
+    let c = h1_client();
+    for _ in 0..20 {
+        assert_eq!(
+            get(&c, &format!("http://{}/", proxy.proxy_addr), None)
+                .await
+                .upstream(),
+            "blue"
+        );
+    }
+    let kept: String = ok(
+        redis::cmd("GET")
+            .arg("h:rollout:default")
+            .query_async(&mut conn)
+            .await,
+        "read the record",
+    );
+    assert_eq!(
+        kept, "{\"phase\": tru",
+        "the unreadable record was overwritten"
+    );
+    let reset = post(a, "/rollouts/default/reset", Some(ADMIN_TOKEN)).await;
+    assert_eq!(
+        reset.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reset.body)
+    );
+    let rec = wait_rollout(a, Duration::from_secs(5), "resumed", |r| {
+        r["held"].is_null()
+    })
+    .await;
+    assert_eq!(rec["status"]["step"], 1, "{rec:#}");
+}

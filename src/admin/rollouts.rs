@@ -3,7 +3,7 @@
 //! ```text
 //! GET  /rollouts                     every route's plan and where it stands
 //! GET  /rollouts/{route}             one of them
-//! POST /rollouts/{route}/{command}   pause | resume | promote | abort | retry
+//! POST /rollouts/{route}/{command}   pause | resume | promote | abort | retry | reset
 //! ```
 //! Without `admin_token` in the config, the API is off (403): a command
 //! changes where clients go, and nothing that does is open on this listener.
@@ -50,7 +50,7 @@ pub(super) async fn handle(
             let Some(cmd) = Command::parse(command) else {
                 return text(
                     StatusCode::NOT_FOUND,
-                    "commands: pause, resume, promote, abort, retry\n",
+                    "commands: pause, resume, promote, abort, retry, reset\n",
                 );
             };
             match rollouts.command(route, cmd).await {
@@ -64,7 +64,7 @@ pub(super) async fn handle(
         (_, [_, _]) => text(StatusCode::METHOD_NOT_ALLOWED, "commands are POST\n"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "try GET /rollouts, GET /rollouts/{route} or POST /rollouts/{route}/{pause|resume|promote|abort|retry}\n",
+            "try GET /rollouts, GET /rollouts/{route} or POST /rollouts/{route}/{pause|resume|promote|abort|retry|reset}\n",
         ),
     }
 }

@@ -6,8 +6,19 @@
 //! redis:  {prefix}rollout:{route}                      the Record (JSON), compare-and-set on `version`
 //!         {prefix}rollout:{route}:{id}:{anchor}:{n}    interval n's tally, HINCRBY by every replica
 //!         {prefix}rollout:leader                       who advances plans (SET PX, renewed)
-//! local:  a map in memory, the records also in the state file (tmp + fsync + rename)
+//! local:  a map in memory, the records also in the state file
+//!         (tmp + fsync + rename + fsync of the directory)
 //! ```
+//!
+//! State that exists but cannot be read is not "no state" (DESIGN §12): a
+//! state file that is empty, truncated or not the records' JSON is copied
+//! aside (`<file>.unreadable-<unix seconds>`) and **held**: reading or
+//! writing any route's record fails with [`BackendError::Unreadable`] (its
+//! plan takes no step, serves its YAML split) and the file is not written,
+//! until the file is deleted, or `reset` releases a route (which then runs
+//! from memory; the file is written again once every planned route is
+//! released). A Redis record that is not readable is held the same way, in
+//! place, until `reset` deletes it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,6 +44,18 @@ pub enum BackendError {
     Corrupt(#[from] serde_json::Error),
     #[error("cannot write the rollout state file {path}: {error}")]
     File { path: String, error: std::io::Error },
+    #[error(
+        "the rollout state is not readable ({0}); the plan is held: `switchyard rollout reset ROUTE` or deleting the state file resumes it"
+    )]
+    Unreadable(String),
+}
+
+impl BackendError {
+    /// State exists but cannot be read: the plan holds (not a passing
+    /// failure of the store, after which the last known steps serve).
+    pub fn is_unreadable(&self) -> bool {
+        matches!(self, Self::Corrupt(_) | Self::Unreadable(_))
+    }
 }
 
 /// Where records and tallies are kept.
@@ -56,6 +79,27 @@ pub struct Local {
     pub file: Option<PathBuf>,
     records: Mutex<HashMap<String, Record>>,
     windows: Mutex<HashMap<(String, String, u64), Window>>,
+    /// The state file could not be read at start: why, and the routes an
+    /// operator has released since (module doc).
+    held: Mutex<Option<Held>>,
+}
+
+#[derive(Debug)]
+struct Held {
+    why: String,
+    released: std::collections::HashSet<String>,
+}
+
+/// What a state file holds: the records by route, or why it cannot be
+/// read (`Ok(None)`: there is no file).
+pub fn read_state_file(path: &std::path::Path) -> Result<Option<HashMap<String, Record>>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
 }
 
 /// State in Redis, shared by every replica.
@@ -93,30 +137,66 @@ end
 return 0";
 
 impl Local {
-    /// This process's state, read back from `file` when it exists (a
-    /// file that cannot be read is reported and started afresh).
+    /// This process's state, read back from `file` when it exists. A file
+    /// that cannot be read is copied aside and held (module doc).
     pub fn open(file: Option<PathBuf>) -> Self {
-        let records = file
-            .as_ref()
-            .and_then(|f| match std::fs::read(f) {
-                Ok(bytes) => match serde_json::from_slice(&bytes) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        tracing::warn!(file = %f.display(), error = %e, "the rollout state file is not readable; starting from the plans");
-                        None
-                    }
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => {
-                    tracing::warn!(file = %f.display(), error = %e, "cannot read the rollout state file; starting from the plans");
-                    None
-                }
-            })
-            .unwrap_or_default();
+        let mut held = None;
+        let records = match file.as_deref().map(read_state_file) {
+            Some(Ok(Some(r))) => r,
+            Some(Err(why)) => {
+                let aside = file.as_deref().and_then(keep_aside);
+                tracing::error!(
+                    error = %why,
+                    kept_at = aside.as_ref().map(|p| p.display().to_string()),
+                    "the rollout state file is not readable: every plan is held (no step taken, YAML splits served) until `switchyard rollout reset ROUTE` or the file is deleted"
+                );
+                held = Some(Held {
+                    why,
+                    released: Default::default(),
+                });
+                HashMap::new()
+            }
+            _ => HashMap::new(),
+        };
         Self {
             file,
             records: Mutex::new(records),
             windows: Mutex::default(),
+            held: Mutex::new(held),
+        }
+    }
+
+    /// Why `route`'s state is held, if it is.
+    fn held(&self, route: &str) -> Result<(), BackendError> {
+        match &*lock(&self.held) {
+            Some(h) if !h.released.contains(route) => Err(BackendError::Unreadable(h.why.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ends the hold when its cause is gone: the file was deleted, or every
+    /// route planned now was released (the file is then written anew).
+    fn settle_hold(&self, planned: &[&str]) {
+        let mut held = lock(&self.held);
+        let Some(h) = held.as_ref() else { return };
+        let deleted = self.file.as_ref().is_some_and(|f| !f.exists());
+        let released = planned.iter().all(|r| h.released.contains(*r));
+        if !deleted && !released {
+            return;
+        }
+        tracing::info!(
+            "rollouts: the unreadable state file {}; its hold ends",
+            if deleted {
+                "was deleted"
+            } else {
+                "has every planned route reset"
+            }
+        );
+        *held = None;
+        drop(held);
+        let records = lock(&self.records).clone();
+        if let Err(e) = self.persist(&records) {
+            tracing::warn!(error = %e, "rollouts: cannot write the state file");
         }
     }
 
@@ -128,6 +208,11 @@ impl Local {
         let Some(path) = &self.file else {
             return Ok(());
         };
+        if lock(&self.held).is_some() {
+            // Held: the unreadable file stays as it is; released routes run
+            // from memory until the hold ends.
+            return Ok(());
+        }
         let err = |error| BackendError::File {
             path: path.display().to_string(),
             error,
@@ -138,6 +223,11 @@ impl Local {
         f.write_all(&body).map_err(err)?;
         f.sync_all().map_err(err)?;
         std::fs::rename(&tmp, path).map_err(err)?;
+        // The rename itself lasts only once the directory is on disk.
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        std::fs::File::open(dir.unwrap_or(std::path::Path::new(".")))
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
         Ok(())
     }
 }
@@ -151,10 +241,44 @@ impl Backend {
         })
     }
 
+    /// Ends a local hold whose cause is gone (module doc); `planned`: the
+    /// routes with a plan now.
+    pub fn settle_hold(&self, planned: &[&str]) {
+        if let Backend::Local(l) = self {
+            l.settle_hold(planned);
+        }
+    }
+
+    /// Forgets `route`'s record, readable or not (an operator's reset):
+    /// its plan starts from its first step at the next tick.
+    pub async fn reset(&self, route: &str) -> Result<(), BackendError> {
+        match self {
+            Backend::Local(l) => {
+                let mut records = lock(&l.records);
+                let mut next = records.clone();
+                next.remove(route);
+                if let Some(h) = lock(&l.held).as_mut() {
+                    h.released.insert(route.to_owned());
+                }
+                l.persist(&next)?;
+                *records = next;
+                Ok(())
+            }
+            Backend::Redis(r) => {
+                let mut cmd = redis::cmd("DEL");
+                cmd.arg(r.record_key(route));
+                r.run::<i64>(&cmd).await.map(|_| ())
+            }
+        }
+    }
+
     /// The stored record of `route`.
     pub async fn load(&self, route: &str) -> Result<Option<Record>, BackendError> {
         match self {
-            Backend::Local(l) => Ok(lock(&l.records).get(route).cloned()),
+            Backend::Local(l) => {
+                l.held(route)?;
+                Ok(lock(&l.records).get(route).cloned())
+            }
             Backend::Redis(r) => {
                 let mut cmd = redis::cmd("GET");
                 cmd.arg(r.record_key(route));
@@ -180,6 +304,7 @@ impl Backend {
         });
         match self {
             Backend::Local(l) => {
+                l.held(route)?;
                 let mut records = lock(&l.records);
                 if records.get(route).map_or(0, |r| r.version) != from_version {
                     return Ok(false);
@@ -327,6 +452,15 @@ impl InRedis {
             Err(_) => Err(BackendError::Timeout(self.timeout)),
         }
     }
+}
+
+/// Copies an unreadable state file to `<file>.unreadable-<unix seconds>`
+/// for the operator; where, when it could.
+fn keep_aside(file: &std::path::Path) -> Option<PathBuf> {
+    let mut name = file.file_name()?.to_os_string();
+    name.push(format!(".unreadable-{}", crate::clock::unix_now()));
+    let aside = file.with_file_name(name);
+    std::fs::copy(file, &aside).ok().map(|_| aside)
 }
 
 /// A tally as hash fields: `s.r` (requests), `s.e` (5xx), `s.b3` (bucket 3).

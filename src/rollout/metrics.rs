@@ -12,6 +12,7 @@ pub struct RolloutMetrics {
     state: IntGaugeVec,
     analysis: IntCounterVec,
     value: GaugeVec,
+    unreadable: IntGaugeVec,
     pub leader: IntGauge,
 }
 
@@ -53,6 +54,13 @@ impl RolloutMetrics {
                 ),
                 &["route", "check"],
             )?,
+            unreadable: IntGaugeVec::new(
+                Opts::new(
+                    "switchyard_rollout_state_unreadable",
+                    "1 while a route's rollout state exists but cannot be read: its plan is held on the YAML split until `switchyard rollout reset` or the state file is deleted.",
+                ),
+                &["route"],
+            )?,
             leader: IntGauge::new(
                 "switchyard_rollout_leader",
                 "1 on the replica that advances the rollouts (always 1 without Redis).",
@@ -63,6 +71,7 @@ impl RolloutMetrics {
         r.register(Box::new(m.state.clone()))?;
         r.register(Box::new(m.analysis.clone()))?;
         r.register(Box::new(m.value.clone()))?;
+        r.register(Box::new(m.unreadable.clone()))?;
         r.register(Box::new(m.leader.clone()))?;
         Ok(m)
     }
@@ -89,6 +98,13 @@ impl RolloutMetrics {
         }
     }
 
+    /// Whether `route`'s state is held as unreadable.
+    pub fn held(&self, route: &str, held: bool) {
+        self.unreadable
+            .with_label_values(&[route])
+            .set(i64::from(held));
+    }
+
     /// Counts the checks of a verdict this replica reached.
     pub fn judged(&self, route: &str, v: &Verdict) {
         for c in &v.checks {
@@ -102,6 +118,7 @@ impl RolloutMetrics {
     pub fn forget(&self, route: &str) {
         let _ = self.step.remove_label_values(&[route]);
         let _ = self.weight.remove_label_values(&[route]);
+        let _ = self.unreadable.remove_label_values(&[route]);
         for p in Phase::ALL {
             let _ = self.state.remove_label_values(&[route, p.label()]);
         }

@@ -59,6 +59,9 @@ pub enum CommandError {
 #[derive(Debug, Default)]
 struct Run {
     record: Option<Record>,
+    /// Why its state is held (it exists but cannot be read): no step is
+    /// taken and the YAML split serves until an operator resets it.
+    held: Option<String>,
     /// Running totals (stable, canary) at the last tick, for the run and
     /// analysis clock they were read under.
     baseline: Option<((String, u64), Window)>,
@@ -220,16 +223,25 @@ impl Rollouts {
         };
         self.leading.store(leading, Ordering::Relaxed);
         self.metrics.leader.set(i64::from(leading));
+        let planned: Vec<&str> = plans.iter().map(|(r, _)| r.as_str()).collect();
+        self.backend.settle_hold(&planned);
         let mut fresh = Vec::new();
         for (route, plan) in &plans {
             let (stable, canary) = names(&snap, plan);
             let loaded = match self.backend.load(route).await {
                 Ok(r) => r,
+                Err(e) if e.is_unreadable() => {
+                    // Not "no state": hold the plan on its YAML split.
+                    self.hold(route, &e);
+                    fresh.push((route.clone(), None));
+                    continue;
+                }
                 Err(e) => {
                     self.failed("reading state", &e);
                     continue;
                 }
             };
+            self.release(route);
             let rec = if leading {
                 self.drive(route, plan, (stable, canary), loaded, now, period)
                     .await
@@ -249,6 +261,31 @@ impl Rollouts {
             self.observe(&route, rec, leading);
         }
         self.drop_unplanned(&plans, leading).await;
+    }
+
+    /// Marks `route`'s state held (shown in `/status` and the metrics),
+    /// saying so once.
+    fn hold(&self, route: &str, e: &BackendError) {
+        let why = e.to_string();
+        let mut runs = lock(&self.runs);
+        let run = runs.entry(route.to_owned()).or_default();
+        if run.held.is_none() {
+            tracing::error!("rollout {route}: {why}");
+        }
+        run.held = Some(why);
+        run.baseline = None;
+        self.metrics.held(route, true);
+    }
+
+    /// `route`'s state reads again.
+    fn release(&self, route: &str) {
+        let mut runs = lock(&self.runs);
+        if let Some(run) = runs.get_mut(route)
+            && run.held.take().is_some()
+        {
+            tracing::info!("rollout {route}: its state reads again; the plan runs");
+        }
+        self.metrics.held(route, false);
     }
 
     /// The leader's turn on one route: start the plan if it has no record
@@ -521,6 +558,12 @@ impl Rollouts {
             return Err(CommandError::NoRollout(route.to_owned()));
         };
         let (stable, canary) = names(&snap, plan);
+        let held = lock(&self.runs)
+            .get(route)
+            .is_some_and(|r| r.held.is_some());
+        if cmd == Command::Reset || (cmd == Command::Retry && held) {
+            return self.reset(route, plan, (stable, canary), &plans).await;
+        }
         for _ in 0..5 {
             let loaded = self.backend.load(route).await?;
             let Some(mut rec) = loaded
@@ -545,6 +588,34 @@ impl Rollouts {
         Err(CommandError::Busy)
     }
 
+    /// Forgets `route`'s state, readable or not, and starts its plan again
+    /// from the first step (the command `reset`, and `retry` of a held one).
+    async fn reset(
+        &self,
+        route: &str,
+        plan: &RolloutPlan,
+        (stable, canary): (&str, &str),
+        plans: &[(String, RolloutPlan)],
+    ) -> Result<Record, CommandError> {
+        self.backend.reset(route).await?;
+        let mut rec = progress::begin(plan, stable, canary, unix_ms(), 0);
+        if !self.backend.swap(route, None, Some(&mut rec)).await? {
+            return Err(CommandError::Busy);
+        }
+        // The last held route released: the state file is written now.
+        let planned: Vec<&str> = plans.iter().map(|(r, _)| r.as_str()).collect();
+        self.backend.settle_hold(&planned);
+        tracing::info!(
+            "rollout {route}: reset by a person: its state forgotten, started again at {}",
+            rec.position(plan)
+        );
+        self.release(route);
+        let fresh = [(route.to_owned(), Some(rec.clone()))];
+        self.shared.set_overrides(self.overrides(plans, &fresh));
+        self.observe(route, Some(rec.clone()), true);
+        Ok(rec)
+    }
+
     /// Every planned route's rollout: the plan and where it stands, for
     /// `/status` and the admin API.
     pub fn view(&self, snap: &Snapshot) -> Vec<serde_json::Value> {
@@ -552,7 +623,8 @@ impl Rollouts {
         plans(snap)
             .iter()
             .map(|(route, plan)| {
-                let rec = runs.get(route).and_then(|r| r.record.as_ref());
+                let run = runs.get(route);
+                let rec = run.and_then(|r| r.record.as_ref());
                 view::describe(
                     route,
                     plan,
@@ -562,6 +634,7 @@ impl Rollouts {
                         store: self.store_label(),
                         error: lock(&self.last_failure).clone(),
                         leader: self.leading(),
+                        held: run.and_then(|r| r.held.clone()),
                     },
                 )
             })

@@ -103,6 +103,8 @@ pub enum Command {
     Promote,
     Abort,
     Retry,
+    /// Forget the route's state, readable or not, and start the plan again.
+    Reset,
 }
 
 impl Command {
@@ -113,6 +115,7 @@ impl Command {
             "promote" => Command::Promote,
             "abort" => Command::Abort,
             "retry" => Command::Retry,
+            "reset" => Command::Reset,
             _ => return None,
         })
     }
@@ -124,6 +127,7 @@ impl Command {
             Command::Promote => "promote",
             Command::Abort => "abort",
             Command::Retry => "retry",
+            Command::Reset => "reset",
         }
     }
 }

@@ -12,6 +12,8 @@ pub(super) struct Where {
     /// The last failure of the store, until an operation succeeds.
     pub error: Option<String>,
     pub leader: bool,
+    /// Why the route's state is held (exists but cannot be read).
+    pub held: Option<String>,
 }
 
 /// One rollout as JSON.
@@ -76,6 +78,7 @@ pub(super) fn describe(
         "store": at.store,
         "store_error": at.error,
         "leader": at.leader,
+        "held": at.held,
         "status": state,
     })
 }
