@@ -351,5 +351,24 @@ fn route_benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(hot_path, benches, route_benches);
+/// Path normalization (issue 35): an already-normal path must cost a scan
+/// and no allocation; one that needs work allocates its new path once.
+fn path_benches(c: &mut Criterion) {
+    use switchyard::route::path::normalize;
+    let s = switchyard::config::PathSettings::default();
+    for (name, p) in [
+        ("normal", "/api/v1/orders/42/items"),
+        ("dotted", "/api/v1/../v2/./orders//42/%69tems"),
+    ] {
+        let n_alloc = allocs_per_call(|| {
+            let _ = black_box(normalize(black_box(p), &s));
+        });
+        eprintln!("path_normalize/{name}: {n_alloc} allocations per call");
+        c.bench_function(&format!("path_normalize/{name}"), |b| {
+            b.iter(|| normalize(black_box(p), &s).map(|c| c.len()))
+        });
+    }
+}
+
+criterion_group!(hot_path, benches, route_benches, path_benches);
 criterion_main!(hot_path);

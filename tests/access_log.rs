@@ -641,3 +641,23 @@ fn bad_edge_settings_are_config_errors_with_their_path_and_line() {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
 }
+
+/// The line shows the path as forwarded: normalized, when normalizing
+/// changed it (the query, logged only when `query: true`, as it came).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_logged_path_is_the_forwarded_one() {
+    let (_dir, path) = temp_log();
+    let blue = Upstream::start("blue").await;
+    let proxy = start_proxy(&config_yaml(&[("blue", 1, &[&blue])], &log_yaml(&path, ""))).await;
+    let req = b"GET /a/../%62/./c?x=/../y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let resp = raw(proxy.proxy_addr, req).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(
+        blue.last_seen().map(|s| s.uri).unwrap_or_default(),
+        "/b/c?x=/../y"
+    );
+    let lines = lines(&path, 1).await;
+    let line = line_with(&lines, "status", 200);
+    assert_eq!(line["path"], "/b/c", "{line}");
+    proxy.shutdown().await;
+}

@@ -8,7 +8,8 @@ use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
 use super::fields::{Errors, header_name, int_field};
-use super::raw::{RawAccessLog, RawProxyProtocol, RawRequestId, RawTraceContext};
+use super::raw::{RawAccessLog, RawPaths, RawProxyProtocol, RawRequestId, RawTraceContext};
+use super::types::{Backslash, EscapedSlashes, PathSettings};
 
 /// A listener that takes a PROXY protocol header (v1 or v2) before each
 /// connection's first byte. Every connection must carry one, and only the
@@ -388,5 +389,57 @@ pub(super) fn trace_context(raw: Option<&Spanned<RawTraceContext>>) -> TraceCont
     TraceContext {
         start: t.and_then(|t| t.start.as_ref()).is_none_or(|s| s.value),
         sampled: t.and_then(|t| t.sampled.as_ref()).is_some_and(|s| s.value),
+    }
+}
+
+/// `paths:`: how request paths are normalized (defaults: on, slashes
+/// merged, encoded slashes and backslashes refused).
+pub(super) fn paths(errs: &mut Errors, raw: Option<&Spanned<RawPaths>>) -> PathSettings {
+    let d = PathSettings::default();
+    let Some(raw) = raw else { return d };
+    let p = &raw.value;
+    let choice = |errs: &mut Errors, key: &str, v: &Option<Spanned<String>>, allowed: &[&str]| {
+        let v = v.as_ref()?;
+        let text = v.value.trim();
+        if allowed.contains(&text) {
+            Some(text.to_owned())
+        } else {
+            errs.at(
+                format!("paths.{key}"),
+                v,
+                format!("expected one of: {}", allowed.join(", ")),
+            );
+            None
+        }
+    };
+    let escaped_slashes = match choice(
+        errs,
+        "escaped_slashes",
+        &p.escaped_slashes,
+        &["reject", "keep", "decode"],
+    )
+    .as_deref()
+    {
+        Some("keep") => EscapedSlashes::Keep,
+        Some("decode") => EscapedSlashes::Decode,
+        _ => d.escaped_slashes,
+    };
+    let backslash = match choice(
+        errs,
+        "backslash",
+        &p.backslash,
+        &["reject", "keep", "slash"],
+    )
+    .as_deref()
+    {
+        Some("keep") => Backslash::Keep,
+        Some("slash") => Backslash::Slash,
+        _ => d.backslash,
+    };
+    PathSettings {
+        normalize: p.normalize.unwrap_or(d.normalize),
+        merge_slashes: p.merge_slashes.unwrap_or(d.merge_slashes),
+        escaped_slashes,
+        backslash,
     }
 }

@@ -50,6 +50,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub access_log: Option<Spanned<RawAccessLog>>,
     #[serde(default)]
+    pub paths: Option<Spanned<RawPaths>>,
+    #[serde(default)]
     pub request_id: Option<Spanned<RawRequestId>>,
     #[serde(default)]
     pub trace_context: Option<Spanned<RawTraceContext>>,
@@ -454,4 +456,17 @@ pub struct RawMatch {
     pub headers_present: Vec<Spanned<String>>,
     #[serde(default)]
     pub methods: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPaths {
+    #[serde(default)]
+    pub normalize: Option<bool>,
+    #[serde(default)]
+    pub merge_slashes: Option<bool>,
+    #[serde(default)]
+    pub escaped_slashes: Option<Spanned<String>>,
+    #[serde(default)]
+    pub backslash: Option<Spanned<String>>,
 }

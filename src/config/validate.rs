@@ -70,6 +70,7 @@ pub fn validate(
         .access_log
         .as_ref()
         .map(|a| super::edge::access_log(&mut errs, a));
+    let paths = super::edge::paths(&mut errs, raw.paths.as_ref());
     let request_id = super::edge::request_id(&mut errs, raw.request_id.as_ref());
     let trace_context = super::edge::trace_context(raw.trace_context.as_ref());
     let timeouts = timeouts(&mut errs, &raw.timeouts);
@@ -131,6 +132,7 @@ pub fn validate(
             run,
             proxy_protocol,
             access_log,
+            paths,
             request_id,
             trace_context,
             admin_token: admin_token.flatten(),

@@ -35,6 +35,8 @@ pub(super) struct Outcome {
     pub body: Verdict,
     /// The request is logged: time its exchange (`upstream`).
     pub timed: bool,
+    /// The path as forwarded, when normalizing changed it.
+    pub path: Option<PathAndQuery>,
 }
 
 /// A request whose line is written when its response body is done.
@@ -193,9 +195,13 @@ pub fn log_refused_head(shared: &Shared, client: IpAddr, status: u16, error: &'s
 
 impl Pending {
     /// What the request path learned, with the answer's status.
-    pub(super) fn answered(&mut self, status: u16, ids: Ids, outcome: Outcome) {
+    pub(super) fn answered(&mut self, status: u16, ids: Ids, mut outcome: Outcome) {
         self.status = status;
         self.ids = ids;
+        if let Some(p) = outcome.path.take() {
+            // The line shows the path as forwarded.
+            self.path = Some(p);
+        }
         self.outcome = outcome;
     }
 

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::uri::Authority;
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderName, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -183,6 +183,32 @@ struct PinOut {
     record: Option<Record>,
 }
 
+/// Normalizes the request's path once (`crate::route::path`), in its URI,
+/// so the route is chosen on the path the upstream receives. Returns the
+/// new path and query when it changed; a path it refuses is a 400.
+fn normalize_target<B>(
+    req: &mut Request<B>,
+    settings: &crate::config::PathSettings,
+) -> Result<Option<PathAndQuery>, ProxyError> {
+    let uri = req.uri();
+    let normal = crate::route::path::normalize(uri.path(), settings)
+        .map_err(|e| ProxyError::BadRequest(e.reason()))?;
+    let std::borrow::Cow::Owned(mut path) = normal else {
+        return Ok(None);
+    };
+    if let Some(q) = uri.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let invalid = |_| ProxyError::BadRequest("invalid request target");
+    let pq = PathAndQuery::try_from(path).map_err(invalid)?;
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.path_and_query = Some(pq.clone());
+    *req.uri_mut() = http::Uri::from_parts(parts)
+        .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    Ok(Some(pq))
+}
+
 /// Read-your-writes: whether a request goes to its route's writes group,
 /// and why. A write opens (or moves on) the client's window, carried in its
 /// pin, during which its reads go there too. The override header wins.
@@ -265,7 +291,7 @@ impl ConnContext {
         outcome: &mut logged::Outcome,
     ) -> Response<ProxyBody> {
         let client_version = req.version();
-        let admitted = match self.admit(snap, &mut req) {
+        let admitted = match self.admit(snap, &mut req, outcome) {
             Ok(a) => a,
             Err(ProxyError::RedirectToHttps) => return self.redirect(snap, &req, outcome),
             Err(e) => return self.refuse(snap, e, outcome),
@@ -331,11 +357,15 @@ impl ConnContext {
         &self,
         snap: &Snapshot,
         req: &mut Request<RequestBody>,
+        outcome: &mut logged::Outcome,
     ) -> Result<Admitted, ProxyError> {
         headers::check_framing(req)?;
         headers::canonical_length(req.headers_mut())?;
         headers::check_limits(req, &snap.config.limits)?;
         let host = headers::request_host(req).map_err(ProxyError::BadRequest)?;
+        if let Some(p) = normalize_target(req, &snap.config.paths)? {
+            outcome.path = Some(p);
+        }
         let upgrade = upgrade::detect(req)?;
         if !self.tls && snap.config.tls.as_ref().is_some_and(|t| t.redirect_http) {
             return Err(ProxyError::RedirectToHttps);

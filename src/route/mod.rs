@@ -19,6 +19,8 @@
 //! allocates nothing: the host is lowercased on the stack and looked up in
 //! hash maps built here.
 
+pub mod path;
+
 use std::collections::HashMap;
 
 use http::{HeaderMap, Method};

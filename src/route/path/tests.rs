@@ -1,0 +1,172 @@
+//! The path normalizer: the cases origins disagree on, each with its
+//! verdict, and properties over arbitrary paths: normalizing is idempotent,
+//! keeps the query's side untouched, and yields a valid request target.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::PathSettings;
+
+fn norm(p: &str) -> Result<String, PathError> {
+    normalize(p, &PathSettings::default()).map(Cow::into_owned)
+}
+
+fn with(p: &str, f: impl FnOnce(&mut PathSettings)) -> Result<String, PathError> {
+    let mut s = PathSettings::default();
+    f(&mut s);
+    normalize(p, &s).map(Cow::into_owned)
+}
+
+#[test]
+fn spellings_of_another_path_become_that_path() {
+    for (given, want) in [
+        ("/api/../admin", "/admin"),
+        ("/%61pi/x", "/api/x"),
+        ("/x/../api/y", "/api/y"),
+        ("/%2e%2e/admin", "/admin"),
+        ("/api/%2E/x", "/api/x"),
+        ("//api//x", "/api/x"),
+        ("/./api/./x/.", "/api/x/"),
+        ("/a/b/..", "/a/"),
+        ("/..", "/"),
+        ("/../../x", "/x"),
+        ("/%7Euser/%41%5a", "/~user/AZ"),
+        ("/a%2db_c", "/a-b_c"),
+    ] {
+        assert_eq!(norm(given).as_deref(), Ok(want), "{given}");
+    }
+}
+
+#[test]
+fn escapes_that_are_not_unreserved_stay_uppercased() {
+    assert_eq!(norm("/a%20b/%e2%82%ac").as_deref(), Ok("/a%20b/%E2%82%AC"));
+    assert_eq!(
+        norm("/100%25").as_deref(),
+        Ok("/100%25"),
+        "%25 is not decoded"
+    );
+    assert_eq!(
+        norm("/%252e%252e/x").as_deref(),
+        Ok("/%252e%252e/x"),
+        "no double decoding"
+    );
+}
+
+#[test]
+fn what_is_refused_by_default() {
+    for (given, why) in [
+        ("/a%zz", PathError::BadEscape),
+        ("/a%4", PathError::BadEscape),
+        ("/a%", PathError::BadEscape),
+        ("/a%00b", PathError::Nul),
+        ("/api%2F..%2Fadmin", PathError::EscapedSlash),
+        ("/a%2fb", PathError::EscapedSlash),
+        ("/a%5Cb", PathError::EscapedSlash),
+        ("/a\\..\\admin", PathError::Backslash),
+    ] {
+        assert_eq!(norm(given), Err(why), "{given}");
+    }
+}
+
+#[test]
+fn the_settings_change_what_they_name() {
+    assert_eq!(
+        with("/a%2fb", |s| s.escaped_slashes = EscapedSlashes::Keep).as_deref(),
+        Ok("/a%2Fb")
+    );
+    assert_eq!(
+        with("/api%2F..%2Fadmin", |s| s.escaped_slashes =
+            EscapedSlashes::Decode)
+        .as_deref(),
+        Ok("/admin")
+    );
+    assert_eq!(
+        with("/a\\b", |s| s.backslash = Backslash::Keep).as_deref(),
+        Ok("/a\\b")
+    );
+    assert_eq!(
+        with("/a\\..\\b", |s| s.backslash = Backslash::Slash).as_deref(),
+        Ok("/b")
+    );
+    assert_eq!(
+        with("//a//b", |s| s.merge_slashes = false).as_deref(),
+        Ok("//a//b")
+    );
+    assert_eq!(
+        with("/a/../b", |s| s.normalize = false).as_deref(),
+        Ok("/a/../b")
+    );
+    assert_eq!(
+        with("/a%00", |s| s.escaped_slashes = EscapedSlashes::Keep),
+        Err(PathError::Nul)
+    );
+}
+
+#[test]
+fn a_normal_path_is_borrowed_and_star_is_left_alone() {
+    let s = PathSettings::default();
+    for p in ["/", "/api/orders", "/a.b/c..d/.e", "/a-b_c~d", "*"] {
+        assert!(matches!(normalize(p, &s), Ok(Cow::Borrowed(_))), "{p}");
+    }
+}
+
+fn settings() -> impl Strategy<Value = PathSettings> {
+    (
+        any::<bool>(),
+        prop_oneof![
+            Just(EscapedSlashes::Reject),
+            Just(EscapedSlashes::Keep),
+            Just(EscapedSlashes::Decode)
+        ],
+        prop_oneof![
+            Just(Backslash::Reject),
+            Just(Backslash::Keep),
+            Just(Backslash::Slash)
+        ],
+    )
+        .prop_map(|(merge_slashes, escaped_slashes, backslash)| PathSettings {
+            normalize: true,
+            merge_slashes,
+            escaped_slashes,
+            backslash,
+        })
+}
+
+/// Paths built from the pieces that matter: slashes, dots, escapes of
+/// every kind, backslashes and plain characters.
+fn paths() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("/".to_owned()),
+        Just(".".to_owned()),
+        Just("..".to_owned()),
+        Just("\\".to_owned()),
+        Just("%2e".to_owned()),
+        Just("%2F".to_owned()),
+        Just("%5c".to_owned()),
+        Just("%25".to_owned()),
+        Just("%41".to_owned()),
+        Just("%7e".to_owned()),
+        Just("%20".to_owned()),
+        Just("%".to_owned()),
+        "[a-z]{1,3}",
+        "%[0-9a-fA-F]{2}",
+    ];
+    prop::collection::vec(piece, 0..12).prop_map(|v| format!("/{}", v.concat()))
+}
+
+proptest! {
+    #[test]
+    fn normalizing_twice_gives_what_once_gave(p in paths(), s in settings()) {
+        if let Ok(once) = normalize(&p, &s) {
+            let twice = normalize(&once, &s);
+            prop_assert_eq!(twice.as_deref(), Ok(once.as_ref()), "from {}", p);
+            prop_assert!(once.starts_with('/'));
+            prop_assert!(http::uri::PathAndQuery::try_from(once.as_ref()).is_ok(), "{}", once);
+            if s.merge_slashes {
+                prop_assert!(!once.contains("//"), "{}", once);
+            }
+            let segments: Vec<&str> = once.split('/').collect();
+            prop_assert!(!segments.contains(&".") && !segments.contains(&".."), "{}", once);
+        }
+    }
+}

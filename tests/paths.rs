@@ -1,0 +1,121 @@
+//! One path per request (DESIGN §9): the proxy normalizes the path once,
+//! routes on it and forwards it, so an origin that normalizes (as nginx,
+//! Go's `path.Clean` and most frameworks do) reads the path the route was
+//! chosen on. The same verdict over the native HTTP/1.1 server, HTTP/2 and
+//! the absolute form; refused spellings are a 400 that reaches no upstream.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use http_body_util::Full;
+
+/// Two apps: `api` takes /api/ and below, `web` the rest.
+async fn two_apps() -> (Upstream, Upstream, switchyard::app::Running) {
+    let (api, web) = (Upstream::start("api").await, Upstream::start("web").await);
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:TEST_KEY]\n\
+         groups:\n  api:\n    targets: [{{address: {}}}]\n  web:\n    targets: [{{address: {}}}]\n\
+         routes:\n  - name: api\n    match: {{path_prefix: /api/}}\n    split: {{api: 1}}\n  - name: web\n    split: {{web: 1}}\n",
+        api.addr, web.addr
+    );
+    let proxy = start_proxy(&yaml).await;
+    (api, web, proxy)
+}
+
+/// Sends `target` three ways: HTTP/1.1 origin form, HTTP/1.1 absolute
+/// form (both on the native server) and HTTP/2 (h2c, hyper); each answer's
+/// status and upstream.
+async fn three_ways(p: SocketAddr, target: &str) -> Vec<(&'static str, u16, String)> {
+    let mut out = Vec::new();
+    for (how, line) in [
+        (
+            "h1",
+            format!("GET {target} HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n"),
+        ),
+        (
+            "absolute",
+            format!("GET http://app{target} HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n"),
+        ),
+    ] {
+        let resp = raw(p, line.as_bytes()).await;
+        let status = resp
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let upstream = resp
+            .lines()
+            .find_map(|l| l.strip_prefix("x-upstream: "))
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        out.push((how, status, upstream));
+    }
+    let req = ok(
+        http::Request::get(format!("http://{p}{target}")).body(Full::default()),
+        "h2 request",
+    );
+    let got = send(&h2_client(), req).await;
+    out.push(("h2", got.status.as_u16(), got.upstream().to_owned()));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_routes_path_spelled_differently_reaches_that_route_normalized() {
+    let (api, web, proxy) = two_apps().await;
+    let p = proxy.proxy_addr;
+    for (target, route, forwarded) in [
+        ("/api/../admin", "web", "/admin"),
+        ("/%61pi/x", "api", "/api/x"),
+        ("/x/../api/y", "api", "/api/y"),
+        ("//api//y", "api", "/api/y"),
+        ("/%2e%2e/api/./z", "api", "/api/z"),
+        (
+            "/api/%7Euser?q=/../%2e%2e",
+            "api",
+            "/api/~user?q=/../%2e%2e",
+        ),
+        ("/a%20b", "web", "/a%20b"),
+    ] {
+        for (how, status, upstream) in three_ways(p, target).await {
+            assert_eq!((status, upstream.as_str()), (200, route), "{how} {target}");
+            let seen = if route == "api" { &api } else { &web };
+            let uri = seen.last_seen().map(|s| s.uri).unwrap_or_default();
+            // hyper's client sends the absolute form to nobody: every
+            // upstream request is in origin form.
+            assert_eq!(
+                uri, forwarded,
+                "{how} {target}: the upstream read another path"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_spellings_are_400_and_reach_no_upstream() {
+    let (api, web, proxy) = two_apps().await;
+    let p = proxy.proxy_addr;
+    for target in [
+        "/api%2F..%2Fadmin",
+        "/x/..%2fapi/y",
+        "/a%00b",
+        "/a%zz",
+        "/api%5C..%5Cadmin",
+        "/x\\..\\api\\y",
+    ] {
+        for (how, status, _) in three_ways(p, target).await {
+            // hyper's HTTP/2 server refuses a raw backslash itself (400);
+            // the verdict is the same either way.
+            assert_eq!(status, 400, "{how} {target}");
+        }
+    }
+    assert_eq!(api.hits() + web.hits(), 0, "a refused path was forwarded");
+    let bad = series_at(
+        proxy.admin_addr,
+        "switchyard_downstream_errors_total{kind=\"bad_request\"}",
+    )
+    .await;
+    assert!(bad >= 18.0, "refusals counted: {bad}");
+}
