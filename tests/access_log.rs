@@ -65,7 +65,10 @@ async fn a_json_line_per_request_says_who_what_where_and_why() {
     let (blue, green) = blue_and_green().await;
     let proxy = start_proxy(&config_yaml(
         &[("blue", 1, &[&blue]), ("green", 0, &[&green])],
-        &log_yaml(&path, "override_header: X-Group\n"),
+        &log_yaml(
+            &path,
+            "override_header: X-Group\noverride_plain_from: [127.0.0.0/8]\n",
+        ),
     ))
     .await;
     let base = format!("http://{}", proxy.proxy_addr);

@@ -7,7 +7,12 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_and_assignments_by_group_and_reason() {
-    let (b, g, proxy) = blue_green(50, 50, "override_header: X-Group\n").await;
+    let (b, g, proxy) = blue_green(
+        50,
+        50,
+        "override_header: X-Group\noverride_plain_from: [127.0.0.0/8]\n",
+    )
+    .await;
     let url = format!("http://{}/", proxy.proxy_addr);
     let client = h1_client();
     let mut by_group = std::collections::HashMap::<String, (u32, u32)>::new();

@@ -311,8 +311,13 @@ async fn a_pooled_connection_that_rested_still_times_out_a_slow_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn override_header_reaches_a_group_at_weight_zero() {
-    let (_b, _g, proxy) = blue_green(100, 0, "override_header: X-Switchyard-Group\n").await;
+async fn a_plain_group_name_from_override_plain_from_reaches_a_group_at_weight_zero() {
+    let (_b, _g, proxy) = blue_green(
+        100,
+        0,
+        "override_header: X-Switchyard-Group\noverride_plain_from: [127.0.0.0/8]\n",
+    )
+    .await;
     let url = format!("http://{}/", proxy.proxy_addr);
     let req = Request::get(&url)
         .header("x-switchyard-group", "green")

@@ -274,7 +274,7 @@ async fn a_websocket_upgrade_works_on_a_connection_that_had_parked() {
     let echo = Echo::start("ws").await;
     let yaml = format!(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:TEST_KEY]\n\
-         override_header: x-group\ntimeouts:\n  keepalive: 10s\ngroups:\n  app:\n    weight: 1\n    \
+         override_header: x-group\noverride_plain_from: [127.0.0.0/8]\ntimeouts:\n  keepalive: 10s\ngroups:\n  app:\n    weight: 1\n    \
          targets:\n      - address: {}\n  ws:\n    weight: 0\n    targets:\n      - address: {}\n",
         app.addr, echo.addr
     );

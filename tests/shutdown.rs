@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 fn yaml(app: &Upstream, ws: &Echo, shutdown: &str) -> String {
     format!(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:TEST_KEY]\n\
-         override_header: x-group\nshutdown:\n{shutdown}groups:\n  app:\n    weight: 1\n    targets:\n      - address: {}\n  \
+         override_header: x-group\noverride_plain_from: [127.0.0.0/8]\nshutdown:\n{shutdown}groups:\n  app:\n    weight: 1\n    targets:\n      - address: {}\n  \
          ws:\n    weight: 0\n    targets:\n      - address: {}\n",
         app.addr, ws.addr
     )

@@ -393,7 +393,11 @@ async fn upstream_tls_with_the_groups_ca_works_over_http1_and_http2() {
         ca = ca_file.display(),
         a = up.addr
     );
-    let proxy = start_proxy(&yaml.replace("groups:", "override_header: x-group\ngroups:")).await;
+    let proxy = start_proxy(&yaml.replace(
+        "groups:",
+        "override_header: x-group\noverride_plain_from: [127.0.0.0/8]\ngroups:",
+    ))
+    .await;
     let client = h1_client();
     let got = get(&client, &format!("http://{}/", proxy.proxy_addr), None).await;
     assert_eq!(got.status, 200, "{:?}", got.body);

@@ -452,6 +452,18 @@ impl Encoder {
     /// Ends the body: the last chunk under chunked (no trailers). A length
     /// not reached is reported. Ending twice does nothing.
     pub fn finish(&mut self, out: &mut BytesMut) -> Result<(), LengthMismatch> {
+        self.finish_with(out, None)
+    }
+
+    /// Ends the body as [`Self::finish`], with `trailers` in the last chunk
+    /// under chunked (only the fields [`forwardable_trailer`] lets through);
+    /// under any other framing a message has no room for them, and they
+    /// are dropped.
+    pub fn finish_with(
+        &mut self,
+        out: &mut BytesMut,
+        trailers: Option<&http::HeaderMap>,
+    ) -> Result<(), LengthMismatch> {
         if std::mem::replace(&mut self.done, true) {
             return Ok(());
         }
@@ -460,13 +472,52 @@ impl Encoder {
                 if self.chunked_any {
                     out.extend_from_slice(b"\r\n");
                 }
-                out.extend_from_slice(b"0\r\n\r\n");
+                out.extend_from_slice(b"0\r\n");
+                for (name, value) in trailers.into_iter().flatten() {
+                    if forwardable_trailer(name) {
+                        out.extend_from_slice(name.as_str().as_bytes());
+                        out.extend_from_slice(b": ");
+                        out.extend_from_slice(value.as_bytes());
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+                out.extend_from_slice(b"\r\n");
                 Ok(())
             }
             Framing::Length(_) if self.left > 0 => Err(LengthMismatch),
             _ => Ok(()),
         }
     }
+}
+
+/// Whether a trailer field may be forwarded: not one that frames, routes,
+/// authenticates or controls the message (RFC 9110 §6.5.1), nor a
+/// hop-by-hop field. Such fields in a trailer section are dropped.
+pub fn forwardable_trailer(name: &http::HeaderName) -> bool {
+    !matches!(
+        name.as_str(),
+        "content-length"
+            | "transfer-encoding"
+            | "host"
+            | "connection"
+            | "keep-alive"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "authorization"
+            | "cookie"
+            | "set-cookie"
+            | "content-encoding"
+            | "content-type"
+            | "content-range"
+            | "expect"
+            | "max-forwards"
+            | "range"
+            | "cache-control"
+    )
 }
 
 /// Writes `len` in hex and the CRLF that ends a chunk-size line.

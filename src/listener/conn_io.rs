@@ -158,6 +158,9 @@ pub struct ClientIo<S> {
     slot: Option<ParkSlot<S>>,
     /// Served again after parking: what it waited for and the deadline left.
     resumed: Option<(ParkedFor, Instant)>,
+    /// ALPN chose `h2`: the preface is due within the head deadline like
+    /// any first request, but a late one gets no HTTP/1 408, just the close.
+    alpn_h2: bool,
 }
 
 impl<S> ClientIo<S> {
@@ -168,15 +171,14 @@ impl<S> ClientIo<S> {
         activity: Arc<Activity>,
         shared: Arc<Shared>,
         timeouts: ConnTimeouts,
-        h2: bool,
+        alpn_h2: bool,
         slot: Option<ParkSlot<S>>,
     ) -> Self {
-        let (proto, phase) = if h2 {
-            (Proto::Http2, Phase::Idle)
-        } else {
-            (Proto::Sniffing(0), Phase::Head { bytes: false })
-        };
+        // Every connection starts on the head clock, HTTP/2 by ALPN too: its
+        // preface must arrive in time (RFC 9113 §3.4), as a first head must.
+        let (proto, phase) = (Proto::Sniffing(0), Phase::Head { bytes: false });
         Self {
+            alpn_h2,
             inner: Some(inner),
             activity,
             shared,
@@ -426,8 +428,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
         )))
     }
 
-    /// Best effort: the 408 goes out if the socket takes it now.
+    /// Best effort: the 408 goes out if the socket takes it now (never on
+    /// a connection that ALPN made HTTP/2).
     fn send_head_timeout(&mut self, cx: &mut Context<'_>) {
+        if self.alpn_h2 {
+            return;
+        }
         let Some(inner) = self.inner.as_mut() else {
             return;
         };

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -88,6 +88,22 @@ fn conn_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// The builder for a TLS connection whose ALPN chose `h2`: HTTP/2 only,
+/// set as [`conn_builder`]'s HTTP/2 half (auto's builder sniffs the first
+/// bytes even when told HTTP/2 only, and would serve HTTP/1.1 there).
+fn h2_builder() -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+        .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+        .enable_connect_protocol();
+    b
+}
+
 /// The builder for a parked HTTP/1 connection served again: the HTTP/1 half of
 /// [`conn_builder`], set the same way, without the HTTP/2 sniffing (one read
 /// and one copy fewer; the protocol is known by then).
@@ -116,8 +132,10 @@ pub struct Serving {
 #[derive(Debug)]
 struct Builders {
     generation: u64,
-    /// TLS, h2c and the connections the native server hands over.
+    /// h2c and the connections the native server hands over.
     auto: auto::Builder<TokioExecutor>,
+    /// HTTP/2 only: TLS connections whose ALPN chose `h2`.
+    h2: http2::Builder<TokioExecutor>,
     /// The same, HTTP/1 only: for a parked connection served again.
     h1: http1::Builder,
 }
@@ -127,6 +145,7 @@ impl Builders {
         Self {
             generation: snap.generation,
             auto: conn_builder(&snap.config.limits),
+            h2: h2_builder(),
             h1: h1_builder(&snap.config.limits),
         }
     }
@@ -304,9 +323,12 @@ fn serve_accepted(
             Ok(Ok(tls)) => {
                 counts[Handshake::Ok].inc();
                 let session = tls.get_ref().1;
-                let h2 = session.alpn_protocol() == Some(b"h2");
+                let alpn = match session.alpn_protocol() {
+                    Some(b"h2") => Alpn::H2,
+                    _ => Alpn::Http1,
+                };
                 let info = TlsInfo::of(session);
-                serve_io(task, tls, h2, peer, open, Some(info));
+                serve_io(task, tls, Some(alpn), peer, open, Some(info));
             }
             Ok(Err(e)) => {
                 counts[Handshake::Failed].inc();
@@ -369,12 +391,14 @@ struct ClientConnState<S> {
     slot: Option<ParkSlot<S>>,
 }
 
-/// Serves one client connection on any byte stream. `h2`: ALPN chose HTTP/2;
-/// `tls`: the TLS session it runs in, if any.
+/// Serves one client connection on any byte stream. `alpn`: what ALPN chose
+/// on a TLS connection (binding: `h2` is served as HTTP/2 only, anything
+/// else as HTTP/1.1 only, RFC 9113 §3.3); `None` in cleartext, where the
+/// first bytes tell; `tls`: the TLS session it runs in, if any.
 fn serve_io<S: ClientStream>(
     task: ConnTask,
     io: S,
-    h2: bool,
+    alpn: Option<Alpn>,
     peer: SocketAddr,
     open: OpenConn,
     tls: Option<TlsInfo>,
@@ -384,6 +408,7 @@ fn serve_io<S: ClientStream>(
     let timeouts = ConnTimeouts::of(&snap.config.timeouts);
     let activity = Arc::new(Activity::default());
     let service = Proxy::new(Arc::clone(&shared), peer, tls, Arc::clone(&activity));
+    let h2 = alpn == Some(Alpn::H2);
     let slot: Option<ParkSlot<S>> = (!h2).then(ParkSlot::default);
     let io = ClientIo::new(
         io,
@@ -403,14 +428,30 @@ fn serve_io<S: ClientStream>(
         service,
         slot,
     };
-    tokio::spawn(serving(io, Builder::Sniffing, state));
+    let builder = match alpn {
+        None => Builder::Sniffing,
+        Some(Alpn::H2) => Builder::Http2,
+        Some(Alpn::Http1) => Builder::Http1,
+    };
+    tokio::spawn(serving(io, builder, state));
+}
+
+/// The protocol a TLS handshake settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alpn {
+    H2,
+    /// `http/1.1`, or no ALPN at all (HTTP/2 over TLS requires it).
+    Http1,
 }
 
 /// Which hyper builder serves a connection.
 #[derive(Debug, Clone, Copy)]
 enum Builder {
-    /// HTTP/1 or HTTP/2, told by the first bytes.
+    /// HTTP/1 or HTTP/2, told by the first bytes (cleartext).
     Sniffing,
+    /// HTTP/2 only: ALPN chose `h2`; anything but the preface is a
+    /// connection error.
+    Http2,
     /// HTTP/1 only (a parked connection that has served HTTP/1 before).
     Http1,
 }
@@ -441,6 +482,11 @@ fn serving<S: ClientStream>(
                         .auto
                         .serve_connection_with_upgrades(TokioIo::new(io), service)
                         .into_owned();
+                    drop(builders);
+                    serve_conn(std::pin::pin!(conn), shutdown, activity).await
+                }
+                Builder::Http2 => {
+                    let conn = builders.h2.serve_connection(TokioIo::new(io), service);
                     drop(builders);
                     serve_conn(std::pin::pin!(conn), shutdown, activity).await
                 }
@@ -554,6 +600,16 @@ impl<S: ClientStream> HyperConn
 
     fn graceful_shutdown(self: Pin<&mut Self>) {
         auto::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+impl<S: ClientStream> HyperConn for http2::Connection<TokioIo<ClientIo<S>>, Proxy, TokioExecutor> {
+    fn poll_conn(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        Future::poll(self, cx).map_err(ConnError::from)
+    }
+
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self);
     }
 }
 

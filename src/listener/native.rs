@@ -257,7 +257,7 @@ async fn active(mut s: ActiveConn) {
                     read,
                     inner: s.conn.io,
                 };
-                super::serve_io(s.task, io, false, s.peer, s.open, None);
+                super::serve_io(s.task, io, None, s.peer, s.open, None);
             }
             Next::Park(deadline) => {
                 let rest = Resting {

@@ -165,16 +165,22 @@ impl RequestOut {
                     .map_err(|_| NativeError::BodyLength)?;
             }
             Some(Err(e)) => return Err(NativeError::Body(e)),
-            Some(Ok(frame)) => {
-                // Trailers are not forwarded.
-                let Ok(mut data) = frame.into_data() else {
-                    return Ok(());
-                };
-                self.encoder
-                    .encode(wbuf, &mut data)
-                    .map_err(|_| NativeError::BodyLength)?;
-                self.data = data;
-            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(mut data) => {
+                    self.encoder
+                        .encode(wbuf, &mut data)
+                        .map_err(|_| NativeError::BodyLength)?;
+                    self.data = data;
+                }
+                // Trailers end the body (nothing may follow them): they go
+                // in the last chunk, or are dropped under a length.
+                Err(frame) => {
+                    self.body = None;
+                    self.encoder
+                        .finish_with(wbuf, frame.trailers_ref())
+                        .map_err(|_| NativeError::BodyLength)?;
+                }
+            },
         }
         Ok(())
     }

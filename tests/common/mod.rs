@@ -220,6 +220,7 @@ impl Upstream {
                 let mut body = req.into_body();
                 let mut hasher = Sha256::new();
                 let mut len = 0usize;
+                let mut trailers = String::new();
                 while let Some(frame) = body.frame().await {
                     match frame {
                         Ok(f) => {
@@ -227,11 +228,21 @@ impl Upstream {
                                 len += d.len();
                                 hasher.update(d);
                             }
+                            for (k, v) in f.trailers_ref().into_iter().flatten() {
+                                let v = String::from_utf8_lossy(v.as_bytes());
+                                trailers.push_str(&format!("{k}={v};"));
+                            }
                         }
                         Err(_) => break,
                     }
                 }
-                TestBody::full(format!("{len} {}", hex(&hasher.finalize())))
+                // Trailers it received follow the hash as `name=value;` pairs.
+                let mut said = format!("{len} {}", hex(&hasher.finalize()));
+                if !trailers.is_empty() {
+                    said.push(' ');
+                    said.push_str(&trailers);
+                }
+                TestBody::full(said)
             }
             "/download" => {
                 let n = query.get("bytes").and_then(|b| b.parse().ok()).unwrap_or(0);
