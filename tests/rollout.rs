@@ -1003,3 +1003,77 @@ async fn an_unreadable_redis_record_holds_the_plan_until_reset() {
     .await;
     assert_eq!(rec["status"]["step"], 1, "{rec:#}");
 }
+
+/// A header of a raw response, lowercased name.
+fn header_of<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
+    resp.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// A client at loopback address `ip` pinned to `group`: its cookie pair.
+async fn pinned_at(ip: std::net::Ipv4Addr, p: std::net::SocketAddr, group: &str) -> String {
+    let head = "GET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n";
+    for _ in 0..200 {
+        let (_, resp) = request_from(ip, p, head).await;
+        if header_of(&resp, "x-upstream") == Some(group) {
+            let set = header_of(&resp, "set-cookie").unwrap_or_default();
+            return set.split(';').next().unwrap_or_default().to_owned();
+        }
+    }
+    panic!("{ip} never landed in {group}");
+}
+
+/// One client floods the canary with requests the app answers 500 while
+/// eight others, each on its own address, are served well: the analysis
+/// weighs clients (DESIGN §10), so the flood does not abort the canary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clients_flood_of_errors_does_not_abort_a_healthy_canary() {
+    let (blue, green) = blue_and_green().await;
+    let proxy = start_proxy(&plan_yaml(&blue, &green, PLAN)).await;
+    let (p, a) = (proxy.proxy_addr, proxy.admin_addr);
+    let flooder = std::net::Ipv4Addr::new(127, 0, 0, 50);
+    let mut clients = vec![(flooder, pinned_at(flooder, p, "green").await, "/status/500")];
+    for i in 2..10 {
+        let ip = std::net::Ipv4Addr::new(127, 0, 0, i);
+        clients.push((ip, pinned_at(ip, p, "green").await, "/"));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for (ip, cookie, path) in clients {
+        let stop = Arc::clone(&stop);
+        // The flooder sends ten times as often as each of the others.
+        let pause = if path == "/" { 50 } else { 5 };
+        tasks.push(tokio::spawn(async move {
+            let head = format!(
+                "GET {path} HTTP/1.1\r\nHost: app\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+            );
+            while !stop.load(Ordering::Relaxed) {
+                request_from(ip, p, &head).await;
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+        }));
+    }
+    let r = wait_rollout(a, Duration::from_secs(30), "promoted or aborted", |r| {
+        state_is(r, "promoted") || state_is(r, "aborted")
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    assert!(
+        state_is(&r, "promoted"),
+        "one client's errors decided the canary: {r:#}"
+    );
+    let errors = series_at(
+        a,
+        "switchyard_route_requests_total{class=\"5xx\",group=\"green\",route=\"default\"}",
+    )
+    .await;
+    assert!(
+        errors >= 100.0,
+        "the flood was served and counted: {errors}"
+    );
+}

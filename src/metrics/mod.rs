@@ -10,7 +10,11 @@ use prometheus::{
     IntGaugeVec, Opts, Registry,
 };
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use crate::assign::{Reason, Rejection};
+use crate::config::CLIENT_SLOTS;
 pub use labels::{
     ByLabel, CacheLookup, ClientTimeout, Counters, Handshake, Label, Listener, LogDrop, Probe,
     ProxyHeaderRefusal, Retry, StatusClass, StoreFailure, StoreOp,
@@ -130,6 +134,8 @@ pub struct Metrics {
     pub target_ejections: IntCounterVec,
     /// Tester passes in the override header, by route and result.
     pub tester_passes: IntCounterVec,
+    /// Per (route, group) a rollout judges: requests by client slot.
+    client_counts: Arc<std::sync::Mutex<ClientCountsByRouteGroup>>,
     pub health_checks: IntCounterVec,
     pub retries: IntCounterVec,
     pub config_generation: IntGauge,
@@ -243,6 +249,7 @@ impl Metrics {
             probes: Counters::detached()?,
         };
         let m = Self {
+            client_counts: Default::default(),
             unrouted,
             session_cache: Counters::of(&session_cache, &[]),
             store_duration: ByLabel::from_fn(|op| store_duration.with_label_values(&[op])),
@@ -479,18 +486,37 @@ impl Metrics {
         }
     }
 
-    /// Handles for `group` as `route` uses it, resolved once per snapshot.
-    pub fn route_group_handles(&self, route: &str, group: &str) -> RouteGroupMetrics {
+    /// Handles for `group` as `route` uses it, resolved once per snapshot;
+    /// `by_client`: with its [`ClientCounts`] (the same from snapshot to
+    /// snapshot, as the Prometheus series are).
+    pub fn route_group_handles(
+        &self,
+        route: &str,
+        group: &str,
+        by_client: bool,
+    ) -> RouteGroupMetrics {
+        let clients = by_client.then(|| {
+            let mut all = self
+                .client_counts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(all.entry((route.to_owned(), group.to_owned())).or_default())
+        });
         RouteGroupMetrics {
             assignments: Counters::of(&self.assignments, &[route, group]),
             duration: self.duration.with_label_values(&[route, group]),
             requests: Counters::of(&self.route_requests, &[route, group]),
+            clients,
         }
     }
 
     /// Drops every series of `group` as `route` used it: the route, or the
     /// group in it, is gone from the config.
     pub fn forget_route_group(&self, route: &str, group: &str) {
+        self.client_counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&(route.to_owned(), group.to_owned()));
         let _ = self.group_weight.remove_label_values(&[route, group]);
         let _ = self.group_share.remove_label_values(&[route, group]);
         let _ = self.group_draining.remove_label_values(&[route, group]);
@@ -562,6 +588,41 @@ pub struct RouteGroupMetrics {
     pub assignments: Counters<Reason>,
     pub duration: Histogram,
     pub requests: Counters<StatusClass>,
+    /// Requests and 5xx by client slot, for a rollout's analysis: only on
+    /// a group a route's plan judges (stable or canary).
+    pub clients: Option<Arc<ClientCounts>>,
+}
+
+type ClientCountsByRouteGroup = std::collections::HashMap<(String, String), Arc<ClientCounts>>;
+
+/// Requests and 5xx answers by client slot (`crate::config::CLIENT_SLOTS`:
+/// an IPv4 address or an IPv6 /64 falls in one), running totals like the
+/// Prometheus counters beside them, so a rollout's analysis can weigh
+/// clients and not only requests.
+#[derive(Debug, Default)]
+pub struct ClientCounts {
+    requests: [AtomicU64; CLIENT_SLOTS],
+    errors: [AtomicU64; CLIENT_SLOTS],
+}
+
+impl ClientCounts {
+    /// One answer to the client in `slot`; `error`: a 5xx.
+    pub fn record(&self, slot: usize, error: bool) {
+        let slot = slot % CLIENT_SLOTS;
+        self.requests[slot].fetch_add(1, Relaxed);
+        if error {
+            self.errors[slot].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// `[requests, errors]` of every slot.
+    pub fn read(&self) -> Vec<[u64; 2]> {
+        self.requests
+            .iter()
+            .zip(&self.errors)
+            .map(|(r, e)| [r.load(Relaxed), e.load(Relaxed)])
+            .collect()
+    }
 }
 
 /// Cached per-group handles.

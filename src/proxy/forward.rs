@@ -184,7 +184,9 @@ impl ConnContext {
                 };
                 let now = crate::clock::now_ms();
                 let (err, closed_early) = match sent {
-                    Ok(resp) => return Ok(self.accept(snap, g, t, resp, in_flight, now)),
+                    Ok(resp) => {
+                        return Ok(self.accept(snap, (g, t), served.client, resp, in_flight, now));
+                    }
                     Err(e) => e,
                 };
                 drop(in_flight);
@@ -213,8 +215,8 @@ impl ConnContext {
     fn accept(
         &self,
         snap: &Snapshot,
-        g: usize,
-        t: usize,
+        (g, t): (usize, usize),
+        client: Option<usize>,
         resp: Response<UpstreamIncoming>,
         in_flight: InFlight,
         now: u64,
@@ -226,8 +228,8 @@ impl ConnContext {
             self.failed(snap, g, t, now);
         } else {
             target.live.health.record_success(now, outlier);
-            if outlier.failure_ratio.is_some() {
-                self.answered(snap, g, t, status >= 500, now);
+            if let Some(slot) = client.filter(|_| outlier.failure_ratio.is_some()) {
+                self.answered(snap, (g, t), slot, status >= 500, now);
             }
         }
         target.metrics.count_status(status);
@@ -332,10 +334,16 @@ impl ConnContext {
 
     /// Feeds the failure-ratio detector with one of the application's
     /// answers (`error`: a 5xx other than 502/503/504), by the client's slot.
-    fn answered(&self, snap: &Snapshot, g: usize, t: usize, error: bool, now: u64) {
+    fn answered(
+        &self,
+        snap: &Snapshot,
+        (g, t): (usize, usize),
+        slot: usize,
+        error: bool,
+        now: u64,
+    ) {
         let group = &snap.groups[g];
         let target = &group.targets[t];
-        let slot = crate::health::client_slot(self.peer.ip());
         if let Some(length) = target.live.health.record_answer(
             now,
             slot,

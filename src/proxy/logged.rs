@@ -99,7 +99,7 @@ impl ConnContext {
     /// The client's address: the peer's (after the PROXY protocol), or, from
     /// a peer in `trusted_proxies`, the last `X-Forwarded-For` entry that is
     /// not itself trusted.
-    fn client_address(&self, snap: &Snapshot, h: &HeaderMap) -> IpAddr {
+    pub(super) fn client_address(&self, snap: &Snapshot, h: &HeaderMap) -> IpAddr {
         let trusted = |ip: &IpAddr| {
             let ip = ip.to_canonical();
             snap.config.trusted_proxies.iter().any(|n| n.contains(&ip))

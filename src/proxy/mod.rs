@@ -168,6 +168,9 @@ struct Admitted {
 struct Served {
     group: usize,
     target: usize,
+    /// The client's slot (`crate::health::client_slot`), when a failure-ratio
+    /// detector or a rollout's analysis weighs clients.
+    client: Option<usize>,
     /// Why the request went to `group`.
     reason: Reason,
     /// The target of the decision's own group, named in the pin (a write
@@ -305,10 +308,17 @@ impl ConnContext {
         };
         outcome.rejection = decision.rejected;
         let now_ms = crate::clock::now_ms();
-        let served = match self.target(snap, route, &mut decision, now, now_ms, &admitted) {
+        let mut served = match self.target(snap, route, &mut decision, now, now_ms, &admitted) {
             Ok(s) => s,
             Err(e) => return self.refuse(snap, e, outcome),
         };
+        let judged = route.metrics[served.group]
+            .as_ref()
+            .is_some_and(|m| m.clients.is_some());
+        if judged || snap.config.health.outlier.failure_ratio.is_some() {
+            let client = self.client_address(snap, req.headers());
+            served.client = Some(crate::health::client_slot(client));
+        }
         (outcome.group, outcome.target) = (Some(served.group), Some(served.target));
         outcome.reason = Some(served.reason);
         let group = &snap.groups[served.group];
@@ -345,7 +355,11 @@ impl ConnContext {
         };
         if let Some(m) = &route.metrics[served.group] {
             m.duration.observe(start.elapsed().as_secs_f64());
-            m.requests[StatusClass::of(response.status().as_u16())].inc();
+            let class = StatusClass::of(response.status().as_u16());
+            m.requests[class].inc();
+            if let (Some(counts), Some(slot)) = (&m.clients, served.client) {
+                counts.record(slot, class == StatusClass::ServerError);
+            }
         }
         response
     }
@@ -505,6 +519,7 @@ impl ConnContext {
         Ok(Served {
             group,
             target,
+            client: None,
             reason,
             pinned,
         })

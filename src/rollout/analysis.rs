@@ -14,12 +14,16 @@ use crate::metrics::{Label, RouteGroupMetrics, StatusClass};
 
 /// One group's requests over some span: how many, how many were 5xx, and
 /// how their durations fell into the histogram's buckets (not cumulative;
-/// the last is above every bound).
+/// the last is above every bound); and `[requests, 5xx]` by client slot
+/// (an IPv4 address or IPv6 /64 falls in one), so that no one client's
+/// flood decides the error checks ([`Tally::error_bounds`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tally {
     pub requests: u64,
     pub errors: u64,
     pub buckets: Vec<u64>,
+    #[serde(default)]
+    pub clients: Vec<[u64; 2]>,
 }
 
 impl Tally {
@@ -38,11 +42,13 @@ impl Tally {
             below = b.cumulative_count();
         }
         buckets.push(h.get_sample_count().saturating_sub(below));
+        let clients = m.clients.as_ref().map(|c| c.read()).unwrap_or_default();
         (
             Self {
                 requests,
                 errors,
                 buckets,
+                clients,
             },
             bounds,
         )
@@ -51,7 +57,8 @@ impl Tally {
     /// What `self` has over `before`; `None` when a counter went back (its
     /// series was dropped and made anew), so the span cannot be known.
     pub fn since(&self, before: &Tally) -> Option<Tally> {
-        if self.buckets.len() != before.buckets.len() {
+        if self.buckets.len() != before.buckets.len() || self.clients.len() != before.clients.len()
+        {
             return None;
         }
         let sub = |a: u64, b: u64| a.checked_sub(b);
@@ -63,6 +70,12 @@ impl Tally {
                 .iter()
                 .zip(&before.buckets)
                 .map(|(a, b)| sub(*a, *b))
+                .collect::<Option<_>>()?,
+            clients: self
+                .clients
+                .iter()
+                .zip(&before.clients)
+                .map(|(a, b)| Some([sub(a[0], b[0])?, sub(a[1], b[1])?]))
                 .collect::<Option<_>>()?,
         })
     }
@@ -76,6 +89,13 @@ impl Tally {
         for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
             *a += b;
         }
+        if self.clients.len() < other.clients.len() {
+            self.clients.resize(other.clients.len(), [0, 0]);
+        }
+        for (a, b) in self.clients.iter_mut().zip(&other.clients) {
+            a[0] += b[0];
+            a[1] += b[1];
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -88,6 +108,36 @@ impl Tally {
         } else {
             self.errors as f64 / self.requests as f64
         }
+    }
+
+    /// The error ratio as no one client can move it: `(low, high)`, the
+    /// lowest and highest ratio left when any one client slot is taken out
+    /// (with the whole ratio between them). A check fails only if even
+    /// `low` is over its limit (one client's errors do not fail a canary),
+    /// and passes only if even `high` is within it (one client's easy
+    /// successes do not hide the others' errors); between, it is skipped.
+    /// With fewer than [`MIN_CLIENT_SLOTS`] slots seen, clients cannot be
+    /// told apart from the population: both are the whole ratio.
+    pub fn error_bounds(&self) -> (f64, f64) {
+        let whole = self.error_ratio();
+        let active: Vec<&[u64; 2]> = self.clients.iter().filter(|c| c[0] > 0).collect();
+        if active.len() < MIN_CLIENT_SLOTS {
+            return (whole, whole);
+        }
+        let (n, e): (u64, u64) = active
+            .iter()
+            .fold((0, 0), |(n, e), c| (n + c[0], e + c[1].min(c[0])));
+        let (mut low, mut high) = (whole, whole);
+        for c in active {
+            let rest = n - c[0];
+            if rest == 0 {
+                continue;
+            }
+            let r = (e - c[1].min(c[0])) as f64 / rest as f64;
+            low = low.min(r);
+            high = high.max(r);
+        }
+        (low, high)
     }
 
     /// The `q` quantile of the durations, in seconds, interpolated inside
@@ -160,6 +210,10 @@ pub struct Check {
     pub limit: f64,
     pub outcome: Outcome,
 }
+
+/// Client slots a window must have seen before one of them is taken out
+/// to judge the error checks ([`Tally::error_bounds`]).
+pub const MIN_CLIENT_SLOTS: usize = 3;
 
 /// The names of the checks, as metrics label them.
 pub const CHECKS: [&str; 5] = [
@@ -248,11 +302,18 @@ pub fn judge(
 fn checks(a: &Analysis, w: &Window, bounds: &[f64]) -> Vec<Check> {
     let stable_known = w.stable.requests >= a.min_requests;
     let mut checks = Vec::new();
-    let mut check = |name: &str, value: f64, limit: f64, known: bool| {
-        let outcome = match (known, value <= limit) {
-            (false, _) => Outcome::Skipped,
-            (true, true) => Outcome::Pass,
-            (true, false) => Outcome::Fail,
+    // `(value, low, high)`: the figure shown, and the bounds one client
+    // cannot move (equal but for the error ratios).
+    let mut check = |name: &str, (value, low, high): (f64, f64, f64), limit: f64, known: bool| {
+        let outcome = if !known {
+            Outcome::Skipped
+        } else if high <= limit {
+            Outcome::Pass
+        } else if low > limit {
+            Outcome::Fail
+        } else {
+            // One client slot decides it either way: no verdict from it.
+            Outcome::Skipped
         };
         checks.push(Check {
             name: name.to_owned(),
@@ -261,11 +322,23 @@ fn checks(a: &Analysis, w: &Window, bounds: &[f64]) -> Vec<Check> {
             outcome,
         });
     };
+    let exact = |v: f64| (v, v, v);
     let canary_ratio = w.canary.error_ratio();
-    check(CHECKS[0], canary_ratio, a.max_error_ratio, true);
+    let (low, high) = w.canary.error_bounds();
+    check(
+        CHECKS[0],
+        (canary_ratio, low, high),
+        a.max_error_ratio,
+        true,
+    );
+    let (s_low, s_high) = w.stable.error_bounds();
     check(
         CHECKS[1],
-        canary_ratio - w.stable.error_ratio(),
+        (
+            canary_ratio - w.stable.error_ratio(),
+            low - s_high,
+            high - s_low,
+        ),
         a.max_error_ratio_over_stable,
         stable_known,
     );
@@ -273,9 +346,14 @@ fn checks(a: &Analysis, w: &Window, bounds: &[f64]) -> Vec<Check> {
     let stable_q = w.stable.quantile(a.quantile, bounds).unwrap_or(0.0);
     let floor = a.latency_floor.as_secs_f64().max(1e-6);
     let over = canary_q.max(floor) / stable_q.max(floor);
-    check(CHECKS[2], over, a.max_latency_over_stable, stable_known);
+    check(
+        CHECKS[2],
+        exact(over),
+        a.max_latency_over_stable,
+        stable_known,
+    );
     if let Some(max) = a.max_latency {
-        check(CHECKS[3], canary_q, max.as_secs_f64(), true);
+        check(CHECKS[3], exact(canary_q), max.as_secs_f64(), true);
     }
     checks
 }
@@ -291,7 +369,56 @@ mod tests {
             requests,
             errors,
             buckets: buckets.to_vec(),
+            clients: Vec::new(),
         }
+    }
+
+    /// A canary tally of `clients` slots, each `[requests, errors]`.
+    fn by_clients(clients: &[[u64; 2]]) -> Tally {
+        let requests = clients.iter().map(|c| c[0]).sum();
+        Tally {
+            requests,
+            errors: clients.iter().map(|c| c[1]).sum(),
+            buckets: vec![requests, 0, 0, 0, 0],
+            clients: clients.to_vec(),
+        }
+    }
+
+    fn error_check(canary: Tally) -> Outcome {
+        let w = Window {
+            stable: tally(1000, 0, [1000, 0, 0, 0, 0]),
+            canary,
+        };
+        let v = judge(&analysis(), &w, &BOUNDS, true, 1).unwrap_or_else(|| panic!("verdict"));
+        v.checks[0].outcome
+    }
+
+    #[test]
+    fn one_clients_flood_decides_no_error_check_either_way() {
+        // Ten clients at 1 % errors each pass (limit 5 %).
+        let fine = [[100, 1]; 10];
+        assert_eq!(error_check(by_clients(&fine)), Outcome::Pass);
+        // An eleventh floods 5 000 errors: 80 % of requests, yet taken
+        // out it leaves 1 %: no failure from one client.
+        let mut flood = fine.to_vec();
+        flood.push([5_000, 5_000]);
+        assert_eq!(error_check(by_clients(&flood)), Outcome::Skipped);
+        // Ten clients at 20 % errors fail; one flooding 50 000 easy
+        // successes (0.4 % overall) does not make it pass.
+        let bad = [[100, 20]; 10];
+        assert_eq!(error_check(by_clients(&bad)), Outcome::Fail);
+        let mut diluted = bad.to_vec();
+        diluted.push([50_000, 0]);
+        assert_eq!(error_check(by_clients(&diluted)), Outcome::Skipped);
+        // Errors from many clients fail, whoever floods.
+        let mut both = bad.to_vec();
+        both.push([5_000, 5_000]);
+        assert_eq!(error_check(by_clients(&both)), Outcome::Fail);
+        // Under three client slots, the plain ratio decides.
+        assert_eq!(
+            error_check(by_clients(&[[100, 50], [100, 0]])),
+            Outcome::Fail
+        );
     }
 
     fn analysis() -> Analysis {

@@ -463,7 +463,8 @@ fn keep_aside(file: &std::path::Path) -> Option<PathBuf> {
     std::fs::copy(file, &aside).ok().map(|_| aside)
 }
 
-/// A tally as hash fields: `s.r` (requests), `s.e` (5xx), `s.b3` (bucket 3).
+/// A tally as hash fields: `s.r` (requests), `s.e` (5xx), `s.b3` (bucket
+/// 3), `s.k5r` and `s.k5e` (client slot 5's requests and 5xx).
 fn fields<'a>(side: &'a str, t: &'a Tally) -> impl Iterator<Item = (String, u64)> + 'a {
     [
         (format!("{side}.r"), t.requests),
@@ -476,6 +477,9 @@ fn fields<'a>(side: &'a str, t: &'a Tally) -> impl Iterator<Item = (String, u64)
             .enumerate()
             .map(move |(i, n)| (format!("{side}.b{i}"), *n)),
     )
+    .chain(t.clients.iter().enumerate().flat_map(move |(i, [r, e])| {
+        [(format!("{side}.k{i}r"), *r), (format!("{side}.k{i}e"), *e)]
+    }))
 }
 
 /// The window a hash of [`fields`] holds.
@@ -486,10 +490,17 @@ fn window_of(h: &HashMap<String, u64>) -> Window {
             .rev()
             .find(|i| h.contains_key(&format!("{side}.b{i}")))
             .map_or(0, |i| i + 1);
+        let slots = (0..crate::config::CLIENT_SLOTS)
+            .rev()
+            .find(|i| h.contains_key(&format!("{side}.k{i}r")))
+            .map_or(0, |i| i + 1);
         Tally {
             requests: get(format!("{side}.r")),
             errors: get(format!("{side}.e")),
             buckets: (0..count).map(|i| get(format!("{side}.b{i}"))).collect(),
+            clients: (0..slots)
+                .map(|i| [get(format!("{side}.k{i}r")), get(format!("{side}.k{i}e"))])
+                .collect(),
         }
     };
     Window {

@@ -559,7 +559,14 @@ impl Route {
             .iter()
             .enumerate()
             .map(|(i, g)| {
-                serves(i).then(|| metrics.route_group_handles(spec.name.as_str(), g.name.as_str()))
+                // A rollout's analysis weighs the clients of the two groups it judges.
+                let judged = spec
+                    .rollout
+                    .as_ref()
+                    .is_some_and(|p| p.stable == i || p.canary == i);
+                serves(i).then(|| {
+                    metrics.route_group_handles(spec.name.as_str(), g.name.as_str(), judged)
+                })
             })
             .collect();
         Self {
