@@ -139,13 +139,18 @@ const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 /// proxy's working set is small and TLB misses are not what it waits on.
 /// `MIMALLOC_ALLOW_THP=1` in the environment keeps them.
 fn tune_allocator() {
+    tune_allocator_keeping_thp(std::env::var_os("MIMALLOC_ALLOW_THP").is_some());
+}
+
+/// [`tune_allocator`], told whether to keep huge pages.
+fn tune_allocator_keeping_thp(keep_thp: bool) {
     #[allow(unsafe_code)]
     // SAFETY: sets one integer option; no pointers are involved, and mimalloc
     // allows options to be set at any time.
     unsafe {
         libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10);
     }
-    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+    if !keep_thp {
         // The first arena was mapped (and advised) before main; new ones
         // are not, and the prctl keeps khugepaged off the first.
         #[allow(unsafe_code)]
@@ -770,22 +775,26 @@ mod tests {
             1000,
             "mimalloc's purge_delay default moved or renumbered"
         );
-        let keep_thp = std::env::var_os("MIMALLOC_ALLOW_THP").is_some();
-        if !keep_thp {
-            assert_eq!(
-                get(super::MI_OPTION_ALLOW_THP),
-                1,
-                "mimalloc's allow_thp default moved or renumbered"
-            );
-        }
-        super::tune_allocator();
+        // mimalloc reads MIMALLOC_ALLOW_THP itself: the default is 1 only
+        // where the test's environment does not set it.
+        let from_env = std::env::var_os("MIMALLOC_ALLOW_THP").map(|v| v != "0");
+        assert_eq!(
+            get(super::MI_OPTION_ALLOW_THP),
+            std::ffi::c_long::from(from_env.unwrap_or(true)),
+            "mimalloc's allow_thp default moved or renumbered"
+        );
+        // Keeping huge pages changes nothing of them; turning them off
+        // turns the option and the process's eligibility off, whatever
+        // the environment says (every check runs, none is gated).
+        let before = get(super::MI_OPTION_ALLOW_THP);
+        super::tune_allocator_keeping_thp(true);
         assert_eq!(get(super::MI_OPTION_PURGE_DELAY), 10);
-        if !keep_thp {
-            assert_eq!(get(super::MI_OPTION_ALLOW_THP), 0);
-            #[allow(unsafe_code)]
-            // SAFETY: a prctl query with integer arguments.
-            let disabled = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
-            assert_eq!(disabled, 1, "PR_SET_THP_DISABLE did not hold");
-        }
+        assert_eq!(get(super::MI_OPTION_ALLOW_THP), before);
+        super::tune_allocator_keeping_thp(false);
+        assert_eq!(get(super::MI_OPTION_ALLOW_THP), 0);
+        #[allow(unsafe_code)]
+        // SAFETY: a prctl query with integer arguments.
+        let disabled = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+        assert_eq!(disabled, 1, "PR_SET_THP_DISABLE did not hold");
     }
 }

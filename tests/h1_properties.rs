@@ -225,8 +225,25 @@ const SOUP: &[&[u8]] = &[
     b"0\r\n\r\n",
 ];
 
+/// Cases of each property below. proptest lets `PROPTEST_CASES` override
+/// it; [`the_properties_run_their_full_count`] fails when that thins them.
+const CASES: u32 = 256;
+
+#[test]
+fn the_properties_run_their_full_count() {
+    let config = ProptestConfig {
+        cases: CASES,
+        ..ProptestConfig::default()
+    };
+    let effective = proptest::test_runner::contextualize_config(config).cases;
+    assert!(
+        effective >= CASES,
+        "PROPTEST_CASES lowers the properties to {effective} cases (of {CASES}): unset it"
+    );
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes_never_panic_a_parser(

@@ -195,8 +195,21 @@ async fn sighup_reloads_the_real_binary() {
     let status = status_at(a).await;
     assert_eq!(status["config"]["reload"]["last_trigger"], "SIGHUP");
     proxy.signal("HUP");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = status_at(a).await;
+    // Wait for the proof that this SIGHUP was read (not for a fixed time):
+    // the reload status says the file matched what runs.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = status_at(a).await;
+        if status["config"]["reload"]["last_result"] == "unchanged" {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second SIGHUP was never read: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status["config"]["reload"]["last_trigger"], "SIGHUP");
     assert_eq!(
         status["config"]["generation"], 2,
         "an unchanged file made a new generation"

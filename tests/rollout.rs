@@ -274,12 +274,18 @@ async fn a_healthy_canary_is_promoted_through_every_step() {
     assert_eq!(seen[1].1, [5000, 5000], "{seen:?}");
     assert_eq!(seen[2].1, [0, 10000], "{seen:?}");
     let pinned = traffic.stop().await;
-    assert!(pinned.iter().any(|(_, u)| u == "blue") || blue.hits() > 0);
     let went = where_clients_go(proxy.proxy_addr, &pinned).await;
     assert!(
         went.iter().all(|u| u == "green"),
         "promoted, blue drained: {went:?}"
     );
+    // Clients pinned to blue were there, and the drain moved them.
+    let moved = series_at(
+        proxy.admin_addr,
+        "switchyard_assignments_total{group=\"green\",reason=\"reassigned\",route=\"default\"}",
+    )
+    .await;
+    assert!(moved > 0.0, "no client pinned to blue was moved to green");
     assert_eq!(
         metric(
             &proxy,

@@ -105,14 +105,17 @@ fn paths(e: &Edge) -> Vec<String> {
         .collect()
 }
 
-/// The sum of every sample of one metric family.
+/// The sum of every sample of one metric family, which must have some (a
+/// misspelt family fails the test instead of summing to 0).
 async fn total(e: &Edge, family: &str) -> f64 {
-    scrape(&e.proxy)
+    let samples: Vec<f64> = scrape(&e.proxy)
         .await
         .lines()
         .filter(|l| l.starts_with(family) && l[family.len()..].starts_with('{'))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+        .collect();
+    assert!(!samples.is_empty(), "no series of {family} in /metrics");
+    samples.iter().sum()
 }
 
 const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nhost: app.test\r\n\r\n";

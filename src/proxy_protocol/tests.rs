@@ -173,7 +173,26 @@ fn every_prefix_of_a_header_asks_for_more() {
     }
 }
 
+/// Cases of each property below. proptest lets `PROPTEST_CASES` override
+/// it; [`the_properties_run_their_full_count`] fails when that thins them.
+const CASES: u32 = 2048;
+
+#[test]
+fn the_properties_run_their_full_count() {
+    let config = ProptestConfig {
+        cases: CASES,
+        ..ProptestConfig::default()
+    };
+    let effective = proptest::test_runner::contextualize_config(config).cases;
+    assert!(
+        effective >= CASES,
+        "PROPTEST_CASES lowers the properties to {effective} cases (of {CASES}): unset it"
+    );
+}
+
 proptest! {
+    #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
+
     #[test]
     fn arbitrary_bytes_never_panic_and_never_claim_more_than_they_hold(
         bytes in proptest::collection::vec(any::<u8>(), 0..300),

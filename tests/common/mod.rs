@@ -515,32 +515,39 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Reads one metric sample from the admin listener (0 when absent).
+/// Reads one metric sample from the admin listener; the series must exist
+/// (a misspelt name or label fails the test, never reads as 0).
 pub async fn metric(running: &Running, name_and_labels: &str) -> f64 {
-    metric_at(running.admin_addr, name_and_labels).await
+    series_at(running.admin_addr, name_and_labels).await
 }
 
-/// Reads one metric sample from the admin listener at `admin` (0 when absent).
+/// Reads one metric sample from the admin listener at `admin`; the series
+/// must exist.
 pub async fn metric_at(admin: SocketAddr, name_and_labels: &str) -> f64 {
+    series_at(admin, name_and_labels).await
+}
+
+/// The sample of a series that may not exist yet (a counter whose label
+/// value has never been seen): `None` when absent. For the few checks
+/// whose subject is that absence, or that wait for a first count.
+pub async fn series_if_any(admin: SocketAddr, name_and_labels: &str) -> Option<f64> {
     let text = scrape_at(admin).await;
-    text.lines()
-        .find_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            (k == name_and_labels).then(|| v.parse().ok())?
-        })
-        .unwrap_or(0.0)
+    text.lines().find_map(|l| {
+        let (k, v) = l.rsplit_once(' ')?;
+        (k == name_and_labels).then(|| v.parse().ok())?
+    })
 }
 
 /// Reads one metric sample that must exist: a misspelt name or label fails
 /// the test instead of reading as 0.
 pub async fn series_at(admin: SocketAddr, name_and_labels: &str) -> f64 {
-    let text = scrape_at(admin).await;
-    text.lines()
-        .find_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            (k == name_and_labels).then(|| v.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("no series {name_and_labels} in /metrics:\n{text}"))
+    match series_if_any(admin, name_and_labels).await {
+        Some(v) => v,
+        None => {
+            let text = scrape_at(admin).await;
+            panic!("no series {name_and_labels} in /metrics:\n{text}")
+        }
+    }
 }
 
 /// Sends one HTTP/1.1 request from the loopback address `from` (any of

@@ -155,6 +155,9 @@ fn paths() -> impl Strategy<Value = String> {
 }
 
 proptest! {
+    // The count `proxy_protocol`'s guard test holds PROPTEST_CASES to.
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
     #[test]
     fn normalizing_twice_gives_what_once_gave(p in paths(), s in settings()) {
         if let Ok(once) = normalize(&p, &s) {
