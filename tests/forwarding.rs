@@ -57,9 +57,9 @@ async fn hop_by_hop_headers_and_the_sticky_cookie_never_reach_the_upstream() {
         h["x-forwarded-for"], "127.0.0.1",
         "spoofed XFF replaced by the peer"
     );
-    assert_eq!(
-        h["x-real-ip"], "127.0.0.1",
-        "spoofed X-Real-IP replaced by the peer"
+    assert!(
+        !h.contains_key("x-real-ip"),
+        "a spoofed X-Real-IP reached the upstream"
     );
     assert_eq!(h["x-forwarded-host"], "app.example");
     assert_eq!(h["x-forwarded-proto"], "http");
