@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -88,22 +88,6 @@ fn conn_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// The builder for a TLS connection whose ALPN chose `h2`: HTTP/2 only,
-/// set as [`conn_builder`]'s HTTP/2 half (auto's builder sniffs the first
-/// bytes even when told HTTP/2 only, and would serve HTTP/1.1 there).
-fn h2_builder() -> http2::Builder<TokioExecutor> {
-    let mut b = http2::Builder::new(TokioExecutor::new());
-    b.timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
-        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
-        .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
-        .enable_connect_protocol();
-    b
-}
-
 /// The builder for a parked HTTP/1 connection served again: the HTTP/1 half of
 /// [`conn_builder`], set the same way, without the HTTP/2 sniffing (one read
 /// and one copy fewer; the protocol is known by then).
@@ -134,8 +118,10 @@ struct Builders {
     generation: u64,
     /// h2c and the connections the native server hands over.
     auto: auto::Builder<TokioExecutor>,
-    /// HTTP/2 only: TLS connections whose ALPN chose `h2`.
-    h2: http2::Builder<TokioExecutor>,
+    /// The same, HTTP/2 only: TLS connections whose ALPN chose `h2`
+    /// (served with `serve_connection`, which honours it: the upgradeable
+    /// form sniffs the first bytes whatever it was told).
+    h2: auto::Builder<TokioExecutor>,
     /// The same, HTTP/1 only: for a parked connection served again.
     h1: http1::Builder,
 }
@@ -145,7 +131,7 @@ impl Builders {
         Self {
             generation: snap.generation,
             auto: conn_builder(&snap.config.limits),
-            h2: h2_builder(),
+            h2: conn_builder(&snap.config.limits).http2_only(),
             h1: h1_builder(&snap.config.limits),
         }
     }
@@ -486,7 +472,10 @@ fn serving<S: ClientStream>(
                     serve_conn(std::pin::pin!(conn), shutdown, activity).await
                 }
                 Builder::Http2 => {
-                    let conn = builders.h2.serve_connection(TokioIo::new(io), service);
+                    let conn = builders
+                        .h2
+                        .serve_connection(TokioIo::new(io), service)
+                        .into_owned();
                     drop(builders);
                     serve_conn(std::pin::pin!(conn), shutdown, activity).await
                 }
@@ -603,13 +592,15 @@ impl<S: ClientStream> HyperConn
     }
 }
 
-impl<S: ClientStream> HyperConn for http2::Connection<TokioIo<ClientIo<S>>, Proxy, TokioExecutor> {
+impl<S: ClientStream> HyperConn
+    for auto::Connection<'static, TokioIo<ClientIo<S>>, Proxy, TokioExecutor>
+{
     fn poll_conn(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
-        Future::poll(self, cx).map_err(ConnError::from)
+        Future::poll(self, cx)
     }
 
     fn graceful_shutdown(self: Pin<&mut Self>) {
-        http2::Connection::graceful_shutdown(self);
+        auto::Connection::graceful_shutdown(self);
     }
 }
 
