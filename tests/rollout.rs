@@ -831,6 +831,12 @@ fn bad_plans_are_named_with_their_path_and_line() {
     );
 }
 
+/// `switchyard rollout reset` of the default route, through the admin API.
+async fn reset(admin: std::net::SocketAddr) {
+    let got = post(admin, "/rollouts/default/reset", Some(ADMIN_TOKEN)).await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+}
+
 /// An aborted rollout whose state file is then truncated, emptied or
 /// garbled, across a restart: the plan is held on its YAML split (no
 /// canary re-opened), `/status` and a metric say why, the file is left as
@@ -914,13 +920,7 @@ async fn an_unreadable_state_file_holds_the_plan_until_reset() {
             // Deleting the file ends the hold: the plan starts afresh.
             ok(std::fs::remove_file(&state), "delete the state file");
         } else {
-            let reset = post(a, "/rollouts/default/reset", Some(ADMIN_TOKEN)).await;
-            assert_eq!(
-                reset.status,
-                200,
-                "{}",
-                String::from_utf8_lossy(&reset.body)
-            );
+            reset(a).await;
         }
         let r = wait_rollout(a, Duration::from_secs(10), "resumed", |r| {
             r["held"].is_null() && state_is(r, "progressing")
@@ -996,13 +996,7 @@ async fn an_unreadable_redis_record_holds_the_plan_until_reset() {
         kept, "{\"phase\": tru",
         "the unreadable record was overwritten"
     );
-    let reset = post(a, "/rollouts/default/reset", Some(ADMIN_TOKEN)).await;
-    assert_eq!(
-        reset.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reset.body)
-    );
+    reset(a).await;
     let rec = wait_rollout(a, Duration::from_secs(5), "resumed", |r| {
         r["held"].is_null()
     })
