@@ -11,17 +11,22 @@ use std::net::SocketAddr;
 use common::*;
 use http_body_util::Full;
 
-/// Two apps: `api` takes /api/ and below, `web` the rest.
-async fn two_apps() -> (Upstream, Upstream, switchyard::app::Running) {
+/// Two apps: `api` takes /api/ and below, `web` the rest; `tls`: lines
+/// of an HTTPS listener.
+async fn two_apps_with(tls: &str) -> (Upstream, Upstream, switchyard::app::Running) {
     let (api, web) = (Upstream::start("api").await, Upstream::start("web").await);
     let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:TEST_KEY]\n\
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n{tls}sticky:\n  ttl: 1h\n  keys: [env:TEST_KEY]\n\
          groups:\n  api:\n    targets: [{{address: {}}}]\n  web:\n    targets: [{{address: {}}}]\n\
          routes:\n  - name: api\n    match: {{path_prefix: /api/}}\n    split: {{api: 1}}\n  - name: web\n    split: {{web: 1}}\n",
         api.addr, web.addr
     );
     let proxy = start_proxy(&yaml).await;
     (api, web, proxy)
+}
+
+async fn two_apps() -> (Upstream, Upstream, switchyard::app::Running) {
+    two_apps_with("").await
 }
 
 /// Sends `target` three ways: HTTP/1.1 origin form, HTTP/1.1 absolute
@@ -118,4 +123,39 @@ async fn refused_spellings_are_400_and_reach_no_upstream() {
     )
     .await;
     assert!(bad >= 18.0, "refusals counted: {bad}");
+}
+
+/// The same over TLS, where HTTP/1.1 is hyper's (not the native server's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hypers_http1_over_tls_gives_the_same_verdicts() {
+    let ca = common::pki::Ca::new("test CA");
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    let (cert, key) = ca.leaf(&["app.test"]).write(dir.path(), "app");
+    let tls = format!(
+        "tls:\n  listen: 127.0.0.1:0\n  certificates:\n    - cert: {}\n      key: {}\n",
+        cert.display(),
+        key.display()
+    );
+    let (api, web, proxy) = two_apps_with(&tls).await;
+    let addr = proxy.tls_addr.unwrap_or_else(|| panic!("no TLS listener"));
+    for (target, status, route, forwarded) in [
+        ("/api/../admin", 200, "web", "/admin"),
+        ("/%61pi/x", 200, "api", "/api/x"),
+        ("//api//y", 200, "api", "/api/y"),
+        ("/api%2F..%2Fadmin", 400, "", ""),
+    ] {
+        let got = common::pki::https_get(addr, "app.test", &ca, target, None).await;
+        assert_eq!(
+            (got.status.as_u16(), got.upstream()),
+            (status, route),
+            "{target}"
+        );
+        if status == 200 {
+            let seen = if route == "api" { &api } else { &web };
+            assert_eq!(
+                seen.last_seen().map(|s| s.uri).unwrap_or_default(),
+                forwarded
+            );
+        }
+    }
 }
