@@ -154,6 +154,57 @@ fn paths() -> impl Strategy<Value = String> {
     prop::collection::vec(piece, 0..12).prop_map(|v| format!("/{}", v.concat()))
 }
 
+/// Routes on path prefixes, an exact path and a regex, to ask which one a
+/// normalized path takes.
+fn route_table() -> &'static crate::route::RouteTable {
+    static TABLE: std::sync::OnceLock<crate::route::RouteTable> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let yaml = "  a:\n    targets: [{address: 10.0.0.1:80}]\n\
+                routes:\n\
+                \x20 - {name: admin, match: {path: /admin}, split: {a: 1}}\n\
+                \x20 - {name: api, match: {path_prefix: /api/}, split: {a: 1}}\n\
+                \x20 - {name: img, match: {path_regex: '/[a-z]+/img/.*'}, split: {a: 1}}\n\
+                \x20 - {name: web, split: {a: 1}}\n";
+        let cfg = crate::assign::tests::config_with(yaml);
+        crate::route::RouteTable::new(&cfg.routes)
+    })
+}
+
+fn route_of(table: &crate::route::RouteTable, path: &str) -> Option<usize> {
+    let headers = http::HeaderMap::new();
+    table.find(&crate::route::RequestFacts {
+        host: "app",
+        path,
+        method: &http::Method::GET,
+        headers: &headers,
+    })
+}
+
+/// How an aggressive origin reads a path (nginx's location matching, IIS):
+/// every escape decoded, `\\` read as `/`, slashes merged, dot segments
+/// resolved.
+fn origin_view(path: &str) -> String {
+    let b = path.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let byte = match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                i += 2;
+                h << 4 | l
+            }
+            (c, _, _) => c,
+        };
+        out.push(if byte == b'\\' { b'/' } else { byte });
+        i += 1;
+    }
+    String::from_utf8_lossy(&remove_dot_segments(&merge_slashes(&out))).into_owned()
+}
+
 proptest! {
     // The count `proxy_protocol`'s guard test holds PROPTEST_CASES to.
     #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
@@ -170,6 +221,35 @@ proptest! {
             }
             let segments: Vec<&str> = once.split('/').collect();
             prop_assert!(!segments.contains(&".") && !segments.contains(&".."), "{}", once);
+        }
+    }
+
+    /// The route of what the upstream receives, normalized again (as an
+    /// origin that normalizes reads it), is the route that took the request.
+    #[test]
+    fn an_origin_that_normalizes_reads_the_route_the_proxy_chose(
+        p in paths(), s in settings(), prefix in prop_oneof![Just(""), Just("/api"), Just("/admin"), Just("/x/img")],
+    ) {
+        let table = route_table();
+        let p = format!("{prefix}{p}");
+        if let Ok(forwarded) = normalize(&p, &s) {
+            let origin_reads = normalize(&forwarded, &s).map(Cow::into_owned);
+            prop_assert_eq!(origin_reads.as_deref(), Ok(forwarded.as_ref()));
+            prop_assert_eq!(route_of(table, &forwarded), route_of(table, origin_reads.as_deref().unwrap_or("")));
+        }
+    }
+
+    /// With the defaults, even an origin that decodes every escape and
+    /// reads `\\` as `/` sees a path of the route the proxy chose.
+    #[test]
+    fn by_default_no_spelling_reaches_another_route_at_an_aggressive_origin(
+        p in paths(), prefix in prop_oneof![Just(""), Just("/api"), Just("/admin"), Just("/x")],
+    ) {
+        let table = route_table();
+        let p = format!("{prefix}{p}");
+        if let Ok(forwarded) = normalize(&p, &PathSettings::default()) {
+            let seen = origin_view(&forwarded);
+            prop_assert_eq!(route_of(table, &forwarded), route_of(table, &seen), "{} -> {} -> {}", p, forwarded, seen);
         }
     }
 }
