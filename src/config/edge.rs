@@ -9,7 +9,6 @@ use serde_saphyr::Spanned;
 
 use super::fields::{Errors, header_name, int_field};
 use super::raw::{RawAccessLog, RawPaths, RawProxyProtocol, RawRequestId, RawTraceContext};
-use super::types::{Backslash, EscapedSlashes, PathSettings};
 
 /// A listener that takes a PROXY protocol header (v1 or v2) before each
 /// connection's first byte. Every connection must carry one, and only the
@@ -442,4 +441,49 @@ pub(super) fn paths(errs: &mut Errors, raw: Option<&Spanned<RawPaths>>) -> PathS
         escaped_slashes,
         backslash,
     }
+}
+
+/// How a request's path is normalized before routing (`crate::route::path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathSettings {
+    /// Off: the path is routed and forwarded as it came (route confusion
+    /// with an origin that normalizes becomes possible).
+    pub normalize: bool,
+    /// Runs of `/` become one.
+    pub merge_slashes: bool,
+    pub escaped_slashes: EscapedSlashes,
+    pub backslash: Backslash,
+}
+
+impl Default for PathSettings {
+    fn default() -> Self {
+        Self {
+            normalize: true,
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Reject,
+            backslash: Backslash::Reject,
+        }
+    }
+}
+
+/// What an encoded slash or backslash (`%2F`, `%5C`) in a path does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    /// 400: an origin that decodes it would see another path.
+    Reject,
+    /// Forwarded as it came (hex uppercased): one segment to the proxy.
+    Keep,
+    /// Decoded, then normalized like any `/` (or `\`, as `backslash` says).
+    Decode,
+}
+
+/// What a raw `\` in a path does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backslash {
+    /// 400: some origins read it as `/`.
+    Reject,
+    /// Forwarded as it came.
+    Keep,
+    /// Read as `/`, then normalized.
+    Slash,
 }

@@ -10,8 +10,8 @@ use http::uri::Authority;
 use ipnet::IpNet;
 
 pub use super::edge::{
-    AccessLogSettings, DEFAULT_QUEUE, Key16, LogField, LogFormat, LogSink, ProxyProtocol,
-    RequestIdSettings, TraceContext,
+    AccessLogSettings, Backslash, DEFAULT_QUEUE, EscapedSlashes, Key16, LogField, LogFormat,
+    LogSink, PathSettings, ProxyProtocol, RequestIdSettings, TraceContext,
 };
 
 /// Longest sticky TTL accepted: 7 days, the AWS ALB maximum.
@@ -842,49 +842,4 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Secret({} bytes)", self.0.len())
     }
-}
-
-/// How a request's path is normalized before routing (`crate::route::path`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PathSettings {
-    /// Off: the path is routed and forwarded as it came (route confusion
-    /// with an origin that normalizes becomes possible).
-    pub normalize: bool,
-    /// Runs of `/` become one.
-    pub merge_slashes: bool,
-    pub escaped_slashes: EscapedSlashes,
-    pub backslash: Backslash,
-}
-
-impl Default for PathSettings {
-    fn default() -> Self {
-        Self {
-            normalize: true,
-            merge_slashes: true,
-            escaped_slashes: EscapedSlashes::Reject,
-            backslash: Backslash::Reject,
-        }
-    }
-}
-
-/// What an encoded slash or backslash (`%2F`, `%5C`) in a path does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EscapedSlashes {
-    /// 400: an origin that decodes it would see another path.
-    Reject,
-    /// Forwarded as it came (hex uppercased): one segment to the proxy.
-    Keep,
-    /// Decoded, then normalized like any `/` (or `\`, as `backslash` says).
-    Decode,
-}
-
-/// What a raw `\` in a path does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backslash {
-    /// 400: some origins read it as `/`.
-    Reject,
-    /// Forwarded as it came.
-    Keep,
-    /// Read as `/`, then normalized.
-    Slash,
 }
