@@ -159,3 +159,108 @@ async fn hypers_http1_over_tls_gives_the_same_verdicts() {
         }
     }
 }
+
+/// A child process killed when the test ends, passed or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real origin that normalizes: nginx, which matches its `location`s on
+/// the decoded, dot-resolved, slash-merged URI. One server per app, each
+/// answering which of its locations took the request, and the URI it read.
+/// The `api` app is reached through the proxy's `api` route only: if the
+/// proxy routed on one spelling and forwarded another, nginx behind the
+/// `web` route would answer from its `/api/` location (or the other way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_normalizing_origin_answers_from_the_location_of_the_route_taken() {
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    let (api_port, web_port) = (free_port(), free_port());
+    let server = |port: u16, app: &str| {
+        format!(
+            "  server {{\n    listen 127.0.0.1:{port};\n\
+             \x20   location /api/ {{ return 200 \"{app} location=api uri=$uri\\n\"; }}\n\
+             \x20   location /admin {{ return 200 \"{app} location=admin uri=$uri\\n\"; }}\n\
+             \x20   location / {{ return 200 \"{app} location=web uri=$uri\\n\"; }}\n  }}\n"
+        )
+    };
+    let conf = format!(
+        "master_process off;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
+         \x20 fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n{}{}}}\n",
+        server(api_port, "api"),
+        server(web_port, "web"),
+        d = dir.path().display(),
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    ok(std::fs::write(&conf_path, conf), "write nginx.conf");
+    let bin = ["/usr/sbin/nginx", "nginx"]
+        .into_iter()
+        .find(|b| std::process::Command::new(b).arg("-v").output().is_ok())
+        .unwrap_or_else(|| panic!("nginx is not installed (tests/run installs it)"));
+    let _nginx = Killed(ok(
+        std::process::Command::new(bin)
+            .arg("-c")
+            .arg(&conf_path)
+            .stderr(std::process::Stdio::null())
+            .spawn(),
+        "start nginx",
+    ));
+    for port in [api_port, web_port] {
+        let mut up = false;
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(up, "nginx did not listen on {port}");
+    }
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:TEST_KEY]\n\
+         groups:\n  api:\n    targets: [{{address: 127.0.0.1:{api_port}}}]\n  web:\n    targets: [{{address: 127.0.0.1:{web_port}}}]\n\
+         routes:\n  - name: api\n    match: {{path_prefix: /api/}}\n    split: {{api: 1}}\n  - name: web\n    split: {{web: 1}}\n"
+    );
+    let proxy = start_proxy(&yaml).await;
+    let p = proxy.proxy_addr;
+    for target in [
+        "/api/../admin",
+        "/%61pi/x",
+        "/x/../api/y",
+        "//api//y",
+        "/%2e%2e/api/./z",
+        "/api/%2e%2e/admin",
+        "/api/x/../../admin",
+        "/%2561pi/x",
+    ] {
+        let line = format!("GET {target} HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n");
+        let resp = raw(p, line.as_bytes()).await;
+        let body = resp
+            .rsplit("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        let (app, location) = {
+            let mut w = body.split_whitespace();
+            (w.next().unwrap_or(""), w.next().unwrap_or(""))
+        };
+        assert!(resp.starts_with("HTTP/1.1 200"), "{target}: {resp}");
+        // The app the proxy routed to answers from its own location: the
+        // api app from /api/, the web app from anything but /api/.
+        match app {
+            "api" => assert_eq!(location, "location=api", "{target}: {body}"),
+            "web" => assert_ne!(location, "location=api", "{target}: {body}"),
+            _ => panic!("{target}: {resp}"),
+        }
+    }
+}
