@@ -29,7 +29,8 @@
 //!  state                                      Snapshot + live per-target state
 //!  store     upstream                         sessions; target pools and retry budget
 //!  metrics   health   body                    label handles; health state machine; body adapters
-//!  assign    route                            pure decision over a Routing view; which route
+//!  assign    route                            pure decision over a Routing view (and tester
+//!                                             passes); which route, on the normalized path
 //!  config                                     raw -> validated Config
 //!  clock  h1  tls  batch  tunnels            ground (h1: the HTTP/1 wire, one copy for
 //!  proxy_protocol                             the native server and the native pool;
