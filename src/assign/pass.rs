@@ -98,6 +98,10 @@ impl PassCodec {
         routing: &Routing,
         now: u32,
     ) -> Result<(Pin, usize), PassResult> {
+        // A length the codec refuses is refused before any scan of it.
+        if value.len() > super::cookie::MAX_VALUE_LEN {
+            return Err(PassResult::TooLong);
+        }
         let text = std::str::from_utf8(value).map_err(|_| PassResult::Malformed)?;
         let pin = self.0.verify(text)?;
         if now >= pin.expires_at {
