@@ -326,16 +326,21 @@ async fn without_failover_or_any_healthy_target_the_answer_is_503() {
     );
 }
 
-/// A port nothing listens on.
-async fn refused_addr() -> SocketAddr {
-    let l = ok(tokio::net::TcpListener::bind("127.0.0.1:0").await, "bind");
-    ok(l.local_addr(), "addr")
+/// A port nothing listens on, held for as long as the socket lives: bound
+/// but not listening, so connects are refused, and no other test (or
+/// process) can be handed the port meanwhile (a port merely freed could be,
+/// and a "dead" target would then answer).
+fn refused_addr() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = ok(tokio::net::TcpSocket::new_v4(), "socket");
+    ok(socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))), "bind");
+    let addr = ok(socket.local_addr(), "addr");
+    (socket, addr)
 }
 
 #[tokio::test]
 async fn a_post_to_a_refusing_target_is_sent_once_to_a_sibling() {
     let live = Upstream::start("blue-live").await;
-    let dead = refused_addr().await;
+    let (_held, dead) = refused_addr();
     let g = Upstream::start("green").await;
     let y = format!(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:TEST_KEY]\n\
@@ -354,7 +359,7 @@ async fn a_post_to_a_refusing_target_is_sent_once_to_a_sibling() {
             "request",
         );
         let got = send(&c, req).await;
-        assert_eq!(got.status, 200, "POST {i}");
+        assert_eq!(got.status, 200, "POST {i}: {:?}", got.body);
         assert!(got.body.starts_with(b"100000 "), "POST {i}: {:?}", got.body);
     }
     assert_eq!(
@@ -457,10 +462,7 @@ async fn a_target_dying_mid_post_body_gets_502_and_no_retry() {
 /// every 10 s however many requests fail.
 #[tokio::test]
 async fn a_dead_target_is_named_in_a_rate_limited_warning() {
-    let dead = {
-        let l = ok(tokio::net::TcpListener::bind("127.0.0.1:0").await, "bind");
-        ok(l.local_addr(), "addr")
-    };
+    let (_held, dead) = refused_addr();
     let proxy = BinProxy::start(&format!(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsticky:\n  ttl: 1h\n  keys: [env:TEST_KEY]\n\
          groups:\n  blue:\n    weight: 1\n    targets:\n      - address: {dead}\n"
