@@ -160,16 +160,6 @@ async fn hypers_http1_over_tls_gives_the_same_verdicts() {
     }
 }
 
-/// A child process killed when the test ends, passed or not.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A real origin that normalizes: nginx, which matches its `location`s on
 /// the decoded, dot-resolved, slash-merged URI. One server per app, each
 /// answering which of its locations took the request, and the URI it read.

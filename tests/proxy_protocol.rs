@@ -408,13 +408,3 @@ async fn haproxy_in_front_sends_v1_and_v2() {
     }
     proxy.shutdown().await;
 }
-
-/// A child process killed when the test ends, passed or not.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}

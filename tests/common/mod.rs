@@ -582,6 +582,16 @@ pub async fn scrape_at(admin: SocketAddr) -> String {
     String::from_utf8_lossy(&got.body).into_owned()
 }
 
+/// A child process (nginx, HAProxy) killed when the test ends, passed or not.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The real `switchyard` binary, started as a child process.
 pub struct BinProxy {
     pub child: std::process::Child,
